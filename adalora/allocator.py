@@ -1,0 +1,228 @@
+"""AdaLoRA's rank allocator: importance scores, cubic budget schedule, global masking.
+
+This follows the official ``RankAllocator`` (loralib ``adalora.py``), which produced the
+paper's numbers, wherever the paper's text differs:
+
+* schedule numerator ``t - t_i`` (Eq. 14 prints ``t - t_i - t_f``), ``int()`` floor;
+* ``update_and_mask`` runs *after* ``optimizer.step()``, so the sensitivity is
+  ``|p_{t+1} · g_t|``; scores freeze from step ``T - t_f`` on;
+* one global ``kthvalue`` threshold over all triplets of all matrices, ties pruned;
+* only Λ (``lora_E``) is zeroed, in place; A, B and the optimiser state are kept, so a
+  pruned triplet can come back between two masking events of the decrease phase.
+
+The EMA updates use fused multi-tensor (``torch._foreach_*``) kernels, and masking needs
+no host-device synchronisation, so the allocator costs a few kernels per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+IMPORTANCE_METRICS = ("sensitivity_uncertainty", "sensitivity", "magnitude")
+
+
+class RankAllocator:
+    """Allocates a global rank budget across AdaLoRA's ``SVDLinear`` modules.
+
+    :param modules: name → module with ``lora_A`` (r×d_in), ``lora_E`` (r×1), ``lora_B`` (d_out×r).
+    :param target_r: average final rank r̄(T); the final budget is ``b(T) = target_r · n``.
+    :param init_warmup: t_i, steps trained at the full budget b(0) before pruning starts.
+    :param final_warmup: t_f, steps trained at the final budget with a frozen pattern.
+    :param mask_interval: ΔT, mask every ΔT steps during the budget decrease.
+    :param importance: ``sensitivity_uncertainty`` (the paper, s = Ī·Ū), ``sensitivity``
+        (s = Ī, Table 4 ablation) or ``magnitude`` (S_i = |λ_i|, Table 4 ablation).
+    :param total_step: T, the number of optimiser steps; may be set later with
+        :meth:`set_total_step` once the data loader is known.
+    :param target_total_rank: b(T) directly, overriding ``target_r · n`` (official option).
+    """
+
+    def __init__(
+        self,
+        modules: Mapping[str, nn.Module],
+        target_r: int,
+        init_warmup: int,
+        final_warmup: int,
+        mask_interval: int,
+        beta1: float = 0.85,
+        beta2: float = 0.85,
+        importance: str = "sensitivity_uncertainty",
+        total_step: int | None = None,
+        target_total_rank: int | None = None,
+    ):
+        if not modules:
+            raise ValueError("RankAllocator needs at least one SVDLinear module")
+        for key, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 < beta < 1.0:
+                raise ValueError(f"{key} must lie in (0, 1), got {beta}")
+        if importance not in IMPORTANCE_METRICS:
+            raise ValueError(f"importance must be one of {IMPORTANCE_METRICS}, got {importance!r}")
+        if mask_interval < 1:
+            raise ValueError(f"mask_interval (deltaT) must be >= 1, got {mask_interval}")
+        if init_warmup < 0 or final_warmup < 0:
+            raise ValueError(f"tinit and tfinal must be >= 0, got tinit={init_warmup}, tfinal={final_warmup}")
+        self.names = sorted(modules)
+        self.modules = [modules[n] for n in self.names]
+        init_ranks = [m.lora_E.shape[0] for m in self.modules]
+        if target_total_rank is None and any(target_r > r for r in init_ranks):
+            raise ValueError(f"target_r ({target_r}) must be <= init_r ({min(init_ranks)})")
+        self.init_budget = sum(init_ranks)
+        self.target_budget = target_total_rank if target_total_rank is not None else target_r * len(self.modules)
+        if not 0 <= self.target_budget <= self.init_budget:
+            raise ValueError(f"target budget {self.target_budget} must lie in [0, b(0)={self.init_budget}]")
+        self.init_warmup = init_warmup
+        self.final_warmup = final_warmup
+        self.mask_interval = mask_interval
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.importance = importance
+        self.total_step: int | None = None
+        if total_step is not None:
+            self.set_total_step(total_step)
+        self._params = [p for m in self.modules for p in (m.lora_A, m.lora_E, m.lora_B)]
+        self._ema_ipt = [torch.zeros_like(p) for p in self._params]
+        self._ema_unc = [torch.zeros_like(p) for p in self._params]
+        self._final_mask: list[torch.Tensor] | None = None
+        self._last_mask: list[torch.Tensor] | None = None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, **kwargs: Any) -> RankAllocator:
+        """Collect every module that carries ``lora_E`` (an ``SVDLinear``) in ``model``."""
+        modules = {name: mod for name, mod in model.named_modules() if isinstance(getattr(mod, "lora_E", None), nn.Parameter)}
+        return cls(modules, **kwargs)
+
+    # ------------------------------------------------------------------ schedule
+    def set_total_step(self, total_step: int) -> None:
+        """Fix T; a schedule without a budget-decrease phase is a configuration error."""
+        if total_step <= self.init_warmup + self.final_warmup:
+            raise ValueError(
+                f"total_step T={total_step} must exceed tinit + tfinal = {self.init_warmup} + {self.final_warmup}"
+                " (AdaLoRA needs a budget-decrease phase); lower method.tinit / method.tfinal or train longer"
+            )
+        self.total_step = total_step
+
+    def budget_schedule(self, step: int) -> tuple[int, bool]:
+        """b(t) and whether to mask at ``step`` (official three-phase cubic schedule)."""
+        total = self._require_total_step()
+        if step <= self.init_warmup:
+            return self.init_budget, False
+        if step > total - self.final_warmup:
+            return self.target_budget, True
+        progress = (step - self.init_warmup) / (total - self.final_warmup - self.init_warmup)
+        budget = int((self.init_budget - self.target_budget) * (1 - progress) ** 3 + self.target_budget)
+        return budget, step % self.mask_interval == 0
+
+    def _require_total_step(self) -> int:
+        if self.total_step is None:
+            raise RuntimeError("RankAllocator.set_total_step(T) must be called before training")
+        return self.total_step
+
+    # ------------------------------------------------------------------ per step
+    @torch.no_grad()
+    def update_and_mask(self, global_step: int) -> int:
+        """Call once per optimiser step, after ``optimizer.step()`` and before ``zero_grad``.
+
+        ``global_step`` counts optimiser steps from 0. Returns the budget b(t).
+        """
+        total = self._require_total_step()
+        if global_step < total - self.final_warmup:
+            self._update_importance()
+        budget, mask_now = self.budget_schedule(global_step)
+        if mask_now:
+            self._mask(budget, final=global_step > total - self.final_warmup)
+        return budget
+
+    def _update_importance(self) -> None:
+        if self.importance == "magnitude":
+            return
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):
+            missing = [n for n, m in zip(self.names, self.modules) if any(p.grad is None for p in (m.lora_A, m.lora_E, m.lora_B))]
+            raise RuntimeError(
+                f"AdaLoRA parameters without a gradient (module not in the forward graph?): {missing[:5]}"
+            )
+        ipt = torch._foreach_mul(self._params, grads)
+        torch._foreach_abs_(ipt)
+        torch._foreach_mul_(self._ema_ipt, self.beta1)
+        torch._foreach_add_(self._ema_ipt, ipt, alpha=1 - self.beta1)
+        if self.importance == "sensitivity":
+            return
+        torch._foreach_sub_(ipt, self._ema_ipt)
+        torch._foreach_abs_(ipt)
+        torch._foreach_mul_(self._ema_unc, self.beta2)
+        torch._foreach_add_(self._ema_unc, ipt, alpha=1 - self.beta2)
+
+    def triplet_scores(self) -> list[torch.Tensor]:
+        """S_i per module: s(λ_i) + mean_j s(A_ij) + mean_j s(B_ji) (or |λ_i|)."""
+        if self.importance == "magnitude":
+            return [m.lora_E.detach().abs().view(-1) for m in self.modules]
+        if self.importance == "sensitivity":
+            elem = self._ema_ipt
+        else:
+            elem = torch._foreach_mul(self._ema_ipt, self._ema_unc)
+        scores = []
+        for i in range(len(self.modules)):
+            s_a, s_e, s_b = elem[3 * i], elem[3 * i + 1], elem[3 * i + 2]
+            scores.append(s_e.view(-1) + (s_a.mean(dim=1) + s_b.mean(dim=0)))
+        return scores
+
+    def _mask(self, budget: int, final: bool) -> None:
+        if final and self._final_mask is not None:
+            masks = self._final_mask  # scores are frozen, so the final pattern never changes
+        else:
+            masks = self._compute_masks(budget)
+            if final:
+                self._final_mask = masks
+        if masks is None:
+            return
+        self._last_mask = masks
+        for module, mask in zip(self.modules, masks):
+            module.lora_E.masked_fill_(mask.view(-1, 1), 0.0)
+
+    def _compute_masks(self, budget: int) -> list[torch.Tensor] | None:
+        k = self.init_budget - budget
+        if k <= 0:
+            return None
+        scores = self.triplet_scores()
+        threshold = torch.kthvalue(torch.cat(scores), k).values
+        return [s <= threshold for s in scores]
+
+    # ------------------------------------------------------------------ reporting
+    def rank_pattern(self) -> dict[str, int]:
+        """Kept triplets per matrix after the latest mask (all of them before the first one).
+
+        After the final phase, which masks every step, this is the count of non-zero λ, the
+        paper's final rank (rank 0 allowed). Counting the mask rather than λ ≠ 0 keeps the
+        count meaningful at step 0, where every λ is still 0 by initialisation.
+        """
+        if self._last_mask is None:
+            return {n: m.lora_E.shape[0] for n, m in zip(self.names, self.modules)}
+        counts = torch.stack([(~mask).sum() for mask in self._last_mask]).tolist()
+        return dict(zip(self.names, counts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "total_step": self.total_step,
+            "ema_ipt": [t.clone() for t in self._ema_ipt],
+            "ema_unc": [t.clone() for t in self._ema_unc],
+            "final_mask": _clone_all(self._final_mask),
+            "last_mask": _clone_all(self._last_mask),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError("allocator state was saved for a different set of adapted matrices")
+        if state["total_step"] is not None:
+            self.set_total_step(state["total_step"])
+        for dst, src in zip(self._ema_ipt + self._ema_unc, list(state["ema_ipt"]) + list(state["ema_unc"])):
+            dst.copy_(src)
+        self._final_mask = _clone_all(state["final_mask"])
+        self._last_mask = _clone_all(state["last_mask"])
+
+
+def _clone_all(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    return None if tensors is None else [t.clone() for t in tensors]

@@ -1,0 +1,146 @@
+"""Adapter layers: LoRA, AdaLoRA's SVD-form update, and bottleneck adapters.
+
+Every layer *wraps* an existing ``nn.Linear`` (kept as ``base_layer``, frozen by the method
+that applies it) instead of copying its weight, so a pretrained model is adapted in place
+without doubling its memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The official code divides by ``ranknum + 1e-5``; kept so results match it (and PEFT) exactly.
+_RANKNUM_EPS = 1e-5
+_INIT_STD = 0.02
+
+
+class LoRALinear(nn.Module):
+    """``y = W x + b + (alpha / r) * B A x`` (Hu et al.), A ~ N(0, 0.02), B = 0.
+
+    A is drawn from N(0, 0.02) rather than loralib's Kaiming default because the paper's
+    DeBERTa fork re-initialises it that way; ΔW = 0 at the start either way since B = 0.
+    """
+
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"LoRA rank r must be positive, got {r}")
+        self.base_layer = base_layer
+        self.r = r
+        self.scaling = alpha / r
+        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, r, **factory))
+        nn.init.normal_(self.lora_A, std=_INIT_STD)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+
+
+class SVDLinear(nn.Module):
+    """AdaLoRA's ``ΔW = P Λ Q`` stored as ``B (A ⊙ E)`` with constant scale ``alpha / r_init``.
+
+    * ``lora_A`` (r×d_in) = Q, ``lora_E`` (r×1) = Λ, ``lora_B`` (d_out×r) = P.
+    * E = 0 and A, B ~ N(0, 0.02) at init, so ΔW = 0 while every triplet already gets a
+      gradient through E.
+    * ``ranknum`` stays r_init for the whole run even after pruning: the author reports that
+      rescaling by the surviving rank hurts (QingruZhang/AdaLoRA#12). Only E is ever masked,
+      so a pruned triplet keeps A and B and can come back between masking events.
+    """
+
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"AdaLoRA init_r must be positive, got {r}")
+        self.base_layer = base_layer
+        self.r = r
+        self.lora_alpha = alpha
+        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
+        self.lora_E = nn.Parameter(torch.zeros(r, 1, **factory))
+        self.lora_B = nn.Parameter(torch.empty(base_layer.out_features, r, **factory))
+        nn.init.normal_(self.lora_A, std=_INIT_STD)
+        nn.init.normal_(self.lora_B, std=_INIT_STD)
+        self.register_buffer("ranknum", torch.full((1,), float(r), **factory), persistent=True)
+        self.scale_numerator = float(alpha if alpha > 0 else r)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    def rank(self) -> int:
+        """Number of kept triplets: the paper's final rank of this incremental matrix."""
+        return int(torch.count_nonzero(self.lora_E).item())
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ (self.lora_A * self.lora_E)) * self.scale_numerator / (self.ranknum + _RANKNUM_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Same operation order as loralib/PEFT (base first, then the update, same scalar ops):
+        # autograd accumulates gradients in creation order, so this keeps results bit-identical.
+        result = self.base_layer(x)
+        return result + (x @ (self.lora_A * self.lora_E).T @ self.lora_B.T) * self.scale_numerator / (
+            self.ranknum + _RANKNUM_EPS
+        )
+
+
+_ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class BottleneckAdapter(nn.Module):
+    """``h + up(act(down(h)))``: the Houlsby / Pfeiffer bottleneck.
+
+    ``up`` starts at zero so the adapted model equals the pretrained one at step 0, the
+    near-identity init both adapter papers ask for.
+    """
+
+    def __init__(self, dim: int, bottleneck: int, activation: str):
+        super().__init__()
+        if bottleneck <= 0:
+            raise ValueError(f"adapter bottleneck must be positive, got {bottleneck}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"adapter activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.down = nn.Linear(dim, bottleneck)
+        self.act = _ACTIVATIONS[activation]()
+        self.up = nn.Linear(bottleneck, dim)
+        nn.init.normal_(self.down.weight, std=_INIT_STD)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up(self.act(self.down(h)))
+
+
+class AdaptedOutput(nn.Module):
+    """Applies a bottleneck adapter to the output of a sub-layer's output projection.
+
+    Wrapping the projection (W_o or W_f2) places the adapter before the residual add and
+    LayerNorm, as in Houlsby et al., uniformly for BERT, DeBERTa and BART blocks.
+    """
+
+    def __init__(self, base_layer: nn.Linear, bottleneck: int, activation: str):
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = BottleneckAdapter(base_layer.out_features, bottleneck, activation)
+        self.adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.base_layer(x))

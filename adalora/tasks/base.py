@@ -1,0 +1,257 @@
+"""The Task interface shared by GLUE, SQuAD and summarization, and the code all three share.
+
+The training loop only ever talks to a ``Task``: it asks for a tokenized training set, a
+collator, the model head to build and a metric dict from ``evaluate``. Everything that is
+specific to a benchmark (columns, preprocessing, post-processing, metrics) lives in one
+subclass per family, so adding a benchmark never touches the loop.
+
+Raw data always goes through one code path after loading: hub datasets (real runs) and
+JSONL fixtures in the same schema (offline tests) become the same ``DatasetDict`` and are
+validated the same way, so a test on fixtures exercises what a real run executes.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+
+
+class DataValidationError(ValueError):
+    """Raised when raw data cannot be used; the message names the source, row and field."""
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """Where a split came from, so that a data error can point at the file and row to fix."""
+
+    source: str
+    split: str
+
+    def error(self, row: int, field: str, problem: str) -> DataValidationError:
+        return DataValidationError(
+            f"{self.source}, split '{self.split}', row {row} (0-based), field '{field}': {problem}"
+        )
+
+
+def _describe_source(dataset_cfg: Mapping, split: str) -> str:
+    data_files = dataset_cfg.get("data_files")
+    if data_files:
+        files = data_files.get(split)
+        if files is None:
+            return f"data_files for splits {list(data_files)}"
+        if isinstance(files, str):
+            return f"file '{files}'"
+        return f"files {list(files)}"
+    config_name = dataset_cfg.get("name")
+    suffix = f" (config '{config_name}')" if config_name else ""
+    return f"dataset '{dataset_cfg.get('path')}'{suffix}"
+
+
+def load_raw_dataset(dataset_cfg: Mapping) -> datasets.DatasetDict:
+    """Load every split of a hub dataset, or the JSONL files of ``data_files``.
+
+    Compute nodes are often offline; a dataset missing from the cache then surfaces as an
+    opaque hub error, so it is turned into one that says which dataset to prefetch.
+    """
+    data_files = dataset_cfg.get("data_files")
+    if data_files:
+        return datasets.DatasetDict(
+            {str(split): _load_json_split(dataset_cfg, str(split)) for split in data_files}
+        )
+    path, name = dataset_cfg.get("path"), dataset_cfg.get("name")
+    try:
+        return datasets.load_dataset(path, name)
+    except Exception as exc:
+        if datasets.config.HF_HUB_OFFLINE or isinstance(exc, ConnectionError):
+            dataset_id = f"{path}" + (f" (config '{name}')" if name else "")
+            raise RuntimeError(
+                f"Dataset {dataset_id} is not in the Hugging Face cache and the hub cannot be reached "
+                f"({type(exc).__name__}: {exc}). Run `make prefetch` on a machine with internet access "
+                "(e.g. a login node) to fill the cache, then run again."
+            ) from exc
+        raise
+
+
+def _load_json_split(dataset_cfg: Mapping, split: str) -> datasets.Dataset:
+    """One split from its JSONL file(s).
+
+    Splits are loaded one by one because the JSON builder casts every split to the first
+    one's columns, which would hide a missing column behind an opaque cast error; and an
+    empty file is caught here because the builder fails on it without saying which.
+    """
+    data_files = dataset_cfg["data_files"][split]
+    # str()/list() also turn OmegaConf nodes into the plain types ``datasets`` expects.
+    paths = [str(data_files)] if isinstance(data_files, str) else [str(p) for p in data_files]
+    if all(os.path.isfile(p) and not _has_rows(p) for p in paths):
+        raise DataValidationError(f"{_describe_source(dataset_cfg, split)}: split '{split}' is empty")
+    return datasets.load_dataset("json", data_files={split: paths}, split=split)
+
+
+def _has_rows(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return any(line.strip() for line in f)
+
+
+def require_columns(dataset: datasets.Dataset, columns: Sequence[str], ref: SplitRef) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise DataValidationError(
+            f"{ref.source}, split '{ref.split}': missing column(s) {missing}; present columns: {dataset.column_names}"
+        )
+
+
+def require_strings(dataset: datasets.Dataset, column: str, ref: SplitRef, *, non_empty: bool) -> None:
+    """Every value of ``column`` must be a string (and, if asked, not blank)."""
+    for row, value in enumerate(dataset[column]):
+        if not isinstance(value, str):
+            raise ref.error(row, column, f"expected a string, got {value!r}")
+        if non_empty and not value.strip():
+            raise ref.error(row, column, "is empty")
+
+
+@contextmanager
+def inference(model: torch.nn.Module) -> Iterator[None]:
+    """``model.eval()`` + ``no_grad`` for the block; the caller's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def batches(
+    dataset: datasets.Dataset, collator: Callable, batch_size: int, device: torch.device | str
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Eval batches in dataset order (post-processing relies on the order), on ``device``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    for batch in loader:
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def tokenize(dataset: datasets.Dataset, function: Callable, desc: str) -> datasets.Dataset:
+    """Batched ``map`` that keeps only the columns ``function`` returns."""
+    return dataset.map(function, batched=True, remove_columns=dataset.column_names, desc=desc)
+
+
+def cap(dataset: datasets.Dataset, max_samples: int | None) -> datasets.Dataset:
+    """The first ``max_samples`` rows (smoke runs); all rows when it is None."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.select(range(int(max_samples)))
+
+
+# Key suffixes of the GLUE convention (run_glue): MNLI's mismatched split reports ``accuracy_mm``.
+SPLIT_SUFFIXES = {"validation_mismatched": "_mm"}
+
+
+def merge_split_metrics(per_split: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """One flat metric dict over several eval splits.
+
+    The first split's keys stay bare (so ``main_metric`` names the usual number); later
+    splits get a suffix (``_mm`` for MNLI-mismatched, else ``_<split>``), and with more than
+    one split every bare key also gets its mean over the splits as ``<key>_avg``.
+    """
+    splits = list(per_split)
+    merged: dict[str, float] = {}
+    for i, split in enumerate(splits):
+        suffix = "" if i == 0 else SPLIT_SUFFIXES.get(split, f"_{split}")
+        merged.update({f"{key}{suffix}": float(value) for key, value in per_split[split].items()})
+    if len(splits) > 1:
+        for key in per_split[splits[0]]:
+            merged[f"{key}_avg"] = sum(float(per_split[s][key]) for s in splits) / len(splits)
+    return merged
+
+
+class Task(abc.ABC):
+    """One benchmark task: raw data, preprocessing, collation and evaluation.
+
+    Subclasses set ``family``, ``head`` and ``default_main_metric`` and implement the
+    abstract methods. ``load`` is shared: it selects the configured splits, applies the
+    smoke-run caps and validates every split before anything is tokenized.
+    """
+
+    family: str
+    head: str
+    num_labels: int | None = None
+
+    def __init__(self, cfg: Mapping) -> None:
+        self.cfg = cfg
+        self.name: str = cfg.get("name") or self.family
+        self.train_split: str = cfg.get("train_split", "train")
+        self.eval_splits: list[str] = list(cfg.get("eval_splits") or self.default_eval_splits())
+        self.main_metric: str = cfg.get("main_metric") or self.default_main_metric()
+        self._raw: datasets.DatasetDict | None = None
+        self._eval_cache: dict[tuple[int, str], Any] = {}
+
+    def default_eval_splits(self) -> list[str]:
+        return ["validation"]
+
+    @abc.abstractmethod
+    def default_main_metric(self) -> str: ...
+
+    @abc.abstractmethod
+    def required_columns(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def validate_split(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
+        """Row-level checks of one split whose required columns are known to be present."""
+
+    @abc.abstractmethod
+    def train_dataset(self, tokenizer) -> datasets.Dataset: ...
+
+    @abc.abstractmethod
+    def collator(self, tokenizer) -> Callable: ...
+
+    @abc.abstractmethod
+    def evaluate_split(self, model, tokenizer, split: str, batch_size: int, device) -> dict[str, float]:
+        """Metrics (percent) of ``model`` on one eval split; called under ``inference``."""
+
+    def load(self) -> datasets.DatasetDict:
+        """The train split and the eval splits, capped and validated (cached)."""
+        if self._raw is not None:
+            return self._raw
+        dataset_cfg = self.cfg.get("dataset") or {}
+        raw = load_raw_dataset(dataset_cfg)
+        caps = {self.train_split: self.cfg.get("max_train_samples")}
+        caps.update({split: self.cfg.get("max_eval_samples") for split in self.eval_splits})
+        selected = {}
+        for split, max_samples in caps.items():
+            if split not in raw:
+                raise DataValidationError(
+                    f"{_describe_source(dataset_cfg, split)}: split '{split}' not found; available splits: {list(raw)}"
+                )
+            ref = SplitRef(_describe_source(dataset_cfg, split), split)
+            dataset = cap(raw[split], max_samples)
+            if len(dataset) == 0:
+                raise DataValidationError(f"{ref.source}: split '{split}' is empty")
+            require_columns(dataset, self.required_columns(), ref)
+            self.validate_split(dataset, ref)
+            selected[split] = dataset
+        self._raw = datasets.DatasetDict(selected)
+        return self._raw
+
+    def evaluate(self, model, tokenizer, batch_size: int, device) -> dict[str, float]:
+        """Metrics on every eval split, merged into one flat dict (see ``merge_split_metrics``)."""
+        with inference(model):
+            per_split = {
+                split: self.evaluate_split(model, tokenizer, split, batch_size, device)
+                for split in self.eval_splits
+            }
+        return merge_split_metrics(per_split)
+
+    def cached_eval_data(self, tokenizer, split: str, build: Callable[[], Any]) -> Any:
+        """Tokenized eval data, built once per tokenizer and split: ``evaluate`` runs many times a run."""
+        key = (id(tokenizer), split)
+        if key not in self._eval_cache:
+            self._eval_cache[key] = build()
+        return self._eval_cache[key]

@@ -1,0 +1,109 @@
+"""GLUE: sentence(-pair) classification, and STS-B regression, scored like transformers' run_glue."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import datasets
+import torch
+from transformers import DataCollatorWithPadding
+
+from adalora.metrics import GLUE_MAIN_METRIC, glue_metrics
+from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+
+# Text columns per task, as in run_glue's ``task_to_keys`` (second is None for single sentences).
+TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {
+    "cola": ("sentence", None),
+    "sst2": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "stsb": ("sentence1", "sentence2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+}
+STSB_RANGE = (0.0, 5.0)
+
+
+class GlueTask(Task):
+    family = "glue"
+    head = "sequence_classification"
+
+    def __init__(self, cfg: Mapping) -> None:
+        glue_task = cfg.get("glue_task")
+        if glue_task not in TASK_TO_KEYS:
+            raise ValueError(f"task.glue_task must be one of {sorted(TASK_TO_KEYS)}, got {glue_task!r}")
+        self.glue_task: str = glue_task
+        self.is_regression = glue_task == "stsb"
+        self.num_labels = 1 if self.is_regression else 3 if glue_task == "mnli" else 2
+        self.text_keys = [key for key in TASK_TO_KEYS[glue_task] if key is not None]
+        self.max_seq_length: int = cfg.get("max_seq_length", 128)
+        super().__init__(cfg)
+
+    def default_eval_splits(self) -> list[str]:
+        if self.glue_task == "mnli":
+            return ["validation_matched", "validation_mismatched"]
+        return ["validation"]
+
+    def default_main_metric(self) -> str:
+        return GLUE_MAIN_METRIC[self.glue_task]
+
+    def required_columns(self) -> list[str]:
+        return [*self.text_keys, "label"]
+
+    def validate_split(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
+        for key in self.text_keys:
+            require_strings(dataset, key, ref, non_empty=False)
+        # GLUE test splits are unlabelled and carry -1; anywhere else it is a data bug.
+        unlabelled_ok = ref.split == "test"
+        for row, label in enumerate(dataset["label"]):
+            if unlabelled_ok and label == -1:
+                continue
+            problem = self._label_problem(label)
+            if problem:
+                raise ref.error(row, "label", problem)
+
+    def _label_problem(self, label: object) -> str | None:
+        if isinstance(label, bool):
+            return f"expected a number, got {label!r}"
+        if self.is_regression:
+            low, high = STSB_RANGE
+            if not isinstance(label, int | float) or math.isnan(label) or not low <= label <= high:
+                return f"expected a similarity score in [{low:g}, {high:g}], got {label!r}"
+            return None
+        if not isinstance(label, int) or not 0 <= label < self.num_labels:
+            return f"expected an integer class in 0..{self.num_labels - 1}, got {label!r}"
+        return None
+
+    def _encode(self, tokenizer) -> Callable[[dict], dict]:
+        def encode(batch: dict) -> dict:
+            texts = [batch[key] for key in self.text_keys]
+            features = tokenizer(*texts, truncation=True, max_length=self.max_seq_length)
+            cast = float if self.is_regression else int
+            features["labels"] = [cast(label) for label in batch["label"]]
+            return features
+
+        return encode
+
+    def train_dataset(self, tokenizer) -> datasets.Dataset:
+        raw = self.load()[self.train_split]
+        return tokenize(raw, self._encode(tokenizer), desc=f"Tokenizing {self.name} {self.train_split}")
+
+    def collator(self, tokenizer) -> Callable:
+        return DataCollatorWithPadding(tokenizer)
+
+    def evaluate_split(self, model, tokenizer, split: str, batch_size: int, device) -> dict[str, float]:
+        features = self.cached_eval_data(
+            tokenizer,
+            split,
+            lambda: tokenize(
+                self.load()[split], self._encode(tokenizer), desc=f"Tokenizing {self.name} {split}"
+            ),
+        )
+        predictions, references = [], []
+        for batch in batches(features, self.collator(tokenizer), batch_size, device):
+            references.append(batch.pop("labels").cpu())
+            logits = model(**batch).logits.float().cpu()
+            predictions.append(logits.squeeze(-1) if self.is_regression else logits.argmax(dim=-1))
+        return glue_metrics(self.glue_task, torch.cat(predictions).numpy(), torch.cat(references).numpy())

@@ -1,0 +1,82 @@
+"""Abstractive summarization (XSum, CNN/DailyMail) with a seq2seq LM, scored by ROUGE on beam-search output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import datasets
+import numpy as np
+from transformers import DataCollatorForSeq2Seq
+
+from adalora.metrics import rouge_metrics
+from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+
+# Ignored by the cross-entropy loss, so padded label positions cost nothing.
+LABEL_PAD_ID = -100
+
+
+class SummarizationTask(Task):
+    family = "summarization"
+    head = "seq2seq_lm"
+
+    def __init__(self, cfg: Mapping) -> None:
+        super().__init__(cfg)
+        self.text_column: str = cfg.get("text_column", "document")
+        self.summary_column: str = cfg.get("summary_column", "summary")
+        self.max_source_length: int = cfg.get("max_source_length", 1024)
+        self.max_target_length: int = cfg.get("max_target_length", 128)
+        self.num_beams: int = cfg.get("num_beams", 1)
+        self.generation_max_length: int = cfg.get("generation_max_length") or self.max_target_length
+
+    def default_main_metric(self) -> str:
+        return "rougeL"
+
+    def required_columns(self) -> list[str]:
+        return [self.text_column, self.summary_column]
+
+    def validate_split(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
+        for column in self.required_columns():
+            require_strings(dataset, column, ref, non_empty=True)
+
+    def _encode_sources(self, tokenizer, batch: dict) -> dict:
+        return tokenizer(batch[self.text_column], max_length=self.max_source_length, truncation=True)
+
+    def train_dataset(self, tokenizer) -> datasets.Dataset:
+        def encode(batch: dict) -> dict:
+            features = self._encode_sources(tokenizer, batch)
+            targets = tokenizer(
+                text_target=batch[self.summary_column], max_length=self.max_target_length, truncation=True
+            )
+            features["labels"] = targets["input_ids"]
+            return features
+
+        raw = self.load()[self.train_split]
+        return tokenize(raw, encode, desc=f"Tokenizing {self.name} {self.train_split}")
+
+    def collator(self, tokenizer) -> Callable:
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=LABEL_PAD_ID)
+
+    def evaluate_split(self, model, tokenizer, split: str, batch_size: int, device) -> dict[str, float]:
+        raw = self.load()[split]
+        sources = self.cached_eval_data(
+            tokenizer,
+            split,
+            lambda: tokenize(
+                raw,
+                lambda batch: self._encode_sources(tokenizer, batch),
+                desc=f"Tokenizing {self.name} {split}",
+            ),
+        )
+        predictions, lengths = [], []
+        for batch in batches(sources, self.collator(tokenizer), batch_size, device):
+            generated = model.generate(
+                **batch, num_beams=self.num_beams, max_length=self.generation_max_length
+            ).cpu()
+            predictions.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
+            # As run_summarization's gen_len: generated tokens that are not padding.
+            lengths.extend((generated != tokenizer.pad_token_id).sum(dim=-1).tolist())
+        # References are the raw summaries, not the truncated training targets.
+        metrics = rouge_metrics(
+            [p.strip() for p in predictions], [r.strip() for r in raw[self.summary_column]]
+        )
+        return {**metrics, "gen_len": float(np.mean(lengths))}
