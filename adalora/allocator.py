@@ -169,6 +169,7 @@ class RankAllocator:
             scores.append(s_e.view(-1) + (s_a.mean(dim=1) + s_b.mean(dim=0)))
         return scores
 
+    @torch.no_grad()
     def _mask(self, budget: int, final: bool) -> None:
         if final and self._final_mask is not None:
             masks = self._final_mask  # scores are frozen, so the final pattern never changes
