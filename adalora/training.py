@@ -1,0 +1,282 @@
+"""The training loop shared by every method and task (accelerate for devices and DDP).
+
+Per optimiser step, in the official code's order (DESIGN §3):
+backward(task loss + γ·R) → clip → optimizer.step → scheduler.step →
+method.step(global_step) (AdaLoRA's allocator) → zero_grad.
+
+Checkpoints hold everything a resumed run needs to continue *exactly*: trainable weights,
+optimiser and scheduler state, the allocator's EMAs and masks, RNG states and the position
+inside the epoch. The data order of an epoch is a pure function of (seed, epoch), so a
+resumed run skips the batches it already saw and sees the same ones after them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from adalora.methods import MethodHandle
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops with status ``diverged``."""
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings; ``None`` for max_grad_norm turns clipping off (NLG scripts)."""
+
+    lr: float
+    batch_size: int
+    epochs: float = 1.0
+    max_steps: int | None = None
+    eval_batch_size: int = 64
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    grad_accum: int = 1
+    adam_eps: float = 1e-8
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    log_every: int = 50
+    progress: bool = True
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and must survive a restart."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    rank_history: list[dict[str, Any]] = field(default_factory=list)
+    train_loss: float | None = None
+    elapsed_s: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    """Seed every RNG; call before building the model and the adapters."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def total_optimizer_steps(batches_per_epoch: int, settings: TrainSettings) -> int:
+    """T in optimiser steps (after DDP sharding and gradient accumulation)."""
+    if settings.max_steps:
+        return settings.max_steps
+    per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
+    return max(1, math.ceil(per_epoch * settings.epochs))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """HF convention: no decay on biases and LayerNorm weights; Λ (lora_E) *is* decayed."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class EpochBatches(torch.utils.data.Sampler[list[int]]):
+    """Shuffled batches whose order depends only on (seed, epoch): resumable by skipping."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        for start in range(0, self.n, self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+class Trainer:
+    """Trains one adapted model on one task; see the module docstring for the step order."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        handle: MethodHandle,
+        train_dataset,
+        collator: Callable,
+        settings: TrainSettings,
+        seed: int,
+        evaluate: Callable[[torch.nn.Module], dict[str, float]],
+        main_metric: str,
+        checkpoint_dir: str | os.PathLike | None = None,
+        accelerator: Accelerator | None = None,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum)
+        self.settings = settings
+        self.seed = seed
+        self.handle = handle
+        self.dataset = train_dataset
+        self.collator = collator
+        self.evaluate_fn = evaluate
+        self.main_metric = main_metric
+        self.on_log = on_log
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+        self.model = self.accelerator.prepare_model(model)
+        batches = len(self._loader(0))
+        self.total_steps = total_optimizer_steps(batches, settings)
+        handle.set_total_steps(self.total_steps)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps
+        )
+        warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.state = TrainState()
+
+    def _loader(self, epoch: int) -> DataLoader:
+        sampler = EpochBatches(len(self.dataset), self.settings.batch_size, self.seed, epoch)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collator)
+        return self.accelerator.prepare_data_loader(loader)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        payload = {
+            "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "method": self.handle.state_dict(),
+            "state": self.state.__dict__,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def load_checkpoint(self) -> bool:
+        """Restore from ``checkpoint.pt`` if present; returns whether it resumed."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        model = self.accelerator.unwrap_model(self.model)
+        missing = model.load_state_dict(payload["model"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"checkpoint has parameters this model lacks: {missing.unexpected_keys[:5]}")
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.handle.load_state_dict(payload["method"])
+        self.state = TrainState(**payload["state"])
+        rng = payload["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return True
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self) -> dict[str, Any]:
+        metrics = self.evaluate_fn(self.accelerator.unwrap_model(self.model))
+        record = {"step": self.state.global_step, "epoch": self.state.epoch, **metrics}
+        self.state.evals.append(record)
+        self._log({"eval": record})
+        return record
+
+    def _record_ranks(self, budget: int | None) -> None:
+        pattern = self.handle.rank_pattern()
+        if pattern is None or budget is None:
+            return
+        self.state.rank_history.append({"step": self.state.global_step, "budget": budget, "ranks": pattern})
+        self._log({"ranks": pattern, "budget": budget, "step": self.state.global_step})
+
+    def _log(self, payload: dict[str, Any]) -> None:
+        if self.on_log is not None and self.accelerator.is_main_process:
+            self.on_log(payload)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, stop_after: int | None = None) -> TrainState:
+        """Run to the end (or for ``stop_after`` more optimiser steps, used by tests)."""
+        s, state, acc = self.settings, self.state, self.accelerator
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        started, steps_this_call = time.perf_counter() - state.elapsed_s, 0
+        bar = tqdm(total=self.total_steps, initial=state.global_step, disable=not (s.progress and acc.is_main_process),
+                   desc="train", dynamic_ncols=True)
+        budget = None
+        self.model.train()
+        while state.global_step < self.total_steps:
+            loader = self._loader(state.epoch)
+            if state.batch_in_epoch:
+                loader = acc.skip_first_batches(loader, state.batch_in_epoch)
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    loss = self.model(**batch).loss
+                    reg = self.handle.regularization_loss()
+                    total = loss if reg is None else loss + reg
+                    if not torch.isfinite(total):
+                        raise Diverged(f"loss is {total.item()} at step {state.global_step}")
+                    acc.backward(total)
+                    state.batch_in_epoch += 1
+                    if not acc.sync_gradients:
+                        continue
+                    if s.max_grad_norm:
+                        acc.clip_grad_norm_(params, s.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    budget = self.handle.step(state.global_step)
+                    self.optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                steps_this_call += 1
+                state.train_loss = loss.item()
+                state.elapsed_s = time.perf_counter() - started
+                bar.update(1)
+                if state.global_step % s.log_every == 0:
+                    bar.set_postfix(loss=f"{state.train_loss:.4f}", budget=budget)
+                    self._record_ranks(budget)
+                done = state.global_step >= self.total_steps
+                if s.eval_every and state.global_step % s.eval_every == 0 and not done:
+                    self._evaluate()
+                    self.model.train()
+                if s.checkpoint_every and state.global_step % s.checkpoint_every == 0 and not done:
+                    self.save_checkpoint()
+                if done or (stop_after is not None and steps_this_call >= stop_after):
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                continue
+            if state.global_step >= self.total_steps or (stop_after is not None and steps_this_call >= stop_after):
+                break
+        bar.close()
+        if state.global_step >= self.total_steps:
+            self._record_ranks(budget)
+            self._evaluate()
+        return state
