@@ -41,10 +41,25 @@ class ConfigError(ValueError):
     """A configuration that cannot run; raised before any training starts."""
 
 
+FIXED_SIZE_KINDS = ("full_ft", "bitfit")
+
+
+def effective_budget(method_name: str, budget_name: str) -> str:
+    """full_ft and bitfit have no budget knob: they always record under ``none``.
+
+    A sweep's cartesian product (methods × budgets) therefore maps every budget of a
+    fixed-size method to one run directory; the repeats find it finished and skip.
+    """
+    kind = METHODS.get(method_name, (None, None))[0]
+    return "none" if kind in FIXED_SIZE_KINDS else budget_name
+
+
 def register_resolvers() -> None:
-    """``${project_root:}`` lets configs point at shipped fixtures from any working dir."""
+    """``${project_root:}`` points configs at shipped fixtures; ``${effective_budget:m,b}`` see above."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("effective_budget"):
+        OmegaConf.register_new_resolver("effective_budget", effective_budget)
 
 
 # ---------------------------------------------------------------------------- resolution
@@ -61,22 +76,21 @@ def _hparams_for(task_cfg: Mapping, method_name: str, kind: str) -> dict[str, An
     return merged
 
 
-def _budget_knobs(kind: str, method_cfg: Mapping, budget_name: str, family: str) -> dict[str, Any]:
+def _budget_knobs(kind: str, method_cfg: Mapping, budget_name: str, task_cfg: Mapping) -> dict[str, Any]:
     """Method knobs implied by the budget level, for keys the method config leaves null."""
-    if budget_name == "none":
-        if kind not in ("full_ft", "bitfit"):
-            raise ConfigError(f"budget=none only fits full_ft and bitfit, not method={method_cfg['name']}")
+    if kind in FIXED_SIZE_KINDS:
         return {}
+    if budget_name == "none":
+        raise ConfigError(f"budget=none only fits full_ft and bitfit, not method={method_cfg['name']}")
     if budget_name not in BUDGET_LEVELS:
         raise ConfigError(f"budget.name {budget_name!r} is unknown; known: {sorted(BUDGET_LEVELS)} or none")
     level = BUDGET_LEVELS[budget_name]
-    if level.family not in _BUDGET_FAMILIES[family]:
+    family = task_cfg["family"]
+    allowed = set(task_cfg.get("budget_families") or _BUDGET_FAMILIES[family])
+    if level.family not in allowed:
         raise ConfigError(
-            f"budget={budget_name} is a {level.family} level; task family {family} takes "
-            f"{sorted(_BUDGET_FAMILIES[family])} levels"
+            f"budget={budget_name} is a {level.family} level; task={task_cfg['name']} takes {sorted(allowed)} levels"
         )
-    if kind in ("full_ft", "bitfit"):
-        raise ConfigError(f"method={method_cfg['name']} has a fixed size; use budget=none")
     if kind == "lora":
         return {"r": level.lora_r}
     if kind == "adalora":
@@ -113,9 +127,10 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     kind = method_cfg.get("kind") or METHODS.get(name, (None, None))[0]
     if kind is None:
         raise ConfigError(f"method.name {name!r} is not registered; known: {sorted(METHODS)}")
-    hp = _hparams_for(OmegaConf.to_container(task, resolve=True), name, kind)
+    task_dict = OmegaConf.to_container(task, resolve=True)
+    hp = _hparams_for(task_dict, name, kind)
     method = {**{k: v for k, v in hp.items() if k in _METHOD_KEYS}, **{k: v for k, v in method_cfg.items() if v is not None}}
-    for key, value in _budget_knobs(kind, method_cfg, cfg.budget.name, family).items():
+    for key, value in _budget_knobs(kind, method_cfg, cfg.budget.name, task_dict).items():
         method.setdefault(key, value)
     if kind not in ("adalora", "lora"):
         method = {k: v for k, v in method.items() if k not in _METHOD_KEYS - {f.name for f in dataclasses.fields(AdapterSettings)}}
@@ -194,7 +209,7 @@ def run(cfg: DictConfig, on_log=None) -> dict[str, Any]:
     resolved = resolve(cfg)
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
-        "budget": cfg.budget.name, "seed": int(cfg.seed), "model": cfg.model.name,
+        "budget": effective_budget(cfg.method.name, cfg.budget.name), "seed": int(cfg.seed), "model": cfg.model.name,
     }
     record: dict[str, Any] = {
         "status": "running", "reason": None, "run": info, "metrics": None, "params": None, "ranks": None,

@@ -156,7 +156,10 @@ class Trainer:
 
     def _loader(self, epoch: int) -> DataLoader:
         sampler = EpochBatches(len(self.dataset), self.settings.batch_size, self.seed, epoch)
-        loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collator)
+        # A private generator: a DataLoader iterator otherwise draws its base seed from the
+        # global RNG, which would shift the dropout masks of a resumed run.
+        loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collator,
+                            generator=torch.Generator().manual_seed(self.seed))
         return self.accelerator.prepare_data_loader(loader)
 
     # ------------------------------------------------------------------ checkpoints

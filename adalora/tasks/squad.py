@@ -126,7 +126,10 @@ def _answers_problem(answers: object, context: str, needs_answer: bool) -> tuple
     if len(texts) != len(starts):
         return "answers.answer_start", f"{len(starts)} start(s) for {len(texts)} answer text(s)"
     if needs_answer and not texts:
-        return "answers.text", "a SQuAD v1.1 training example needs at least one answer"
+        return (
+            "answers.text",
+            "a SQuAD v1.1 example needs at least one answer (only v2.0 has unanswerable questions)",
+        )
     for text, start in zip(texts, starts, strict=True):
         found = context[start : start + len(text)]
         if not text or found != text:
@@ -165,8 +168,9 @@ class SquadTask(Task):
             if example_id in seen:
                 raise ref.error(row, "id", f"duplicate id {example_id!r}")
             seen.add(example_id)
-        # SQuAD v1.1 training needs a span in every example; v2 and eval splits may have none.
-        needs_answer = not self.version_2 and ref.split == self.train_split
+        # SQuAD v1.1 has no unanswerable questions: a row without an answer can be neither
+        # trained on nor scored. v2.0 rows may have none.
+        needs_answer = not self.version_2
         for row, (example_id, context, answers) in enumerate(
             zip(dataset["id"], dataset["context"], dataset["answers"], strict=True)
         ):

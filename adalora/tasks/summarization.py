@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import datasets
 import numpy as np
-from transformers import DataCollatorForSeq2Seq
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 from adalora.metrics import rouge_metrics
 from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
@@ -68,7 +68,8 @@ class SummarizationTask(Task):
             ),
         )
         predictions, lengths = [], []
-        for batch in batches(sources, self.collator(tokenizer), batch_size, device):
+        # Sources only: the seq2seq collator would add a ``labels: None`` entry.
+        for batch in batches(sources, DataCollatorWithPadding(tokenizer), batch_size, device):
             generated = model.generate(
                 **batch, num_beams=self.num_beams, max_length=self.generation_max_length
             ).cpu()
@@ -76,7 +77,5 @@ class SummarizationTask(Task):
             # As run_summarization's gen_len: generated tokens that are not padding.
             lengths.extend((generated != tokenizer.pad_token_id).sum(dim=-1).tolist())
         # References are the raw summaries, not the truncated training targets.
-        metrics = rouge_metrics(
-            [p.strip() for p in predictions], [r.strip() for r in raw[self.summary_column]]
-        )
+        metrics = rouge_metrics(predictions, list(raw[self.summary_column]))
         return {**metrics, "gen_len": float(np.mean(lengths))}

@@ -1,0 +1,172 @@
+"""Every run directory under a results root -> tidy pandas DataFrames.
+
+A run directory is ``<root>/<sweep>/<task>/<method>/<budget>/seed=<s>/``. Two views:
+
+- ``collect``: one row per run x metric (best and final value side by side), for every run
+  whose record holds metrics; tables and figures filter on ``status == "success"``.
+- ``run_status``: one row per run directory, including those that failed, are still running,
+  or never wrote ``result.json`` (a checkpoint shows an interrupted, resumable run). A sweep
+  report must show what is missing, so nothing is dropped here.
+
+CLI: ``python -m analysis.collect <root> [--out DIR]`` writes ``results`` and ``run_status``
+as parquet + CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adalora.results import RESULT_FILE, read_result
+
+SEED_PREFIX = "seed="
+CHECKPOINT_PREFIX = "checkpoint"
+RUN_KEYS = ("sweep", "task", "family", "method", "budget", "seed", "model")
+
+STATUS_COLUMNS = [
+    *RUN_KEYS, "status", "reason", "main_metric", "main_value_best", "trainable_params",
+    "steps", "wall_time_s", "peak_memory_mb", "has_checkpoint", "run_dir",
+]
+RESULT_COLUMNS = [
+    *RUN_KEYS, "metric", "is_main", "value_best", "value_final", "best_step", "trainable_params",
+    "steps", "wall_time_s", "peak_memory_mb", "status", "reason", "run_dir",
+]
+
+# Counts stay integers even where a run lacks them (pandas would otherwise turn them to floats).
+_COUNTS = {"trainable_params": "Int64", "steps": "Int64"}
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one)."""
+    root = Path(root)
+    dirs = {path.parent for path in root.rglob(RESULT_FILE)}
+    dirs |= {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
+    return sorted(dirs)
+
+
+def load_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """(run dir, record or None, read error or None) for every run directory under root."""
+    for run_dir in find_run_dirs(root):
+        try:
+            yield run_dir, read_result(run_dir), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            yield run_dir, None, f"unreadable {RESULT_FILE}: {err}"
+
+
+def _keys_from_path(run_dir: Path) -> dict[str, Any]:
+    """Run keys from the directory layout, for runs whose record is missing or unreadable."""
+    parts = run_dir.parts
+    keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
+    seed = parts[-1].removeprefix(SEED_PREFIX)
+    keys["seed"] = int(seed) if seed.isdigit() else seed
+    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:-1]), strict=False):
+        keys[name] = part
+    return keys
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any(p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) for p in run_dir.iterdir())
+
+
+def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    row = dict.fromkeys(STATUS_COLUMNS)
+    row.update(_keys_from_path(run_dir))
+    checkpoint = _has_checkpoint(run_dir)
+    row.update(run_dir=str(run_dir), has_checkpoint=checkpoint)
+    if record is None:
+        if error is not None:
+            row.update(status="unreadable", reason=error)
+        elif checkpoint:
+            row.update(status="incomplete", reason=f"no {RESULT_FILE}; checkpoint present (resumable)")
+        else:
+            row.update(status="missing", reason=f"no {RESULT_FILE} and no checkpoint")
+        return row
+    row.update({k: v for k, v in record.get("run", {}).items() if k in RUN_KEYS})
+    metrics = record.get("metrics") or {}
+    train = record.get("train") or {}
+    main = metrics.get("main_metric")
+    row.update(
+        status=record.get("status"), reason=record.get("reason"), main_metric=main,
+        main_value_best=(metrics.get("best") or {}).get(main),
+        trainable_params=(record.get("params") or {}).get("trainable_paper"),
+        steps=train.get("steps"), wall_time_s=train.get("wall_time_s"),
+        peak_memory_mb=train.get("peak_memory_mb"),
+    )
+    return row
+
+
+def run_status(root: str | Path) -> pd.DataFrame:
+    """One row per run directory, whatever its state (success, failed, running, incomplete, missing)."""
+    rows = [_status_row(run_dir, record, error) for run_dir, record, error in load_records(root)]
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS).astype(_COUNTS)
+
+
+def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric of a record: its value at the best eval and at the last one."""
+    status = _status_row(run_dir, record, None)
+    metrics = record.get("metrics") or {}
+    best, final = metrics.get("best") or {}, metrics.get("final") or {}
+    names = [m for m in dict.fromkeys([*best, *final]) if m != "step"]
+    base = {k: status[k] for k in (*RUN_KEYS, "trainable_params", "steps", "wall_time_s",
+                                   "peak_memory_mb", "status", "reason", "run_dir")}
+    return [
+        {**base, "metric": name, "is_main": name == metrics.get("main_metric"),
+         "value_best": best.get(name), "value_final": final.get(name), "best_step": best.get("step")}
+        for name in names
+    ]
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """One tidy row per run x metric, for every readable record that holds metrics."""
+    rows = []
+    for run_dir, record, _ in load_records(root):
+        if record is not None:
+            rows += _metric_rows(run_dir, record)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return df.astype({**_COUNTS, "best_step": "Int64", "is_main": bool, "value_best": float, "value_final": float})
+
+
+def select_records(runs: pd.DataFrame | Iterable[dict[str, Any]], **keys: Any) -> list[dict[str, Any]]:
+    """Records of the successful runs matching ``keys`` (e.g. task=..., budget=..., method=...).
+
+    ``runs`` is a frame from ``collect``/``run_status`` (records are read from ``run_dir``) or
+    records already in memory; both give the same list, in run-directory order.
+    """
+    if isinstance(runs, pd.DataFrame):
+        match = runs[(runs["status"] == "success")]
+        for key, value in keys.items():
+            match = match[match[key] == value]
+        return [read_result(d) for d in sorted(set(match["run_dir"]))]
+    return [r for r in runs if r.get("status") == "success"
+            and all(r.get("run", {}).get(k) == v for k, v in keys.items())]
+
+
+def save(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list[Path]:
+    """Write ``<name>.parquet`` (typed, for code) and ``<name>.csv`` (for people and diffs)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.parquet", out_dir / f"{name}.csv"]
+    df.to_parquet(paths[0], index=False)
+    df.to_csv(paths[1], index=False)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="results root, e.g. outputs")
+    parser.add_argument("--out", default=None, help="output folder (default: <root>/collected)")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.root) / "collected"
+    results, status = collect(args.root), run_status(args.root)
+    written = save(results, out, "results") + save(status, out, "run_status")
+    counts = status["status"].value_counts().to_dict()
+    print(f"{len(status)} runs {counts}; {len(results)} metric rows -> " + ", ".join(map(str, written)))
+
+
+if __name__ == "__main__":
+    main()

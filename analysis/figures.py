@@ -1,0 +1,214 @@
+"""Figures: budget curves (paper Fig. 2), final-rank heatmaps (Fig. 3), rank/budget over training.
+
+Every function returns the matplotlib Figure (the heatmaps also the matrix they draw, so
+tests and notebooks can check the numbers) and, given ``save="path/stem"``, writes
+``stem.png`` and ``stem.svg``. Figures are 8 in wide and saved at 150 dpi, so they stay
+legible when a README shows them ~800 px wide. They are built with the object-oriented API
+(``matplotlib.figure.Figure``, saved through the Agg canvas), never pyplot, so no global
+figure registry fills up in a notebook loop and no GUI backend is ever touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.figure import Figure
+
+from adalora.architectures import ENCODER_WEIGHT_TYPES
+from analysis.collect import select_records
+from analysis.labels import method_label, method_rank, metric_label, task_label
+from analysis.paper import paper_params, paper_results
+from analysis.tables import aggregate
+
+WIDTH_IN = 8.0
+DPI = 150
+STYLE = {"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3}
+# Budget curves take the paper's main tables, not the ablations (which repeat some points).
+CURVE_TABLES = ("table1", "table2", "table3", "figure2")
+# Encoder-decoder weight types group by stack: encoder, decoder self-attn, cross-attn, decoder FFN.
+_STACK_ORDER = ("", "enc", "dec.self", "dec.cross", "dec")
+METHOD_COLORS = {
+    "full_ft": "tab:gray", "bitfit": "tab:olive", "adapter_houlsby": "tab:purple",
+    "adapter_pfeiffer": "tab:brown", "lora": "tab:blue", "adalora": "tab:red", "prune_lora": "tab:cyan",
+    "adalora_sensitivity": "tab:orange", "adalora_magnitude": "tab:pink", "svd_lora": "tab:green",
+    "adalora_no_orth": "darkred", "lora_regu": "navy", "lora_qk": "lightskyblue",
+}
+_SCALED_METRICS = ("matthews_correlation", "combined_score", "pearson", "spearmanr")
+
+
+def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.svg``; returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.parent / f"{stem.name}.{ext}" for ext in ("png", "svg")]  # names hold dots: glue_0.3m
+    for path in paths:
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return paths
+
+
+def _finish(fig: Figure, save: str | Path | None) -> Figure:
+    fig.tight_layout()
+    if save is not None:
+        save_figure(fig, save)
+    return fig
+
+
+def method_color(method: str) -> str:
+    """One fixed colour per method, so a method looks the same in every figure."""
+    return METHOD_COLORS.get(method, "black")
+
+
+def _metric_axis_label(task: str, metric: str) -> str:
+    unit = "×100" if metric in _SCALED_METRICS else "%"
+    return f"{task_label(task)} {metric_label(metric)} ({unit})"
+
+
+def budget_curve(df: pd.DataFrame, task: str, metric: str, which: str = "best",
+                 paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None) -> Figure:
+    """``metric`` vs measured trainable parameters (log x), one line per method.
+
+    Ours: filled markers, mean over seeds with std error bars, x = median measured #params.
+    Paper: hollow markers at its #Params (``paper_params``). Full FT is a horizontal line:
+    its ~10^8 parameters would squash every PEFT point into one corner of a log axis.
+    """
+    ours = aggregate(df[(df["task"] == task) & (df["metric"] == metric)], which)
+    paper = paper_results()
+    paper = paper[paper["table"].isin(tuple(paper_tables)) & (paper["task"] == task) & (paper["metric"] == metric)]
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN, 5))
+        ax = fig.subplots()
+        for method in sorted(set(ours["method"]) | set(paper["method"]), key=method_rank):
+            color, label = method_color(method), method_label(method)
+            mine = ours[ours["method"] == method].sort_values("trainable_params")
+            ref = paper[paper["method"] == method]
+            if method == "full_ft":
+                for values, style, suffix in ((mine["mean"], "--", "ours"), (ref["value"], ":", "paper")):
+                    if len(values):
+                        ax.axhline(values.iloc[0], color=color, ls=style, lw=1.5, label=f"{label} ({suffix})")
+                continue
+            if len(mine):
+                ax.errorbar(mine["trainable_params"], mine["mean"], yerr=mine["std"].fillna(0), color=color,
+                            marker="o", ms=6, lw=1.8, capsize=3, label=f"{label} (ours)")
+            if len(ref):
+                x = [paper_params(p, task) for p in ref["params_label"]]
+                order = np.argsort(x)
+                ax.plot(np.asarray(x)[order], ref["value"].to_numpy()[order], color=color, ls=":", lw=1,
+                        marker="s", ms=7, mfc="none", mew=1.5, label=f"{label} (paper)")
+        if len(ours) == 0 and len(paper) == 0:
+            ax.text(0.5, 0.5, "no runs and no paper numbers", transform=ax.transAxes, ha="center")
+        else:
+            ax.set_xscale("log")
+            ax.legend(loc="best", ncol=2)
+        ax.set_xlabel("trainable parameters (ours: measured; paper: its #Params)")
+        ax.set_ylabel(_metric_axis_label(task, metric))
+        ax.set_title(f"{task_label(task)}: {metric_label(metric)} vs parameter budget ({which} eval)")
+        return _finish(fig, save)
+
+
+def _type_key(weight_type: str) -> tuple[int, int, str]:
+    """Heatmap row order: by stack (encoder, decoder self, cross, FFN), then W_q..W_f2."""
+    stack, _, base = weight_type.rpartition(".")
+    return (_STACK_ORDER.index(stack) if stack in _STACK_ORDER else len(_STACK_ORDER),
+            ENCODER_WEIGHT_TYPES.index(base) if base in ENCODER_WEIGHT_TYPES else len(ENCODER_WEIGHT_TYPES),
+            weight_type)
+
+
+def rank_matrix(ranks_pattern: dict[str, float], weight_types: dict[str, Any]) -> pd.DataFrame:
+    """Pattern {matrix: rank} -> DataFrame, weight types (rows) x layer index (columns)."""
+    cells = pd.DataFrame(
+        [(weight_types[name][1], int(weight_types[name][0]), float(rank)) for name, rank in ranks_pattern.items()],
+        columns=["weight_type", "layer", "rank"],
+    )
+    matrix = cells.pivot_table(index="weight_type", columns="layer", values="rank", aggfunc="mean")
+    matrix = matrix.reindex(sorted(matrix.index, key=_type_key)).reindex(sorted(matrix.columns), axis=1)
+    matrix.index.name, matrix.columns.name = "weight type", "layer"
+    return matrix
+
+
+def _draw_heatmap(matrix: pd.DataFrame, title: str, save: str | Path | None) -> Figure:
+    values = matrix.to_numpy(dtype=float)
+    integral = bool(np.all(np.isnan(values) | (values == np.round(values))))
+    vmax = max(float(np.nanmax(values)), 1.0)
+    with rc_context({**STYLE, "axes.grid": False}):
+        height = 1.6 + 0.42 * len(matrix.index)
+        fig = Figure(figsize=(WIDTH_IN, height))
+        ax = fig.subplots()
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.0f}" if integral else f"{value:.1f}", ha="center", va="center",
+                        fontsize=9, color="white" if value > 0.6 * vmax else "black")
+        ax.set_xticks(range(len(matrix.columns)), [str(c) for c in matrix.columns])
+        ax.set_yticks(range(len(matrix.index)), list(matrix.index))
+        ax.set_xlabel("layer index")
+        ax.set_ylabel("weight type")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, label="final rank", fraction=0.04, pad=0.02)
+        return _finish(fig, save)
+
+
+def rank_heatmap(ranks_pattern: dict[str, float], weight_types: dict[str, Any], title: str = "Final rank per matrix",
+                 save: str | Path | None = None) -> tuple[Figure, pd.DataFrame]:
+    """Paper Fig. 3: final rank of each adapted matrix; rank-0 (fully pruned) cells show "0"."""
+    matrix = rank_matrix(ranks_pattern, weight_types)
+    return _draw_heatmap(matrix, title, save), matrix
+
+
+def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: str, budget: str,
+                           method: str = "adalora", save: str | Path | None = None) -> tuple[Figure, pd.DataFrame]:
+    """The heatmap for one task x budget, each cell the mean final rank over the successful seeds."""
+    records = [r for r in select_records(runs, task=task, budget=budget, method=method) if r.get("ranks")]
+    if not records:
+        raise LookupError(f"no successful {method} run with a rank pattern for {task} @ {budget}")
+    matrices = [rank_matrix(r["ranks"]["pattern"], r["ranks"]["weight_types"]) for r in records]
+    matrix = pd.concat(matrices).groupby(level=0, sort=False).mean()
+    matrix = matrix.reindex(matrices[0].index)
+    seeds = f"mean of {len(records)} seeds" if len(records) > 1 else f"seed {records[0]['run']['seed']}"
+    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget} ({seeds})"
+    return _draw_heatmap(matrix, title, save), matrix
+
+
+def rank_totals(record: dict[str, Any]) -> pd.DataFrame:
+    """Rank history -> steps x weight types (summed over layers), plus the budget b(t)."""
+    types = {name: wt[1] for name, wt in record["ranks"]["weight_types"].items()}
+    rows = []
+    for entry in sorted(record["ranks"]["history"], key=lambda e: e["step"]):
+        totals: dict[str, float] = {"step": entry["step"], "budget": entry["budget"]}
+        for name, rank in entry["ranks"].items():
+            totals[types[name]] = totals.get(types[name], 0) + rank
+        rows.append(totals)
+    frame = pd.DataFrame(rows).set_index("step")
+    ordered = sorted((c for c in frame.columns if c != "budget"), key=_type_key)
+    return frame[["budget", *ordered]]
+
+
+def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -> Figure:
+    """Budget b(t) and the total rank per weight type (stacked, summed over layers) vs step."""
+    totals = rank_totals(record)
+    # Repeat the last entry one logging interval later, else the final allocation has zero width.
+    interval = float(np.median(np.diff(totals.index))) if len(totals) > 1 else 1.0
+    totals = pd.concat([totals, totals.iloc[[-1]].set_axis([totals.index[-1] + interval])])
+    steps = totals.index.to_numpy()
+    run = record["run"]
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN, 5))
+        ax = fig.subplots()
+        lower = np.zeros(len(steps))
+        colors = colormaps["tab20"].colors
+        for i, wtype in enumerate(totals.columns[1:]):
+            upper = lower + totals[wtype].to_numpy()
+            ax.fill_between(steps, lower, upper, step="post", color=colors[i % 20], alpha=0.85, label=wtype, lw=0)
+            lower = upper
+        ax.step(steps, totals["budget"], where="post", color="black", lw=2, label="budget b(t)")
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel("total rank (kept singular values)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{method_label(run['method'])} rank allocation: {task_label(run['task'])} @ "
+                     f"{run['budget']}, seed {run['seed']}")
+        ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
+        return _finish(fig, save)

@@ -1,0 +1,48 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Final ranks (paper Figure 3) and rank allocation over training
+# For every task × budget × method whose runs record a rank pattern: the final rank of each
+# adapted matrix (weight type × layer, mean over seeds), and for one seed the budget b(t)
+# with the total rank per weight type along training.
+
+# %%
+from analysis.collect import collect, select_records
+from analysis.figures import rank_heatmap_from_runs, rank_over_training
+from analysis.report import Report
+from analysis.tables import successful
+
+# %% tags=["parameters"]
+results_root = "outputs"
+out_dir = "outputs/figures"
+
+# %%
+report = Report(out_dir, "rank_heatmaps")
+df = successful(collect(results_root))
+groups = sorted(set(zip(df["task"], df["budget"], df["method"], strict=True)))
+
+# %%
+drawn = 0
+for task, budget, method in groups:
+    records = [r for r in select_records(df, task=task, budget=budget, method=method) if r.get("ranks")]
+    if not records:
+        continue
+    stem = f"{task}_{method}_{budget}"
+    fig, matrix = rank_heatmap_from_runs(records, task, budget, method=method)
+    report.figure(fig, f"rank_heatmap_{stem}")
+    matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv")
+    first = records[0]
+    report.figure(rank_over_training(first), f"rank_over_training_{stem}_seed{first['run']['seed']}")
+    drawn += 1
+if not drawn:
+    report.note("no successful run records a rank pattern (AdaLoRA-like methods do)")

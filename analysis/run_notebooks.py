@@ -1,0 +1,101 @@
+"""Execute the analysis notebooks headless: ``python -m analysis.run_notebooks --results-root R --out-dir O``.
+
+Each jupytext py:percent notebook in ``analysis/notebooks`` is converted in memory, gets its
+parameters as a cell injected right after the cell tagged ``parameters`` (papermill's
+convention, so the notebook's own defaults stay visible), and runs in a fresh ``python3``
+kernel started in the repository root; the notebooks run concurrently. The executed ``.ipynb`` is kept in
+``<out-dir>/notebooks`` for inspection. A failing cell stops the run with the notebook's
+name and the cell's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
+REPO_ROOT = NOTEBOOK_DIR.parents[1]
+PARAMETERS_TAG = "parameters"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks; a terminal log should not
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook cell raised; the message names the notebook and carries the cell's error."""
+
+
+def notebook_paths() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("*.py"))
+
+
+def inject_parameters(notebook: nbformat.NotebookNode, parameters: dict[str, object]) -> None:
+    """Insert ``name = value`` assignments after the cell tagged ``parameters``."""
+    index = next((i for i, cell in enumerate(notebook.cells)
+                  if PARAMETERS_TAG in cell.get("metadata", {}).get("tags", [])), None)
+    if index is None:
+        raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}")
+    source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    notebook.cells.insert(index + 1, cell)
+
+
+async def run_notebook(path: Path, parameters: dict[str, object], keep_dir: Path, timeout: int = 600) -> Path:
+    """Execute one notebook; returns the executed ``.ipynb`` (written even when a cell fails)."""
+    notebook = jupytext.read(path)
+    inject_parameters(notebook, parameters)
+    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(REPO_ROOT)}})
+    executed = keep_dir / f"{path.stem}.ipynb"
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await client.async_execute()
+    except CellExecutionError as err:
+        raise NotebookFailed(f"notebook {path.name} failed:\n{_ANSI.sub('', str(err))}") from err
+    finally:
+        nbformat.write(notebook, executed)
+    return executed
+
+
+def run_all(results_root: str | Path, out_dir: str | Path, only: list[str] | None = None) -> list[Path]:
+    """Run every notebook (or those named in ``only``) concurrently, one kernel each.
+
+    The notebooks are independent and mostly wait on imports, so running them side by side
+    takes about as long as the slowest one. Every failure is reported, not just the first.
+    """
+    out_dir = Path(out_dir).resolve()
+    parameters = {"results_root": str(Path(results_root).resolve()), "out_dir": str(out_dir)}
+    paths = [p for p in notebook_paths() if not only or p.stem in only]
+
+    async def run() -> list[Path | BaseException]:
+        jobs = (run_notebook(path, parameters, out_dir / "notebooks") for path in paths)
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    if failures:
+        raise NotebookFailed("\n\n".join(map(str, failures)))
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-root", default="outputs")
+    parser.add_argument("--out-dir", default="outputs/figures")
+    parser.add_argument("--only", nargs="*", help="notebook names (without .py) to run")
+    args = parser.parse_args(argv)
+    try:
+        executed = run_all(args.results_root, args.out_dir, args.only)
+    except NotebookFailed as err:
+        sys.exit(str(err))
+    print("executed: " + ", ".join(p.name for p in executed))
+
+
+if __name__ == "__main__":
+    main()
