@@ -70,7 +70,8 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return any(p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) for p in run_dir.iterdir())
+    """The training loop writes ``checkpoint.pt`` (adalora.training.CHECKPOINT_FILE)."""
+    return any(p.name.startswith(CHECKPOINT_PREFIX) for p in run_dir.iterdir())
 
 
 def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None) -> dict[str, Any]:

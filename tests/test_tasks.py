@@ -10,7 +10,9 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from adalora import models
 from adalora.tasks import DataValidationError, build_task, postprocess_qa_predictions
 from adalora.tasks.base import merge_split_metrics
 from adalora.tasks.squad import QAFeature
@@ -159,7 +161,7 @@ def test_validation_squad_bad_answer_start(tmp_path):
         task.load()
 
 
-def test_validation_squad_v1_train_needs_an_answer_v2_does_not(tmp_path):
+def test_validation_squad_v1_needs_an_answer_v2_does_not(tmp_path):
     rows = [squad_row(0, "in the barn", [("barn", 7)]), squad_row(1, "in the barn", [])]
     splits = {"train": rows, "validation": rows}
     with pytest.raises(DataValidationError, match=r"row 1 .*field 'answers\.text'"):
@@ -315,6 +317,14 @@ FIXTURE_TASKS = {
 }
 
 
+def test_omegaconf_task_config_loads():
+    """Hydra hands the task config over as a DictConfig (with ListConfig values)."""
+    cfg = OmegaConf.create({"name": "glue_mnli", **FIXTURE_TASKS["glue_mnli"], "max_eval_samples": 3})
+    task = build_task(cfg)
+    assert task.eval_splits == ["validation_matched", "validation_mismatched"]
+    assert [len(split) for split in task.load().values()] == [48, 3, 3]
+
+
 @pytest.mark.parametrize("name", sorted(FIXTURE_TASKS))
 def test_fixture_data_passes_validation(name):
     raw = build_task({"name": name, **FIXTURE_TASKS[name]}).load()
@@ -326,6 +336,7 @@ END_TO_END = {
     "glue_rte": ({}, "tiny_deberta", {"accuracy"}),
     "glue_stsb": ({}, "tiny_deberta", {"pearson", "spearmanr", "combined_score"}),
     "glue_mnli": ({}, "tiny_deberta", {"accuracy", "accuracy_mm", "accuracy_avg"}),
+    "squad_v1": ({"max_seq_length": 64, "doc_stride": 16}, "tiny_deberta", {"exact", "f1"}),
     "squad_v2": (
         {"max_seq_length": 64, "doc_stride": 16},
         "tiny_deberta",
@@ -343,9 +354,9 @@ MODEL_CFGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(END_TO_END))
 def test_end_to_end_train_step_and_evaluate(case):
-    models = pytest.importorskip("adalora.models")
     overrides, model_name, expected_keys = END_TO_END[case]
     task = build_task(
         {"name": case, "max_train_samples": 8, "max_eval_samples": 6, **FIXTURE_TASKS[case], **overrides}
