@@ -8,27 +8,34 @@ included, ends in a ``result.json`` with a status and a reason, so a sweep never
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import math
+import os
 import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
 from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
 from adalora.models import load_model, load_tokenizer
-from adalora.results import RESULT_FILE, is_success, write_result
+from adalora.results import RESULT_FILE, is_success, read_result, write_result
+from adalora.sweeps import LEDGER_ENV, record_outcome
 from adalora.tasks import build_task
+from adalora.tracking import Tracker, make_tracker
 from adalora.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LOCK_FILE = ".lock"
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 _METHOD_KEYS = {f.name for s in (LoRASettings, AdaLoRASettings, AdapterSettings) for f in dataclasses.fields(s)}
 _MODEL_KEYS = {"cls_dropout"}
@@ -94,6 +101,11 @@ def _budget_knobs(kind: str, method_cfg: Mapping, budget_name: str, task_cfg: Ma
     if kind == "lora":
         return {"r": level.lora_r}
     if kind == "adalora":
+        allocate = method_cfg.get("allocate")
+        if allocate is None:
+            allocate = METHODS.get(method_cfg["name"], (kind, {}))[1].get("allocate", True)
+        if not allocate:  # no allocation (svd_lora): the final budget r̄ per matrix from the start
+            return {"init_r": level.adalora_target_r, "target_r": level.adalora_target_r}
         return {"init_r": level.adalora_init_r, "target_r": level.adalora_target_r}
     size = level.houlsby_bottleneck if method_cfg.get("placement", "houlsby") == "houlsby" else level.pfeiffer_bottleneck
     if method_cfg["name"] == "adapter_pfeiffer":
@@ -197,28 +209,99 @@ def _peak_memory_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- the run
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun / ``accelerate launch`` (the only rank that writes records)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, enabled: bool) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on ``run_dir/.lock``; yields whether it was acquired.
+
+    Parallel launchers may start the same run twice (a sweep relaunched while the first is
+    still running); the second job must not train into the same directory. The kernel drops
+    the lock when its holder dies, so a killed job never leaves a stale lock.
+    """
+    if not enabled:
+        yield True
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run(cfg: DictConfig, on_log=None) -> dict[str, Any]:
-    """Execute (or skip) one run and return its record."""
+    """Execute (or skip) one run and return its record.
+
+    Inside a sweep (``ADALORA_SWEEP_LEDGER`` set) every outcome is appended to the sweep's
+    ledger, and a configuration error fails this job only; a single run raises it.
+    """
     register_resolvers()
     run_dir = Path(cfg.run_dir)
-    if is_success(run_dir) and not cfg.get("force", False):
-        print(f"[skip] {run_dir} already succeeded (force=true to re-run)")
-        from adalora.results import read_result
+    main = _is_main_process()
+    force = bool(cfg.get("force", False))
+    with _run_lock(run_dir, enabled=main) as acquired:
+        if not acquired:
+            print(f"[busy] {run_dir} is being run by another job; not starting it twice")
+            record_outcome(run_dir, "busy", None)
+            return read_result(run_dir) or {"status": "running"}
+        if is_success(run_dir) and not force:
+            print(f"[skip] {run_dir} already succeeded (force=true to re-run)")
+            if main:
+                record_outcome(run_dir, "skipped", "success")
+            return read_result(run_dir)
+        try:
+            record = _run_unlocked(cfg, run_dir, on_log, main)
+        except ConfigError as err:
+            if main:
+                record_outcome(run_dir, "failed", "failed", f"ConfigError: {err}")
+            if not os.environ.get(LEDGER_ENV):
+                raise
+            print(f"[failed] {run_dir}: ConfigError: {err}")
+            return {"status": "failed", "reason": f"ConfigError: {err}"}
+    if main:
+        outcome = "done" if record["status"] == "success" else "failed"
+        record_outcome(run_dir, outcome, record["status"], record.get("reason"))
+    return record
 
-        return read_result(run_dir)
+
+def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[str, Any]:
     resolved = resolve(cfg)
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
         "budget": effective_budget(cfg.method.name, cfg.budget.name), "seed": int(cfg.seed), "model": cfg.model.name,
     }
+    config = OmegaConf.to_container(cfg, resolve=True)
     record: dict[str, Any] = {
         "status": "running", "reason": None, "run": info, "metrics": None, "params": None, "ranks": None,
-        "train": None, "config": OmegaConf.to_container(cfg, resolve=True), "env": _environment(),
+        "train": None, "config": config, "env": _environment(),
     }
-    write_result(run_dir, record)
+    if main:
+        write_result(run_dir, record)
     started = time.perf_counter()
+    tracker = Tracker()
     try:
-        trainer, handle, task = _build(cfg, resolved, run_dir, on_log)
+        if main:
+            tracker = make_tracker(config.get("logger"), info, config, run_dir)
+
+        def log(payload: dict[str, Any]) -> None:
+            tracker.log(payload)
+            if on_log is not None:
+                on_log(payload)
+
+        trainer, handle, task = _build(cfg, resolved, run_dir, log)
         resumed = trainer.load_checkpoint()
         if resumed:
             print(f"[resume] {run_dir} from step {trainer.state.global_step}")
@@ -231,14 +314,18 @@ def run(cfg: DictConfig, on_log=None) -> dict[str, Any]:
         record.update(status="oom", reason=str(err).splitlines()[0])
     except ConfigError:
         record.update(status="failed", reason=traceback.format_exc(limit=1))
-        write_result(run_dir, record)
+        if main:
+            write_result(run_dir, record)
+        tracker.finish(record)
         raise
     except Exception as err:  # noqa: BLE001 - a sweep must record every failure and go on
         record.update(status="failed", reason=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
     finally:
         record["train"] = {**(record.get("train") or {}), "wall_time_s": time.perf_counter() - started,
                            "peak_memory_mb": _peak_memory_mb()}
-    write_result(run_dir, record)
+    if main:
+        write_result(run_dir, record)
+    tracker.finish(record)
     print(f"[{record['status']}] {run_dir / RESULT_FILE}")
     return record
 
@@ -250,11 +337,13 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     tokenizer = load_tokenizer(model_cfg)
     model = load_model(model_cfg, task.head, num_labels=task.num_labels, dropout=resolved.cls_dropout)
     train_data = task.train_dataset(tokenizer)
-    batches = math.ceil(len(train_data) / resolved.train.batch_size)
+    # Under DDP each rank steps through its shard of the batches (accelerate's even_batches).
+    batches = math.ceil(math.ceil(len(train_data) / resolved.train.batch_size) / _world_size())
     total = total_optimizer_steps(batches, resolved.train)
     method_cfg = _schedule_in_steps(resolved.method, total)
     handle = apply_method(model, method_cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # This rank's device (cuda:<local rank> under DDP), the same singleton state as the Trainer's.
+    device = PartialState(cpu=not torch.cuda.is_available()).device
 
     def evaluate(m):
         return task.evaluate(m, tokenizer, resolved.train.eval_batch_size, device)

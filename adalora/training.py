@@ -133,7 +133,9 @@ class Trainer:
         accelerator: Accelerator | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ):
-        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum)
+        # cpu=True on a machine without CUDA: accelerate only sets up gloo DDP for torchrun when told.
+        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum,
+                                                      cpu=not torch.cuda.is_available())
         self.settings = settings
         self.seed = seed
         self.handle = handle
@@ -263,6 +265,8 @@ class Trainer:
                 bar.update(1)
                 if state.global_step % s.log_every == 0:
                     bar.set_postfix(loss=f"{state.train_loss:.4f}", budget=budget)
+                    self._log({"train": {"step": state.global_step, "loss": state.train_loss,
+                                         "lr": self.scheduler.get_last_lr()[0]}})
                     self._record_ranks(budget)
                 done = state.global_step >= self.total_steps
                 if s.eval_every and state.global_step % s.eval_every == 0 and not done:
@@ -280,6 +284,7 @@ class Trainer:
                 break
         bar.close()
         if state.global_step >= self.total_steps:
-            self._record_ranks(budget)
+            if not state.rank_history or state.rank_history[-1]["step"] != state.global_step:
+                self._record_ranks(budget)
             self._evaluate()
         return state

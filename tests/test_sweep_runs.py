@@ -1,0 +1,242 @@
+"""Sweeps as a user runs them: real ``python -m experiments.run`` processes on tiny models.
+
+Covers the ledger and closing summary, failure isolation, SIGKILL + rerun (skip, resume,
+identical result), the run-directory lock, the submitit launcher (local executor), wandb in
+offline mode and two-process data-parallel training (gloo).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from adalora.results import read_result
+from adalora.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
+from adalora.sweeps import expand_sweep, read_ledger, summarize
+
+register_resolvers()
+RTE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
+TINY = ["sweep=smoke", "task=tiny_glue_rte", "trainer.progress=false"]
+
+
+def _sweep(out: Path, *overrides: str, env: dict[str, str] | None = None, wait: bool = True):
+    cmd = [sys.executable, "-m", "experiments.run", *TINY, f"output_root={out}", *overrides]
+    kwargs = dict(cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                  stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    return subprocess.run(cmd, timeout=600, **kwargs)
+
+
+def _run_dir(out: Path, method: str, budget: str = "glue_0.3m") -> Path:
+    return out / "smoke" / "tiny_glue_rte" / method / budget / "seed=0"
+
+
+# ------------------------------------------------------------------------------ expansion, summary
+def test_expand_sweep_follows_hydra_basic_sweeper_rules():
+    jobs = expand_sweep({"task": "a,b", "method": "lora,adalora", "seed": "0"}, ["seed=0,1", "method=lora", "x=1"])
+    assert len(jobs) == 2 * 1 * 2  # the command line replaces the sweep file's list for a key
+    assert jobs[0] == ["task=a", "method=lora", "seed=0", "x=1"]
+    assert {j[2] for j in jobs} == {"seed=0", "seed=1"}
+    assert len(expand_sweep({"seed": "range(0,5)"}, [])) == 5
+
+
+def test_summary_counts_outcomes_and_missing_jobs():
+    entries = [{"run_dir": "a", "outcome": "done", "status": "success"},
+               {"run_dir": "b", "outcome": "skipped", "status": "success"},
+               {"run_dir": "c", "outcome": "failed", "status": "oom", "reason": "CUDA out of memory"}]
+    text, ok = summarize(entries, total=4, results_root="outputs/glue")
+    assert text.splitlines()[0] == ("[sweep] 4 jobs: 1 done, 1 skipped, 1 failed, 1 not reported (killed or crashed: "
+                                    "rerun the sweep); results under outputs/glue")
+    assert "[oom] c: CUDA out of memory" in text and not ok
+    assert summarize(entries[:2], total=2, results_root="r") == (
+        "[sweep] 2 jobs: 1 done, 1 skipped, 0 failed; results under r", True)
+
+
+# ------------------------------------------------------------------------------ failures, kill, resume
+@pytest.mark.slow
+def test_failing_job_is_isolated_and_reported(tmp_path):
+    """One job's data is invalid: the other job finishes, the summary names the failure, exit 1."""
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    bad = tmp_path / "bad_train.jsonl"
+    bad.write_text('{"sentence1": "a", "sentence2": "b", "label": 7, "idx": 0}\n')
+    (tmp_path / "conf" / "task" / "tiny_broken.yaml").write_text(
+        (PROJECT_ROOT / "conf" / "task" / "tiny_glue_rte.yaml").read_text()
+        .replace("name: tiny_glue_rte", "name: tiny_broken")
+        .replace("'${project_root:}/tests/fixtures/data/glue/rte/train.jsonl'", f"'{bad}'"))
+    out = tmp_path / "out"
+    proc = _sweep(out, "task=tiny_broken,tiny_glue_rte", "method=lora", "trainer.max_steps=3",
+                  f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "[sweep] 2 jobs: 1 done, 0 skipped, 1 failed; results under" in proc.stdout
+    assert "tiny_broken/lora/glue_0.3m/seed=0: DataValidationError" in proc.stdout
+    assert "field 'label'" in proc.stdout
+    assert read_result(_run_dir(out, "lora"))["status"] == "success"
+    assert read_result(out / "smoke" / "tiny_broken" / "lora" / "glue_0.3m" / "seed=0")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
+    steps = ["trainer.max_steps=60", "trainer.checkpoint_every=5", "trainer.eval_every=20", "trainer.log_every=5"]
+    out = tmp_path / "killed"
+    proc = _sweep(out, "method=lora,adalora,bitfit", *steps, wait=False)
+    checkpoint = _run_dir(out, "adalora") / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no adalora checkpoint within 300 s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lora_before = (_run_dir(out, "lora") / "result.json").read_bytes()
+    assert json.loads(lora_before)["status"] == "success"
+    assert read_result(_run_dir(out, "adalora"))["status"] == "running"  # killed mid-run
+    assert read_result(_run_dir(out, "bitfit", "none")) is None
+
+    rerun = _sweep(out, "method=lora,adalora,bitfit", *steps)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert "[sweep] 3 jobs: 2 done, 1 skipped, 0 failed; results under" in rerun.stdout
+    assert f"[resume] {_run_dir(out, 'adalora')} from step" in rerun.stdout
+    assert (_run_dir(out, "lora") / "result.json").read_bytes() == lora_before  # not repeated, not rewritten
+
+    reference = tmp_path / "uninterrupted"
+    assert _sweep(reference, "method=adalora", *steps).returncode == 0
+    resumed, clean = read_result(_run_dir(out, "adalora")), read_result(_run_dir(reference, "adalora"))
+    assert resumed["status"] == clean["status"] == "success"
+    assert resumed["metrics"]["evals"] == clean["metrics"]["evals"]
+    assert resumed["ranks"] == clean["ranks"]
+    assert resumed["train"]["final_train_loss"] == clean["train"]["final_train_loss"]
+    assert read_result(_run_dir(out, "bitfit", "none"))["status"] == "success"
+
+
+def _tiny_cfg(out: Path, method: str = "lora"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
+            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=3"])
+
+
+def test_run_directory_lock_stops_a_second_job(tmp_path, capsys):
+    cfg = _tiny_cfg(tmp_path)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True)
+    with open(run_dir / LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another job is running this directory
+        record = run(cfg)
+        assert record == {"status": "running"}
+        assert "[busy]" in capsys.readouterr().out
+        assert read_result(run_dir) is None  # it trained nothing and wrote nothing
+    assert run(cfg)["status"] == "success"
+
+
+# ------------------------------------------------------------------------------ launchers, tracking
+@pytest.mark.slow
+def test_submitit_launcher_runs_a_tiny_sweep_with_its_local_executor(tmp_path):
+    proc = _sweep(tmp_path, "launcher=submitit_local", "method=lora,adalora", "trainer.max_steps=4")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "[sweep] 2 jobs: 2 done, 0 skipped, 0 failed" in proc.stdout
+    for method in ("lora", "adalora"):
+        assert read_result(_run_dir(tmp_path, method))["status"] == "success"
+    assert list((tmp_path / "smoke" / ".submitit").glob("*/*_result.pkl"))  # the jobs ran through submitit
+
+
+def _wandb_records(path: str) -> list:
+    """Records of a W&B transaction log (LevelDB log format after a 7-byte header)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, records, partial = Path(path).read_bytes(), 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(partial + chunk)
+            records.append(record)
+            partial = b""
+        elif kind in (2, 3):
+            partial += chunk
+    return records
+
+
+@pytest.mark.slow
+def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
+    proc = _sweep(tmp_path, "logger=wandb", "logger.project=adalora-test", "method=lora,adalora",
+                  "trainer.max_steps=8", "trainer.log_every=2", env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for method in ("lora", "adalora"):
+        logs = glob.glob(str(_run_dir(tmp_path, method) / "wandb" / "offline-run-*" / "run-*.wandb"))
+        assert len(logs) == 1, logs
+        records = _wandb_records(logs[0])
+        runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        assert (runs[0].run_group, runs[0].job_type, runs[0].project) == ("smoke", method, "adalora-test")
+        history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+                   for r in records if r.WhichOneof("record_type") == "history"]
+        assert any("train/loss" in h for h in history) and any("eval/accuracy" in h for h in history)
+        budgets = [h["budget/total"] for h in history if "budget/total" in h]
+        if method == "adalora":
+            final = read_result(_run_dir(tmp_path, method))["ranks"]
+            assert budgets == [h["budget"] for h in final["history"]] and budgets[0] > budgets[-1]
+            ranks = [h for h in history if "budget/total" in h][-1]
+            assert {k[len("rank/"):]: v for k, v in ranks.items() if k.startswith("rank/")} == final["pattern"]
+            assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in records)
+        else:
+            assert budgets == []
+
+
+# ------------------------------------------------------------------------------ data parallel
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _probe(out: Path, nproc: int, batch_size: int) -> list[dict]:
+    out.mkdir(parents=True)
+    overrides = ["task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
+                 f"output_root={out}", "trainer.progress=false", "trainer.epochs=3", f"trainer.batch_size={batch_size}",
+                 "trainer.eval_every=6", "trainer.log_every=2",
+                 *(f"+model.tiny_config.{key}=0.0" for key in
+                   ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
+           str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "Error" in line)[-4000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_path):
+    """2 ranks x batch 4 see the same 8 examples per step as 1 process x batch 8 (same order)."""
+    ranks = _probe(tmp_path / "ddp", nproc=2, batch_size=4)
+    single = _probe(tmp_path / "single", nproc=1, batch_size=8)[0]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["total_steps"] == single["total_steps"] == 18
+    for name, mask in ranks[0]["masks"].items():
+        assert torch.equal(mask, ranks[1]["masks"][name]), name
+        assert torch.equal(ranks[0]["lambdas"][name], ranks[1]["lambdas"][name]), name
+        assert torch.equal(mask, single["masks"][name]), name
+        torch.testing.assert_close(ranks[0]["lambdas"][name], single["lambdas"][name], rtol=1e-3, atol=1e-5)
+    assert ranks[0]["pattern"] == ranks[1]["pattern"] == single["pattern"]
+    assert sum(ranks[0]["pattern"].values()) == 2 * len(ranks[0]["pattern"])  # b(T) = target_r x n
+    assert ranks[0]["evals"] == ranks[1]["evals"]
+    for ddp_eval, single_eval in zip(ranks[0]["evals"], single["evals"], strict=True):
+        assert ddp_eval["step"] == single_eval["step"]
+        assert ddp_eval["accuracy"] == pytest.approx(single_eval["accuracy"], abs=1e-6)
+    assert ranks[0]["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
