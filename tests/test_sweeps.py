@@ -1,7 +1,7 @@
 """The sweep files (conf/sweep/*.yaml, whatever is there): every job composes and resolves, a run
 directory means exactly one run, and the paper sweeps expand to the run counts their headers state.
 
-No training. A sweep is expanded the way Hydra's basic sweeper does it: ``hydra.sweeper.params``
+No training. A sweep is expanded the way Hydra's basic sweeper does it (adalora.sweeps.expand_sweep):
 parsed by Hydra's override parser (so ``a,b``, ``glob(...)`` and ``range(...)`` all work), then the
 cartesian product. A real ``compose`` costs ~0.2 s here, too slow for the ~650 jobs of all sweeps,
 so each sweep is composed once and a job's overrides are applied to that config with OmegaConf: a
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.types import RunMode
@@ -30,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from adalora.methods import METHODS
 from adalora.runner import FIXED_SIZE_KINDS, PROJECT_ROOT, effective_budget, register_resolvers, resolve
+from adalora.sweeps import expand_sweep
 
 CONF = PROJECT_ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
@@ -74,17 +74,6 @@ class Job:
 # ------------------------------------------------------------------------------------- expansion
 def _compose(sweep: str, overrides: list[str] = ()) -> DictConfig:
     return compose(config_name="config", overrides=[f"sweep={sweep}", *overrides], return_hydra_config=True)
-
-
-def _expand(params: DictConfig) -> list[list[str]]:
-    """Hydra's BasicSweeper.split_arguments: one list of ``key=value`` overrides per job, in its order."""
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    lists: dict[str, list[str]] = {}
-    for override in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]):
-        key = override.get_key_element()
-        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
-        lists[key] = [f"{key}={v}" for v in values]
-    return [list(job) for job in itertools.product(*lists.values())]
 
 
 @functools.cache
@@ -155,7 +144,7 @@ def sweep_jobs(sweep: str) -> tuple[Job, ...]:
         base = _compose(sweep)
         assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
         base_slim, by_groups = _slim(base), {}
-        for overrides in _expand(base.hydra.sweeper.params):
+        for overrides in expand_sweep(base.hydra.sweeper.params, []):
             split = _split(overrides, sweep_raw)
             if split is None:
                 jobs.append(_job(_compose(sweep, overrides), overrides))
