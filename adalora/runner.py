@@ -308,6 +308,8 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[st
         state = trainer.train()
         record.update(_success_fields(trainer, handle, task, state))
         record["status"] = "success"
+        if main and not resolved.train.keep_checkpoint and trainer.checkpoint_path is not None:
+            trainer.checkpoint_path.unlink(missing_ok=True)
     except Diverged as err:
         record.update(status="diverged", reason=str(err))
     except torch.cuda.OutOfMemoryError as err:

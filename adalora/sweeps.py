@@ -60,8 +60,8 @@ def record_outcome(run_dir: str | os.PathLike, outcome: str, status: str | None,
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     first_line = (reason or "").strip().splitlines()[:1]
-    line = json.dumps({"run_dir": str(Path(run_dir).resolve()), "outcome": outcome, "status": status,
-                       "reason": first_line[0][:300] if first_line else None}) + "\n"
+    line = json.dumps({"job": _job_number(), "run_dir": str(Path(run_dir).resolve()), "outcome": outcome,
+                       "status": status, "reason": first_line[0][:300] if first_line else None}) + "\n"
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -70,16 +70,23 @@ def record_outcome(run_dir: str | os.PathLike, outcome: str, status: str | None,
         os.close(fd)
 
 
+def _job_number() -> int | None:
+    """Hydra's index of this job in the sweep (two jobs may share a run directory)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.num if HydraConfig.initialized() else None
+
+
 def read_ledger(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The entries of a ledger; the last entry per run directory wins (a job may retry)."""
+    """The entries of a ledger; the last entry per job wins (a requeued job reports again)."""
     path = Path(path)
     if not path.exists():
         return []
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[tuple, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         if line.strip():
             entry = json.loads(line)
-            latest[entry["run_dir"]] = entry
+            latest[(entry.get("job"), entry["run_dir"])] = entry
     return list(latest.values())
 
 

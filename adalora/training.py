@@ -53,7 +53,8 @@ class TrainSettings:
     grad_accum: int = 1
     adam_eps: float = 1e-8
     eval_every: int | None = None
-    checkpoint_every: int | None = None
+    checkpoint_every: int | None = None  # None: checkpoint whenever it evaluates (eval_every)
+    keep_checkpoint: bool = False  # keep checkpoint.pt after success (it holds optimiser state: GBs for full FT)
     log_every: int = 50
     progress: bool = True
 
@@ -272,7 +273,8 @@ class Trainer:
                 if s.eval_every and state.global_step % s.eval_every == 0 and not done:
                     self._evaluate()
                     self.model.train()
-                if s.checkpoint_every and state.global_step % s.checkpoint_every == 0 and not done:
+                every = s.checkpoint_every or s.eval_every
+                if every and state.global_step % every == 0 and not done:
                     self.save_checkpoint()
                 if done or (stop_after is not None and steps_this_call >= stop_after):
                     break

@@ -66,6 +66,20 @@ def test_summary_counts_outcomes_and_missing_jobs():
         "[sweep] 2 jobs: 1 done, 1 skipped, 0 failed; results under r", True)
 
 
+def test_ledger_keeps_jobs_that_share_a_run_directory(tmp_path, monkeypatch):
+    """full_ft at two budget levels is one run directory: one job trains, the other skips it."""
+    from adalora import sweeps
+
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(sweeps.LEDGER_ENV, str(ledger))
+    for job, outcome in ((0, "done"), (1, "skipped"), (1, "skipped")):  # job 1 requeued: reports twice
+        monkeypatch.setattr(sweeps, "_job_number", lambda job=job: job)
+        sweeps.record_outcome(tmp_path / "full_ft" / "none", outcome, "success")
+    entries = read_ledger(ledger)
+    assert sorted((e["job"], e["outcome"]) for e in entries) == [(0, "done"), (1, "skipped")]
+    assert summarize(entries, total=2, results_root="r")[1]
+
+
 # ------------------------------------------------------------------------------ failures, kill, resume
 @pytest.mark.slow
 def test_failing_job_is_isolated_and_reported(tmp_path):
