@@ -10,8 +10,16 @@ paper's numbers, wherever the paper's text differs:
 * only Λ (``lora_E``) is zeroed, in place; A, B and the optimiser state are kept, so a
   pruned triplet can come back between two masking events of the decrease phase.
 
-The EMA updates use fused multi-tensor (``torch._foreach_*``) kernels, and masking needs
-no host-device synchronisation, so the allocator costs a few kernels per step.
+Modules whose ``lora_E`` is frozen (``SVDLinear(train_lambda=False)``: LoRA doublets behind a
+fixed gate, the "Prune LoRA" ablation) take the same path: E has no gradient, so its
+importance stays 0 and S_i = mean_j s(A_ij) + mean_j s(B_ji); a mask sets the gate to 1 for
+kept and 0 for pruned doublets, so the gate can reopen exactly as a pruned λ can regrow.
+
+The EMAs of all A, E, B live in two flat buffers (``_ema_ipt`` / ``_ema_unc`` are views into
+them), so an update is two ``cat`` and seven whole-buffer kernels whatever the number of
+matrices (``torch._foreach_*`` runs one kernel per tensor on CPU, 3n per op). A mask (every
+ΔT steps) is the per-matrix scores, one ``cat``, one global ``kthvalue``, one comparison and
+n ``masked_fill_``. Nothing synchronises host and device.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ class RankAllocator:
             raise ValueError(f"tinit and tfinal must be >= 0, got tinit={init_warmup}, tfinal={final_warmup}")
         self.names = sorted(modules)
         self.modules = [modules[n] for n in self.names]
+        if importance == "magnitude" and any(not m.lora_E.requires_grad for m in self.modules):
+            raise ValueError("importance='magnitude' ranks by |λ|, which needs a trained λ (lora_E), not a fixed gate")
         init_ranks = [m.lora_E.shape[0] for m in self.modules]
         if target_total_rank is None and any(target_r > r for r in init_ranks):
             raise ValueError(f"target_r ({target_r}) must be <= init_r ({min(init_ranks)})")
@@ -83,8 +93,12 @@ class RankAllocator:
         if total_step is not None:
             self.set_total_step(total_step)
         self._params = [p for m in self.modules for p in (m.lora_A, m.lora_E, m.lora_B)]
-        self._ema_ipt = [torch.zeros_like(p) for p in self._params]
-        self._ema_unc = [torch.zeros_like(p) for p in self._params]
+        self._ranks = init_ranks
+        numel = sum(p.numel() for p in self._params)
+        self._flat_ipt = torch.zeros(numel, dtype=self._params[0].dtype, device=self._params[0].device)
+        self._flat_unc = torch.zeros_like(self._flat_ipt)
+        self._ema_ipt = self._views(self._flat_ipt)  # per-parameter views: [A_0, E_0, B_0, A_1, ...]
+        self._ema_unc = self._views(self._flat_unc)
         self._final_mask: list[torch.Tensor] | None = None
         self._last_mask: list[torch.Tensor] | None = None
 
@@ -115,6 +129,20 @@ class RankAllocator:
         budget = int((self.init_budget - self.target_budget) * (1 - progress) ** 3 + self.target_budget)
         return budget, step % self.mask_interval == 0
 
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """``flat`` cut into views shaped like the parameters, in ``self._params`` order."""
+        chunks = flat.split([p.numel() for p in self._params])
+        return [c.view(p.shape) for c, p in zip(chunks, self._params)]
+
+    def _follow_params(self) -> None:
+        """Keep the EMAs on the parameters' device: the model may move after the allocator is built."""
+        device = self._params[0].device
+        if self._flat_ipt.device != device:
+            if any(p.device != device for p in self._params):
+                raise RuntimeError("RankAllocator needs every adapted matrix on one device")
+            self._flat_ipt, self._flat_unc = self._flat_ipt.to(device), self._flat_unc.to(device)
+            self._ema_ipt, self._ema_unc = self._views(self._flat_ipt), self._views(self._flat_unc)
+
     def _require_total_step(self) -> int:
         if self.total_step is None:
             raise RuntimeError("RankAllocator.set_total_step(T) must be called before training")
@@ -128,6 +156,7 @@ class RankAllocator:
         ``global_step`` counts optimiser steps from 0. Returns the budget b(t).
         """
         total = self._require_total_step()
+        self._follow_params()
         if global_step < total - self.final_warmup:
             self._update_importance()
         budget, mask_now = self.budget_schedule(global_step)
@@ -138,22 +167,21 @@ class RankAllocator:
     def _update_importance(self) -> None:
         if self.importance == "magnitude":
             return
-        grads = [p.grad for p in self._params]
-        if any(g is None for g in grads):
-            missing = [n for n, m in zip(self.names, self.modules) if any(p.grad is None for p in (m.lora_A, m.lora_E, m.lora_B))]
+        params = self._params
+        if any(p.requires_grad and p.grad is None for p in params):
+            missing = [n for n, m in zip(self.names, self.modules)
+                       if any(p.requires_grad and p.grad is None for p in (m.lora_A, m.lora_E, m.lora_B))]
             raise RuntimeError(
                 f"AdaLoRA parameters without a gradient (module not in the forward graph?): {missing[:5]}"
             )
-        ipt = torch._foreach_mul(self._params, grads)
-        torch._foreach_abs_(ipt)
-        torch._foreach_mul_(self._ema_ipt, self.beta1)
-        torch._foreach_add_(self._ema_ipt, ipt, alpha=1 - self.beta1)
+        # A frozen gate (Prune LoRA) has no gradient: a zero one keeps its importance at 0.
+        grads = [p.grad.reshape(-1) if p.requires_grad else p.new_zeros(p.numel()) for p in params]
+        ipt = torch.cat([p.reshape(-1) for p in params]).mul_(torch.cat(grads)).abs_()  # |p · g|
+        self._flat_ipt.mul_(self.beta1).add_(ipt, alpha=1 - self.beta1)
         if self.importance == "sensitivity":
             return
-        torch._foreach_sub_(ipt, self._ema_ipt)
-        torch._foreach_abs_(ipt)
-        torch._foreach_mul_(self._ema_unc, self.beta2)
-        torch._foreach_add_(self._ema_unc, ipt, alpha=1 - self.beta2)
+        ipt.sub_(self._flat_ipt).abs_()  # |I - Ī|
+        self._flat_unc.mul_(self.beta2).add_(ipt, alpha=1 - self.beta2)
 
     def triplet_scores(self) -> list[torch.Tensor]:
         """S_i per module: s(λ_i) + mean_j s(A_ij) + mean_j s(B_ji) (or |λ_i|)."""
@@ -181,15 +209,18 @@ class RankAllocator:
             return
         self._last_mask = masks
         for module, mask in zip(self.modules, masks):
-            module.lora_E.masked_fill_(mask.view(-1, 1), 0.0)
+            if module.lora_E.requires_grad:
+                module.lora_E.masked_fill_(mask.view(-1, 1), 0.0)
+            else:  # a fixed gate: 1 for kept, 0 for pruned doublets
+                module.lora_E.copy_(~mask.view(-1, 1))
 
     def _compute_masks(self, budget: int) -> list[torch.Tensor] | None:
         k = self.init_budget - budget
         if k <= 0:
             return None
-        scores = self.triplet_scores()
-        threshold = torch.kthvalue(torch.cat(scores), k).values
-        return [s <= threshold for s in scores]
+        scores = torch.cat(self.triplet_scores())
+        threshold = torch.kthvalue(scores, k).values  # one global threshold, ties pruned
+        return list((scores <= threshold).split(self._ranks))
 
     # ------------------------------------------------------------------ reporting
     def rank_pattern(self) -> dict[str, int]:

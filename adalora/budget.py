@@ -87,7 +87,8 @@ def count_parameters(
     """Trainable parameters the paper's way, plus the raw counts for reference.
 
     ``trainable_paper`` = trainable parameters outside the task head; for AdaLoRA the SVD
-    triplets count only as far as they are kept (``rank · (d_in + d_out + 1)``).
+    triplets count only as far as they are kept (``rank · (d_in + d_out + 1)``; LoRA doublets
+    behind a fixed gate, Prune LoRA, ``rank · (d_in + d_out)``).
     """
     heads = tuple(head_prefixes)
     total = trainable = head = 0
@@ -105,6 +106,6 @@ def count_parameters(
     if adalora_modules is not None and adalora_ranks is not None:
         for name, module in adalora_modules.items():
             full_rank = module.lora_E.shape[0]
-            per_triplet = module.in_features + module.out_features + 1
+            per_triplet = module.in_features + module.out_features + int(module.lora_E.requires_grad)
             paper -= (full_rank - adalora_ranks[name]) * per_triplet
     return {"trainable_paper": paper, "trainable_total": trainable, "head": head, "total": total}

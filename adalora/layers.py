@@ -50,6 +50,32 @@ class LoRALinear(nn.Module):
         return self.base_layer(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
 
+class _AddScaled(torch.autograd.Function):
+    """``result + y * numerator / denominator`` as one kernel, bit-identical to the three.
+
+    ``addcdiv`` computes ``result + (numerator * y) / denominator`` with the same two roundings
+    as ``y * numerator / denominator`` and the same final add, and the backward repeats autograd's
+    ``grad / denominator * numerator``; so AdaLoRA's trajectory stays bit-identical to PEFT's
+    (tests/test_peft_equivalence.py) while the forward saves two passes over the layer's output.
+    It writes into ``y`` (a matmul output that backward does not need): writing into ``result``
+    instead, as PEFT's ``result +=`` does, makes autograd rebuild the linear layer's output view
+    in backward (CopySlices: a zero fill and a copy of the whole output).
+    """
+
+    @staticmethod
+    def forward(ctx, result, y, denominator, numerator):
+        ctx.save_for_backward(denominator)
+        ctx.numerator = numerator
+        ctx.mark_dirty(y)
+        return torch.addcdiv(result, y, denominator, value=numerator, out=y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (denominator,) = ctx.saved_tensors
+        grad_y = grad / denominator * ctx.numerator if ctx.needs_input_grad[1] else None
+        return grad, grad_y, None, None
+
+
 class SVDLinear(nn.Module):
     """AdaLoRA's ``ΔW = P Λ Q`` stored as ``B (A ⊙ E)`` with constant scale ``alpha / r_init``.
 
@@ -59,21 +85,30 @@ class SVDLinear(nn.Module):
     * ``ranknum`` stays r_init for the whole run even after pruning: the author reports that
       rescaling by the surviving rank hurts (QingruZhang/AdaLoRA#12). Only E is ever masked,
       so a pruned triplet keeps A and B and can come back between masking events.
+    * ``train_lambda=False`` turns the layer into LoRA doublets with a fixed 0/1 gate (the
+      "Prune LoRA" ablation of Table 4): E = 1 and is not trained, B = 0 like LoRA, so
+      ``ΔW = (alpha / r) Σ_i gate_i B[:, i] A[i, :]`` and the allocator prunes a whole doublet
+      by setting its gate to 0.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, train_lambda: bool = True):
         super().__init__()
         if r <= 0:
             raise ValueError(f"AdaLoRA init_r must be positive, got {r}")
         self.base_layer = base_layer
         self.r = r
         self.lora_alpha = alpha
+        self.train_lambda = train_lambda
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
         self.lora_E = nn.Parameter(torch.zeros(r, 1, **factory))
         self.lora_B = nn.Parameter(torch.empty(base_layer.out_features, r, **factory))
         nn.init.normal_(self.lora_A, std=_INIT_STD)
         nn.init.normal_(self.lora_B, std=_INIT_STD)
+        if not train_lambda:  # LoRA doublets behind a fixed gate: ΔW = 0 through B = 0 instead
+            nn.init.ones_(self.lora_E)
+            nn.init.zeros_(self.lora_B)
+            self.lora_E.requires_grad_(False)
         self.register_buffer("ranknum", torch.full((1,), float(r), **factory), persistent=True)
         self.scale_numerator = float(alpha if alpha > 0 else r)
 
@@ -93,12 +128,11 @@ class SVDLinear(nn.Module):
         return (self.lora_B @ (self.lora_A * self.lora_E)) * self.scale_numerator / (self.ranknum + _RANKNUM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Same operation order as loralib/PEFT (base first, then the update, same scalar ops):
-        # autograd accumulates gradients in creation order, so this keeps results bit-identical.
+        # The matmuls as in loralib/PEFT; their ``result += y * alpha / (ranknum + 1e-5)`` (three
+        # activation-sized kernels) as one addcdiv with the same roundings.
         result = self.base_layer(x)
-        return result + (x @ (self.lora_A * self.lora_E).T @ self.lora_B.T) * self.scale_numerator / (
-            self.ranknum + _RANKNUM_EPS
-        )
+        y = x @ (self.lora_A * self.lora_E).T @ self.lora_B.T
+        return _AddScaled.apply(result, y, self.ranknum + _RANKNUM_EPS, self.scale_numerator)
 
 
 _ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}

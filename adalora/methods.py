@@ -35,9 +35,26 @@ from adalora.regularizers import ORTH_REG_FORMS, orthogonal_regularization
 
 @dataclass
 class LoRASettings:
+    """LoRA; ``orth_reg_weight`` > 0 adds a penalty on A and B (Table 5's LoRA_regu).
+
+    ``budget_targets``: when set, ``r`` is the rank LoRA would have on *those* matrices, and the
+    layers on ``targets`` get the rank with the same parameter count,
+    ``round(r · Σ_budget_targets (d_in + d_out) / Σ_targets (d_in + d_out))`` (Table 14's LoRA on
+    W_q, W_k at the 0.3M of LoRA r=2 on all six: r = 9 on DeBERTaV3-base).
+    """
+
     r: int
     alpha: float = 16.0
     targets: tuple[str, ...] = ENCODER_WEIGHT_TYPES
+    orth_reg_weight: float = 0.0
+    orth_reg: str = "frd"
+    budget_targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.orth_reg_weight < 0:
+            raise ValueError(f"method.orth_reg_weight must be >= 0, got {self.orth_reg_weight}")
+        if self.orth_reg not in ORTH_REG_FORMS:
+            raise ValueError(f"method.orth_reg must be one of {ORTH_REG_FORMS}, got {self.orth_reg!r}")
 
 
 @dataclass
@@ -54,6 +71,7 @@ class AdaLoRASettings:
     orth_reg: str = "official"
     importance: str = "sensitivity_uncertainty"
     allocate: bool = True
+    train_lambda: bool = True  # False: LoRA doublets behind a fixed 0/1 gate (prune_lora)
     targets: tuple[str, ...] = ENCODER_WEIGHT_TYPES
 
     def __post_init__(self) -> None:
@@ -65,6 +83,8 @@ class AdaLoRASettings:
             raise ValueError(f"method.importance must be one of {IMPORTANCE_METRICS}, got {self.importance!r}")
         if self.target_r > self.init_r:
             raise ValueError(f"method.target_r ({self.target_r}) must be <= method.init_r ({self.init_r})")
+        if not self.train_lambda and self.importance == "magnitude":
+            raise ValueError("method.importance=magnitude ranks by |λ| and needs method.train_lambda=true")
 
 
 @dataclass
@@ -96,7 +116,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "full_ft": ("full_ft", {}),
     "bitfit": ("bitfit", {}),
     "lora": ("lora", {}),
-    "lora_qk": ("lora", {"targets": ("W_q", "W_k")}),
+    "lora_qk": ("lora", {"targets": ("W_q", "W_k"), "budget_targets": ENCODER_WEIGHT_TYPES}),
+    "lora_regu": ("lora", {"orth_reg_weight": 0.1, "orth_reg": "frd"}),
     "adapter_houlsby": ("adapter", {"placement": "houlsby", "activation": "swish"}),
     "adapter_pfeiffer": ("adapter", {"placement": "pfeiffer", "activation": "relu"}),
     "adalora": ("adalora", {}),
@@ -104,6 +125,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "adalora_magnitude": ("adalora", {"importance": "magnitude"}),
     "adalora_no_orth": ("adalora", {"orth_reg_weight": 0.0}),
     "svd_lora": ("adalora", {"allocate": False}),
+    "prune_lora": ("adalora", {"train_lambda": False, "orth_reg_weight": 0.0}),
 }
 
 # Keys a Hydra method config may carry that describe it rather than configure the layers.
@@ -129,8 +151,9 @@ def parse_method_config(cfg: Mapping[str, Any]) -> tuple[str, str, Any]:
     if unknown:
         raise ValueError(f"method {name!r} ({kind}) has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     merged = {**defaults, **knobs}
-    if "targets" in merged:
-        merged["targets"] = tuple(merged["targets"])
+    for key in ("targets", "budget_targets"):
+        if key in merged:
+            merged[key] = tuple(merged[key])
     try:
         settings = settings_cls(**merged)
     except TypeError as err:
@@ -164,9 +187,9 @@ class MethodHandle:
     def regularization_loss(self) -> torch.Tensor | None:
         """γ·R(P, Q) to add to the task loss, or None when the method has no penalty."""
         weight = getattr(self.settings, "orth_reg_weight", 0.0)
-        if self.kind != "adalora" or weight == 0.0:
+        if self.kind not in ("adalora", "lora") or weight == 0.0:
             return None
-        mods = list(self.svd_modules.values())
+        mods = list(self.adapted.values())
         reg = orthogonal_regularization([m.lora_A for m in mods], [m.lora_B for m in mods], self.settings.orth_reg)
         return weight * reg
 
@@ -214,6 +237,15 @@ def _wrap_targets(model: nn.Module, arch: Architecture, targets: tuple[str, ...]
     return adapted, found
 
 
+def _budget_matched_rank(model: nn.Module, arch: Architecture, settings: LoRASettings) -> int:
+    """The rank on ``targets`` with the parameter count of rank ``r`` on ``budget_targets``."""
+    def width(targets: tuple[str, ...]) -> int:
+        found = find_targets(model, arch, targets)
+        return sum(model.get_submodule(n).in_features + model.get_submodule(n).out_features for n in found)
+
+    return max(1, round(settings.r * width(settings.budget_targets) / width(settings.targets)))
+
+
 def _mark_trainable(model: nn.Module, arch: Architecture, kind: str) -> None:
     """Freeze the backbone; train the method's parameters and, always, the task head."""
     for name, param in model.named_parameters():
@@ -226,6 +258,9 @@ def _mark_trainable(model: nn.Module, arch: Architecture, kind: str) -> None:
         else:
             trainable = ".lora_" in name or ".adapter." in name
         param.requires_grad_(trainable)
+    for module in model.modules():  # fixed gates of LoRA doublets (SVDLinear(train_lambda=False))
+        if isinstance(module, SVDLinear) and not module.train_lambda:
+            module.lora_E.requires_grad_(False)
 
 
 def apply_method(model: nn.Module, cfg: Mapping[str, Any]) -> MethodHandle:
@@ -237,12 +272,14 @@ def apply_method(model: nn.Module, cfg: Mapping[str, Any]) -> MethodHandle:
     arch = architecture_of(model)
     handle = MethodHandle(name=name, kind=kind, settings=settings, model=model, arch=arch)
     if kind == "lora":
+        r = _budget_matched_rank(model, arch, settings) if settings.budget_targets else settings.r
         handle.adapted, handle.weight_types = _wrap_targets(
-            model, arch, settings.targets, lambda lin: LoRALinear(lin, settings.r, settings.alpha)
+            model, arch, settings.targets, lambda lin: LoRALinear(lin, r, settings.alpha)
         )
     elif kind == "adalora":
         handle.adapted, handle.weight_types = _wrap_targets(
-            model, arch, settings.targets, lambda lin: SVDLinear(lin, settings.init_r, settings.alpha)
+            model, arch, settings.targets,
+            lambda lin: SVDLinear(lin, settings.init_r, settings.alpha, train_lambda=settings.train_lambda),
         )
         if settings.allocate:
             handle.allocator = RankAllocator(

@@ -126,7 +126,8 @@ def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
 
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: same λ, masks and metrics."""
-    from adalora.runner import _build, resolve as _resolve
+    from adalora.runner import _build
+    from adalora.runner import resolve as _resolve
 
     extra = ["trainer.max_steps=20", "trainer.checkpoint_every=7", "trainer.eval_every=10", "trainer.keep_checkpoint=true"]
     full_cfg = _tiny(tmp_path / "full", "tiny_glue_rte", "adalora", "glue_0.3m", extra)
