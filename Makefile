@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint smoke glue-sweep squad-sweep nlg-sweep figures demo clean
+.PHONY: help install test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep prefetch fixtures figures demo bench clean
 
 help: ## list the targets
 	@grep -E '^[.a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -25,24 +25,49 @@ test-fast: ## the suite without tests marked slow
 lint: ## ruff
 	$(PYTHON) -m ruff check adalora experiments analysis tests
 
+# Every sweep of a target runs even when an earlier one had failed jobs (each prints a summary);
+# the target then fails if any did. Rerunning resumes: finished runs are skipped.
+SWEEP = $(PYTHON) -m experiments.run launcher=$(LAUNCHER) output_root=$(OUT) $(ARGS)
+run_sweeps = status=0; for s in $(1); do $(SWEEP) sweep=$$s || status=1; done; exit $$status
+PAPER_SWEEPS := glue glue_baselines squad nlg budget_curves ablation_table4 ablation_table5 ablation_table5_regu ablation_table14
+SWEEPS ?= $(PAPER_SWEEPS)
+
 smoke: ## CPU smoke sweep on tiny models (every family x method), offline
-	$(PYTHON) -m experiments.run sweep=smoke output_root=$(OUT) $(ARGS)
-	$(PYTHON) -m experiments.run sweep=smoke_nlg output_root=$(OUT) $(ARGS)
+	$(call run_sweeps,smoke smoke_nlg)
 
-glue-sweep: ## paper GLUE sweep (Table 1): 8 tasks x methods x budgets x 5 seeds
-	$(PYTHON) -m experiments.run sweep=glue launcher=$(LAUNCHER) output_root=$(OUT) $(ARGS)
+glue-sweep: ## paper GLUE sweep (Table 1): 480 budgeted runs + 80 full FT / BitFit runs
+	$(call run_sweeps,glue glue_baselines)
 
-squad-sweep: ## paper SQuAD v1.1/v2.0 sweep (Table 2)
-	$(PYTHON) -m experiments.run sweep=squad launcher=$(LAUNCHER) output_root=$(OUT) $(ARGS)
+squad-sweep: ## paper SQuAD v1.1/v2.0 sweep (Table 2): 34 runs
+	$(call run_sweeps,squad)
 
-nlg-sweep: ## paper XSum + CNN/DailyMail sweep (Table 3)
-	$(PYTHON) -m experiments.run sweep=nlg launcher=$(LAUNCHER) output_root=$(OUT) $(ARGS)
+nlg-sweep: ## paper XSum + CNN/DailyMail sweep (Table 3): 18 runs
+	$(call run_sweeps,nlg)
+
+ablation-sweep: ## paper ablations (Tables 4, 5, 14): 435 distinct runs, 387 not in glue/budget_curves
+	$(call run_sweeps,ablation_table4 ablation_table5 ablation_table5_regu ablation_table14)
+
+prefetch: ## fill the HF cache with the models and datasets of $(SWEEPS) (default: every paper sweep)
+	$(PYTHON) -m experiments.prefetch $(SWEEPS)
+
+FIXTURE_RUNS := tests/fixtures/runs
+fixtures: ## regenerate the committed real tiny results under tests/fixtures/runs (analysis test fixtures)
+	rm -rf $(FIXTURE_RUNS).new
+	$(PYTHON) -m experiments.run sweep=fixtures output_root=$(FIXTURE_RUNS).new
+	$(PYTHON) -m experiments.run sweep=fixtures task=tiny_squad_v2 method=lora,adalora budget=qa_0.16 seed=0 output_root=$(FIXTURE_RUNS).new
+	$(PYTHON) -m experiments.run sweep=fixtures_nlg output_root=$(FIXTURE_RUNS).new
+	find $(FIXTURE_RUNS).new \( -name .hydra -o -name .sweeps -o -name .lock -o -name checkpoint.pt -o -name multirun.yaml -o -name '*.log' \) -prune -exec rm -rf {} +
+	rm -rf $(FIXTURE_RUNS) && mv $(FIXTURE_RUNS).new $(FIXTURE_RUNS)
 
 figures: ## rebuild tables and figures from the runs under $(OUT) into $(OUT)/figures
 	$(PYTHON) -m analysis.run_notebooks --results-root $(OUT) --out-dir $(OUT)/figures
 
-demo: ## offline CPU demo on real MiniLM weights (see README)
-	$(PYTHON) -m experiments.run sweep=demo output_root=$(OUT) $(ARGS)
+demo: ## offline CPU demo: MiniLM x BBC News x every method at 2 budgets, then tables and figures in outputs/demo (~15 min)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m experiments.run sweep=demo output_root=$(OUT) $(ARGS)
+	$(PYTHON) -m analysis.demo --results-root $(OUT)/demo --out-dir $(OUT)/demo
+
+bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM; GPU: DeBERTaV3-base + BART-large) -> benchmarks/results/
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m benchmarks.step_time $(ARGS)
 
 clean: ## remove caches (keeps outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
