@@ -51,14 +51,15 @@ class LoRALinear(nn.Module):
 
 
 class _AddScaled(torch.autograd.Function):
-    """``result + y * numerator / denominator`` as one kernel, bit-identical to the three.
+    """``result + y * numerator / denominator`` as one kernel instead of three.
 
-    ``addcdiv`` computes ``result + (numerator * y) / denominator`` with the same two roundings
-    as ``y * numerator / denominator`` and the same final add, and the backward repeats autograd's
-    ``grad / denominator * numerator``; so AdaLoRA's trajectory stays bit-identical to PEFT's
-    (tests/test_peft_equivalence.py) while the forward saves two passes over the layer's output.
-    It writes into ``y`` (a matmul output that backward does not need): writing into ``result``
-    instead, as PEFT's ``result +=`` does, makes autograd rebuild the linear layer's output view
+    On CPU ``addcdiv`` computes ``result + (numerator * y) / denominator``: the same two roundings
+    as ``y * numerator / denominator`` and the same final add; the backward repeats autograd's
+    ``grad / denominator * numerator``. So AdaLoRA stays bit-identical to PEFT's
+    (tests/test_peft_equivalence.py, tests/test_benchmarks.py) while the forward saves two passes
+    over the layer's output. (CUDA's addcdiv rounds ``numerator * (y / denominator)``: equal up to
+    one rounding.) It writes into ``y``, a matmul output that backward does not need; writing into
+    ``result``, as PEFT's ``result +=`` does, makes autograd rebuild the linear layer's output view
     in backward (CopySlices: a zero fill and a copy of the whole output).
     """
 

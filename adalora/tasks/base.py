@@ -55,12 +55,30 @@ def _describe_source(dataset_cfg: Mapping, split: str) -> str:
     return f"dataset '{dataset_cfg.get('path')}'{suffix}"
 
 
+def materialize_dataset(dataset_cfg: Mapping) -> Mapping:
+    """``dataset_cfg`` with ``data_files`` filled in by its ``builder``, if it names one.
+
+    A builder derives a data set from a local corpus (``bbc_topic``, ``bbc_pair``: the offline
+    demo, ``adalora.tasks.bbc``) and writes it as JSONL files in a cache directory; from there
+    on it is loaded and validated like any ``data_files`` data set.
+    """
+    builder = dataset_cfg.get("builder")
+    if not builder:
+        return dataset_cfg
+    from adalora.tasks import bbc
+
+    if builder not in bbc.TASKS:
+        raise DataValidationError(f"dataset.builder {builder!r} is unknown; known: {list(bbc.TASKS)}")
+    return {**dataset_cfg, "data_files": bbc.materialize(str(builder))}
+
+
 def load_raw_dataset(dataset_cfg: Mapping) -> datasets.DatasetDict:
-    """Load every split of a hub dataset, or the JSONL files of ``data_files``.
+    """Load every split of a hub dataset, or the JSONL files of ``data_files`` (or of a ``builder``).
 
     Compute nodes are often offline; a dataset missing from the cache then surfaces as an
     opaque hub error, so it is turned into one that says which dataset to prefetch.
     """
+    dataset_cfg = materialize_dataset(dataset_cfg)
     data_files = dataset_cfg.get("data_files")
     if data_files:
         return datasets.DatasetDict(
@@ -220,7 +238,7 @@ class Task(abc.ABC):
         """The train split and the eval splits, capped and validated (cached)."""
         if self._raw is not None:
             return self._raw
-        dataset_cfg = self.cfg.get("dataset") or {}
+        dataset_cfg = materialize_dataset(self.cfg.get("dataset") or {})
         raw = load_raw_dataset(dataset_cfg)
         caps = {self.train_split: self.cfg.get("max_train_samples")}
         caps.update({split: self.cfg.get("max_eval_samples") for split in self.eval_splits})

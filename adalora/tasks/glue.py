@@ -1,4 +1,9 @@
-"""GLUE: sentence(-pair) classification, and STS-B regression, scored like transformers' run_glue."""
+"""GLUE: sentence(-pair) classification, and STS-B regression, scored like transformers' run_glue.
+
+``glue_task: custom`` runs any single-text or text-pair classification set in the GLUE schema
+(the BBC demo tasks): the config names its ``text_columns`` (one or two) and ``num_labels``,
+and it is scored by accuracy and macro-F1.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import math
 from collections.abc import Callable, Mapping
 
 import datasets
+import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding
 
 from adalora.metrics import GLUE_MAIN_METRIC, glue_metrics
@@ -24,6 +31,7 @@ TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {
     "rte": ("sentence1", "sentence2"),
 }
 STSB_RANGE = (0.0, 5.0)
+CUSTOM = "custom"
 
 
 class GlueTask(Task):
@@ -32,12 +40,15 @@ class GlueTask(Task):
 
     def __init__(self, cfg: Mapping) -> None:
         glue_task = cfg.get("glue_task")
-        if glue_task not in TASK_TO_KEYS:
-            raise ValueError(f"task.glue_task must be one of {sorted(TASK_TO_KEYS)}, got {glue_task!r}")
+        if glue_task not in (*TASK_TO_KEYS, CUSTOM):
+            raise ValueError(f"task.glue_task must be one of {sorted(TASK_TO_KEYS)} or {CUSTOM!r}, got {glue_task!r}")
         self.glue_task: str = glue_task
         self.is_regression = glue_task == "stsb"
-        self.num_labels = 1 if self.is_regression else 3 if glue_task == "mnli" else 2
-        self.text_keys = [key for key in TASK_TO_KEYS[glue_task] if key is not None]
+        if glue_task == CUSTOM:
+            self.text_keys, self.num_labels = _custom_columns_and_labels(cfg)
+        else:
+            self.num_labels = 1 if self.is_regression else 3 if glue_task == "mnli" else 2
+            self.text_keys = [key for key in TASK_TO_KEYS[glue_task] if key is not None]
         self.max_seq_length: int = cfg.get("max_seq_length", 128)
         super().__init__(cfg)
 
@@ -47,7 +58,7 @@ class GlueTask(Task):
         return ["validation"]
 
     def default_main_metric(self) -> str:
-        return GLUE_MAIN_METRIC[self.glue_task]
+        return "accuracy" if self.glue_task == CUSTOM else GLUE_MAIN_METRIC[self.glue_task]
 
     def required_columns(self) -> list[str]:
         return [*self.text_keys, "label"]
@@ -106,4 +117,25 @@ class GlueTask(Task):
             references.append(batch.pop("labels").cpu())
             logits = model(**batch).logits.float().cpu()
             predictions.append(logits.squeeze(-1) if self.is_regression else logits.argmax(dim=-1))
-        return glue_metrics(self.glue_task, torch.cat(predictions).numpy(), torch.cat(references).numpy())
+        preds, refs = torch.cat(predictions).numpy(), torch.cat(references).numpy()
+        if self.glue_task == CUSTOM:
+            return custom_metrics(preds, refs, self.num_labels)
+        return glue_metrics(self.glue_task, preds, refs)
+
+
+def _custom_columns_and_labels(cfg: Mapping) -> tuple[list[str], int]:
+    columns = [str(c) for c in (cfg.get("text_columns") or [])]
+    if len(columns) not in (1, 2):
+        raise ValueError(f"glue_task=custom needs task.text_columns with one or two column names, got {columns}")
+    num_labels = cfg.get("num_labels")
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(f"glue_task=custom needs task.num_labels, an integer >= 2, got {num_labels!r}")
+    return columns, num_labels
+
+
+def custom_metrics(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 over all ``num_labels`` classes, in percent."""
+    labels = list(range(num_labels))
+    return {"accuracy": 100.0 * float(accuracy_score(references, predictions)),
+            "f1_macro": 100.0 * float(f1_score(references, predictions, labels=labels, average="macro",
+                                               zero_division=0))}

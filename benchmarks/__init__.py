@@ -1,0 +1,1 @@
+"""Performance benchmarks (``make bench``): step time, allocator / regulariser share, peak memory."""

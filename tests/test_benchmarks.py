@@ -1,0 +1,135 @@
+"""Smoke test of ``benchmarks.step_time``: tiny model, a few steps, every method.
+
+Checks the JSON / Markdown structure and that the values are sane; never a timing threshold.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import step_time
+
+HAS_PEFT = importlib.util.find_spec("peft") is not None
+EXPECTED = step_time.ALL_METHODS if HAS_PEFT else step_time.OUR_METHODS
+
+
+def _args(tmp_path, *extra: str):
+    return step_time.parse_args([
+        "--models", "tiny", "--device", "cpu", "--batch", "2", "--length", "8", "--warmup", "2",
+        "--rounds", "1", "--block", "2", "--delta-t", "1", "--reg-reps", "2", "--threads", "1", "--out", str(tmp_path),
+        *extra,
+    ])
+
+
+def test_step_time_smoke_every_method(tmp_path):
+    args = _args(tmp_path, "--memory", "inprocess", "--memory-steps", "1")
+    json_path, md_path = step_time.write_report(step_time.run_benchmark(args, log=lambda _: None), tmp_path)
+    assert json_path.name == "cpu.json" and md_path.name == "cpu.md"
+    report = json.loads(json_path.read_text())
+    assert report["environment"]["device"] == "cpu"
+    tiny = report["models"]["tiny"]
+    assert tuple(tiny["methods"]) == EXPECTED
+    sched = tiny["schedule"]
+    # every timed step lies in the budget-decrease phase, and with ΔT = 1 each one masks
+    assert sched["tinit"] < sched["timed_steps"][0] and sched["timed_steps"][1] <= sched["T"] - sched["tfinal"]
+    assert sched["masking_steps_timed"] == list(range(sched["timed_steps"][0], sched["timed_steps"][1] + 1))
+    for method, r in tiny["methods"].items():
+        assert r["steps_timed"] == 2, method
+        assert 0 < r["q1_step_ms"] <= r["median_step_ms"] <= r["q3_step_ms"], method
+        assert r["median_cpu_ms"] > 0 and r["flops_per_step"] > 0, method
+        assert (r["allocator_share_cpu"] is not None) == (method in ("adalora", "peft_adalora")), method
+        assert r["trainable_paper"] > 0, method
+        assert r["peak_memory_mb"] > 0 and r["memory_kind"] == "peak_rss", method
+        allocates = method in ("adalora", "peft_adalora")
+        assert (r["allocator_share"] is not None) == allocates, method
+        if allocates:
+            assert 0 <= r["allocator_share"] <= 1 and r["allocator_ms_mask_median"] > 0, method
+        assert (r["regularizer_share"] is not None) == (method == "adalora"), method
+    ours = tiny["methods"]["adalora"]
+    assert 0 < ours["regularizer_share"] <= 1 and 0 <= ours["regularizer_share_cpu"] <= 1
+    assert 0 <= ours["allocator_share_cpu"] <= 1
+    ratios = tiny["ratios"]
+    pairs = [f"{a}/{b}" for a, b in step_time.RATIO_PAIRS if a in EXPECTED and b in EXPECTED]
+    assert list(ratios) == pairs
+    for pair, r in ratios.items():
+        for key in ("wall", "paired", "fastest", "cpu", "flops", "peak_memory"):
+            assert r[key] is not None and r[key] > 0, (pair, key)
+        assert r["train_memory"] is None or r["train_memory"] >= 0  # in-process growth may be 0
+    assert ratios["adalora/lora"]["flops"] > 1  # r_init 12 > r 8
+    assert list(tiny["shares"]) == [m for m in ("adalora", "peft_adalora") if m in EXPECTED]
+    for method, shares in tiny["shares"].items():
+        assert 0 <= shares["allocator_share"] <= 1 and 0 <= shares["allocator_share_cpu"] <= 1, method
+    md = md_path.read_text()
+    assert "| method | trainable (paper) | wall ms |" in md and "| a/b | wall, median |" in md
+    for method in EXPECTED:
+        assert f"| {method} | " in md
+    for pair in pairs:
+        assert f"| {pair}" in md
+    assert "allocator share ≤ 0.5%" in md and "wall ≤ 1.04" in md
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and transformers (~8 s)
+def test_memory_probe_runs_in_a_fresh_subprocess(tmp_path):
+    mem = step_time.memory_in_subprocess("tiny", "adalora", _args(tmp_path, "--memory-steps", "1"))
+    assert mem["kind"] == "peak_rss" and mem["peak_mb"] > mem["train_mb"] >= 0
+
+
+def test_nlg_budget_skips_adapters():
+    sched = step_time.Schedule(warmup=4, timed=6, delta_t=2)
+    assert step_time.method_config("adapter_houlsby", "nlg_1.10", sched) is None
+    cfg = step_time.method_config("peft_adalora", "nlg_1.10", sched)
+    assert (cfg["init_r"], cfg["target_r"], cfg["tinit"], cfg["deltaT"]) == (12, 8, 2, 2)
+    assert sched.total == 4 + 6 + sched.tfinal and sched.masking_steps() == [4, 6, 8]
+
+
+def test_fast_svd_forward_is_bit_identical_to_the_official_form():
+    """The hot-path rewrite of SVDLinear changes no bit (CPU): loralib/PEFT's expression as oracle."""
+    import torch
+    from torch import nn
+
+    from adalora.layers import SVDLinear
+
+    torch.manual_seed(0)
+    layer = SVDLinear(nn.Linear(24, 40), r=6, alpha=16.0)
+    with torch.no_grad():
+        layer.lora_E.normal_()
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    grad_out = torch.randn(3, 7, 40)
+    params = (x, layer.lora_A, layer.lora_E, layer.lora_B)
+    out = layer(x)
+    grads = torch.autograd.grad(out, params, grad_out)
+    ref = layer.base_layer(x)
+    ref += (x @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T) * layer.scale_numerator / (layer.ranknum + 1e-5)
+    ref_grads = torch.autograd.grad(ref, params, grad_out)
+    assert torch.equal(out, ref)
+    assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads))
+
+
+def test_importance_update_matches_per_matrix_emas():
+    """The allocator's multi-tensor EMA update equals PEFT's per-matrix update."""
+    import torch
+    from torch import nn
+
+    from adalora import RankAllocator
+    from adalora.layers import SVDLinear
+
+    torch.manual_seed(1)
+    mods = {f"m{i}": SVDLinear(nn.Linear(8 + i, 5 + 2 * i), r=4, alpha=8.0) for i in range(3)}
+    alloc = RankAllocator(mods, target_r=2, init_warmup=1, final_warmup=1, mask_interval=1, total_step=10)
+    params = [p for n in sorted(mods) for p in (mods[n].lora_A, mods[n].lora_E, mods[n].lora_B)]
+    ipt_ref = [torch.zeros_like(p) for p in params]
+    unc_ref = [torch.zeros_like(p) for p in params]
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        alloc._update_importance()
+        for p, i_ref, u_ref in zip(params, ipt_ref, unc_ref):
+            ipt = (p * p.grad).abs().detach()
+            i_ref.copy_(0.85 * i_ref + 0.15 * ipt)
+            u_ref.copy_(0.85 * u_ref + 0.15 * (ipt - i_ref).abs())
+    for got, want in zip(alloc._ema_ipt + alloc._ema_unc, ipt_ref + unc_ref):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
