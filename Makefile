@@ -23,7 +23,7 @@ test-fast: ## the suite without tests marked slow
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint: ## ruff
-	$(PYTHON) -m ruff check adalora experiments analysis tests
+	$(PYTHON) -m ruff check adalora experiments analysis tests benchmarks
 
 # Every sweep of a target runs even when an earlier one had failed jobs (each prints a summary);
 # the target then fails if any did. Rerunning resumes: finished runs are skipped.

@@ -69,7 +69,7 @@ def main() -> None:
     for i in range(args.steps):
         for j, run in enumerate(runs):
             with profile(activities=activities) as prof:
-                dt, _, _ = train_step(run, batches[i % len(batches)], sync)
+                dt = train_step(run, batches[i % len(batches)], sync).wall
             wall[j] += dt
             for evt in prof.key_averages():
                 attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"

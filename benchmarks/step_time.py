@@ -2,8 +2,9 @@
 
 ::
 
-    python -m benchmarks.step_time                          # tiny + MiniLM on CPU, or the paper models on a GPU
-    python -m benchmarks.step_time --models minilm --rounds 10 --out /tmp/bench
+    python -m benchmarks.step_time                  # (make bench) tiny + MiniLM on CPU, the paper models on a GPU
+    python -m benchmarks.step_time --threads 1      # a shared CPU: see below
+    python -m benchmarks.step_time --models minilm --methods lora adalora peft_lora peft_adalora --rounds 30
     python -m benchmarks.step_time --device cuda --models deberta_v3_base bart_large --batch 32
 
 What is measured, per model, for full_ft, bitfit, lora, adapter_houlsby, adapter_pfeiffer and
@@ -12,8 +13,12 @@ configuration (same target matrices, ranks, alpha, schedule, orthogonality weigh
 
 * **step time**: forward + backward (task loss + γ·R) + grad clipping + AdamW + allocator +
   ``zero_grad``, median over the timed steps after a warm-up. All models live in one process and
-  are stepped round-robin in short blocks (the order rotates every round), so every ratio is taken
-  under the same machine load.
+  are stepped round-robin (one step each by default; the order rotates every round), so every
+  ratio is taken under the same machine load; ratios are also given paired by round, on the
+  fastest step, and on CPU time (``time.process_time``, which does not count waiting for a busy
+  CPU). LoRA vs PEFT's LoRA, the same computation, shows the noise floor. On a CPU shared with
+  other jobs use ``--threads 1``: with more intra-op threads than free cores every OpenMP barrier
+  waits for a descheduled thread and step times become erratic.
 * **allocator share**: mean time of ``handle.step(t)`` (PEFT: ``update_and_allocate``) over the
   timed steps, masking steps included, divided by the median step time. The schedule puts every
   timed step in the budget-decrease phase (t_i = warm-up // 2, T = warm-up + timed + t_f), so the
@@ -717,7 +722,7 @@ def _run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> dict
             methods = [m for m in methods if m not in PEFT_METHODS]
     report: dict[str, Any] = {
         "environment": environment(device, args.threads),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+        "settings": {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("probe_memory",)},
         "targets_at_most": TARGETS,
         "models": {},
