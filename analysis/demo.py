@@ -52,6 +52,7 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path) -> dict[str
         written += write_table(tables[which], out, f"{PREFIX}{stem}", title)
     for task, metric in _tasks(df):
         fig = budget_curve(df, task, metric, paper_tables=())
+        fig.axes[0].set_xlabel("trainable parameters (measured; head excluded)")  # no paper points here
         written += save_figure(fig, out / f"{PREFIX}budget_curve_{task}")
         adalora = df[(df["task"] == task) & (df["method"] == "adalora")]
         for budget in sorted(set(adalora["budget"]), key=budget_rank):

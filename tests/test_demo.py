@@ -90,13 +90,13 @@ def test_pair_negatives_come_from_another_story_of_the_same_topic(corpus):
     topic = {a.id: a.topic for a in articles}
     assert len(rows) == 2 * len(articles)
     assert Counter(r["label"] for r in rows) == {0: len(articles), 1: len(articles)}
-    body_of = {a.id: a.body for a in articles}
+    title_of = {a.id: a.title for a in articles}
     lead_of = {a.id: a.lead for a in articles}
     for r in rows:
         lead_id = r["id"][:-1]
-        assert (r["sentence1"], r["sentence2"]) == (lead_of[lead_id], body_of[r["body_id"]])
-        assert topic[r["body_id"]] == topic[lead_id]
-        assert (groups[r["body_id"]] == groups[lead_id]) == (r["label"] == 1)
+        assert (r["sentence1"], r["sentence2"]) == (title_of[r["title_id"]], lead_of[lead_id])
+        assert topic[r["title_id"]] == topic[lead_id]
+        assert (groups[r["title_id"]] == groups[lead_id]) == (r["label"] == 1)
 
 
 def test_materialize_writes_once_and_glue_task_loads_it(corpus, tmp_path):
@@ -145,7 +145,7 @@ def test_real_corpus_splits(tmp_path):
     for split in bbc.SPLITS:
         assert set(Counter(r["label"] for r in topic_rows[split])) == set(range(5))
         assert Counter(r["label"] for r in pair_rows[split]) == {0: n[split], 1: n[split]}
-        assert all(r["body_id"].split("/")[0] == r["id"].split("/")[0] for r in pair_rows[split])
+        assert all(r["title_id"].split("/")[0] == r["id"].split("/")[0] for r in pair_rows[split])
     assert pair_manifest["labels"]["validation"] == {0: n["validation"], 1: n["validation"]}
     # the demo evaluates a prefix of the validation pairs: still balanced
     assert sum(r["label"] for r in pair_rows["validation"][:300]) == 150
