@@ -13,7 +13,6 @@ Variants are configs of the existing kinds (``adalora/methods.py: METHODS``), ne
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -24,7 +23,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
-from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
 from adalora import apply_method, orthogonal_regularization
 from adalora.allocator import RankAllocator
@@ -37,7 +35,7 @@ from analysis.collect import collect
 from analysis.labels import method_label
 from analysis.tables import format_table, results_table
 from tests.test_sweeps import sweep_jobs
-from tests.tiny import cls_batch, tiny_deberta
+from tests.tiny import cls_batch, deberta_v3_base_on_meta, load_synthetic_generator, tiny_deberta
 
 CONF = PROJECT_ROOT / "conf"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -127,7 +125,7 @@ def test_prune_lora_prunes_whole_doublets_down_to_the_budget():
 
 
 def test_prune_lora_on_deberta_v3_base_counts_doublets():
-    handle = apply_method(_deberta_v3_base(), {**PRUNE, "init_r": 2, "target_r": 1})
+    handle = apply_method(deberta_v3_base_on_meta(), {**PRUNE, "init_r": 2, "target_r": 1})
     assert handle.parameter_counts()["trainable_paper"] == 2 * 165_888  # no +1 per doublet: λ is not trained
 
 
@@ -253,16 +251,6 @@ def test_lora_regu_penalty_is_nonzero_and_has_gradients():
 
 
 # ------------------------------------------------------------------------------ LoRA on W_q, W_k
-def _deberta_v3_base():
-    cfg = DebertaV2Config(
-        vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-        relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"], share_att_key=True,
-        norm_rel_ebd="layer_norm", max_relative_positions=-1, position_biased_input=False,
-    )
-    with torch.device("meta"):
-        return DebertaV2ForSequenceClassification(cfg)
-
-
 def test_lora_qk_adapts_only_wq_wk_at_the_budget_of_lora_on_all():
     model = tiny_deberta()
     handle = apply_method(model, {"name": "lora_qk", "r": 2})
@@ -273,10 +261,10 @@ def test_lora_qk_adapts_only_wq_wk_at_the_budget_of_lora_on_all():
     assert {m.r for m in handle.adapted.values()} == {7}  # 2 · (4·64 + 2·96) / (2·64)
     assert handle.parameter_counts()["trainable_paper"] == lora_all == 1792
     # DeBERTaV3-base at 0.3M: r = 9 on W_q, W_k is exactly LoRA r = 2 on all six (Table 1's 0.33M)
-    base = apply_method(_deberta_v3_base(), {"name": "lora_qk", "r": 2})
+    base = apply_method(deberta_v3_base_on_meta(), {"name": "lora_qk", "r": 2})
     assert {m.r for m in base.adapted.values()} == {9}
     assert base.parameter_counts()["trainable_paper"] == 331_776
-    plain = apply_method(_deberta_v3_base(), {"name": "lora_qk", "r": 2, "budget_targets": []})
+    plain = apply_method(deberta_v3_base_on_meta(), {"name": "lora_qk", "r": 2, "budget_targets": []})
     assert plain.parameter_counts()["trainable_paper"] == 2 * 24 * 1536
     assert METHODS["lora_qk"][1]["budget_targets"] == ENCODER_WEIGHT_TYPES
 
@@ -357,20 +345,13 @@ def test_ablation_sweeps_share_runs_with_the_table_sweeps():
 
 
 # ------------------------------------------------------------------------------ tables
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_synthetic", FIXTURES / "results" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def df() -> pd.DataFrame:
     return collect(ABLATION_ROOT)
 
 
 def test_ablation_fixtures_match_their_generator(tmp_path):
-    _generator().write_ablation(tmp_path)
+    load_synthetic_generator().write_ablation(tmp_path)
     committed = sorted(p.relative_to(ABLATION_ROOT) for p in ABLATION_ROOT.rglob("*") if p.is_file())
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert committed == fresh and len(committed) == 19

@@ -7,7 +7,6 @@ Runs against the synthetic results root in ``tests/fixtures/results`` (see its
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 from pathlib import Path
 
@@ -27,16 +26,10 @@ from analysis.figures import (
 from analysis.paper import AVERAGE_COMPONENTS, paper_cost, paper_params, paper_results
 from analysis.run_notebooks import NotebookFailed, inject_parameters, run_notebook
 from analysis.tables import cost_table, format_table, has_ours, results_table, summary_table, write_table
+from tests.tiny import load_synthetic_generator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 SQRT8 = math.sqrt(8.0)  # sample std of two values 4 apart
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_synthetic", FIXTURES / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +122,7 @@ def test_collect_cli_writes_parquet_and_csv(tmp_path):
 
 
 def test_fixtures_match_their_generator(tmp_path, monkeypatch):
-    generator = _load_generator()
+    generator = load_synthetic_generator()
     monkeypatch.setattr(generator, "ROOT", tmp_path)
     generator.main()
     committed = sorted(p.relative_to(FIXTURES) for p in (FIXTURES / "fixture").rglob("*") if p.is_file())
@@ -239,7 +232,7 @@ def _rte_records(df):
 
 
 def test_rank_heatmap_cells_equal_the_pattern(df):
-    generator = _load_generator()
+    generator = load_synthetic_generator()
     record = _rte_records(df)[0]
     fig, matrix = rank_heatmap(record["ranks"]["pattern"], record["ranks"]["weight_types"])
     expected = np.array(generator.PATTERNS[("glue_rte", 0)], dtype=float)
@@ -253,7 +246,7 @@ def test_rank_heatmap_cells_equal_the_pattern(df):
 
 
 def test_rank_heatmap_from_runs_averages_seeds(df, tmp_path):
-    generator = _load_generator()
+    generator = load_synthetic_generator()
     fig, matrix = rank_heatmap_from_runs(df, "glue_rte", "glue_0.3m", save=tmp_path / "heat_glue_0.3m")
     seeds = [np.array(generator.PATTERNS[("glue_rte", s)], dtype=float) for s in (0, 1)]
     np.testing.assert_allclose(matrix.to_numpy(), np.mean(seeds, axis=0))

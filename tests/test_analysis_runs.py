@@ -10,6 +10,7 @@ plumbing, not results.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import statistics
@@ -31,8 +32,10 @@ STAND_INS = {"tiny_glue_rte": "glue_rte", "tiny_glue_sst2": "glue_sst2", "tiny_s
              "tiny_xsum": "xsum"}
 
 
-def _records() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RUNS.rglob("result.json"))]
+@functools.cache
+def _records() -> tuple[dict, ...]:
+    """The committed records, read once (the tests only read them)."""
+    return tuple(json.loads(p.read_text()) for p in sorted(RUNS.rglob("result.json")))
 
 
 def _values(task: str, method: str, budget: str, metric: str, which: str = "best") -> list[float]:

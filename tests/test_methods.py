@@ -9,12 +9,10 @@ import torch
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
-    DebertaV2Config,
-    DebertaV2ForSequenceClassification,
 )
 
 from adalora import apply_method, get_budget, orthogonal_regularization
-from tests.tiny import cls_batch, seq2seq_batch, tiny_bart, tiny_bert, tiny_deberta
+from tests.tiny import cls_batch, deberta_v3_base_on_meta, seq2seq_batch, tiny_bart, tiny_bert, tiny_deberta
 
 ADALORA = {"name": "adalora", "init_r": 4, "target_r": 2, "tinit": 2, "tfinal": 2, "deltaT": 1}
 ALL_METHODS = [
@@ -159,16 +157,6 @@ def test_unknown_architecture_is_a_clear_error():
 
 
 # --------------------------------------------------------------- the paper's #Params columns
-def _deberta_v3_base():
-    cfg = DebertaV2Config(
-        vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-        relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"], share_att_key=True,
-        norm_rel_ebd="layer_norm", max_relative_positions=-1, position_biased_input=False,
-    )
-    with torch.device("meta"):
-        return DebertaV2ForSequenceClassification(cfg)
-
-
 @pytest.mark.parametrize(
     ("method", "paper_millions"),
     [
@@ -186,16 +174,16 @@ def _deberta_v3_base():
     ids=lambda x: str(x),
 )
 def test_deberta_v3_base_counts_match_table1(method, paper_millions):
-    counts = apply_method(_deberta_v3_base(), method).parameter_counts()
+    counts = apply_method(deberta_v3_base_on_meta(), method).parameter_counts()
     # within 2%, or within the rounding of the paper's label ("0.1M" means 0.05-0.15M)
     digits = len(str(paper_millions).partition(".")[2])
     tolerance = max(0.02 * paper_millions, 0.5 * 10**-digits)
     assert counts["trainable_paper"] / 1e6 == pytest.approx(paper_millions, abs=tolerance)
 
 
-def test_lora_counts_are_exact_on_deberta_v3_base():
-    assert apply_method(_deberta_v3_base(), {"name": "lora", "r": 2}).parameter_counts()["trainable_paper"] == 331_776
-    assert apply_method(_deberta_v3_base(), {"name": "lora", "r": 8}).parameter_counts()["trainable_paper"] == 1_327_104
+def test_lora_counts_are_exact_ondeberta_v3_base_on_meta():
+    assert apply_method(deberta_v3_base_on_meta(), {"name": "lora", "r": 2}).parameter_counts()["trainable_paper"] == 331_776
+    assert apply_method(deberta_v3_base_on_meta(), {"name": "lora", "r": 8}).parameter_counts()["trainable_paper"] == 1_327_104
 
 
 @pytest.mark.parametrize(("level", "expected"), [("nlg_0.13", 540_672), ("nlg_0.26", 1_081_344),
@@ -211,7 +199,7 @@ def test_bart_large_lora_counts(level, expected):
 
 
 def test_adalora_counts_kept_triplets():
-    handle = apply_method(_deberta_v3_base(), {"name": "adalora", "init_r": 4, "target_r": 2, "tinit": 1,
+    handle = apply_method(deberta_v3_base_on_meta(), {"name": "adalora", "init_r": 4, "target_r": 2, "tinit": 1,
                                                "tfinal": 1, "deltaT": 1})
     # before any mask every triplet counts: 4 · Σ(d_in + d_out + 1) = 4 · (165,888 + 72)
     assert handle.parameter_counts()["trainable_paper"] == 4 * (165_888 + 72)

@@ -1,4 +1,5 @@
-"""Tiny random-init transformers for unit tests of the core library (no tokenizer needed)."""
+"""Tiny random-init transformers for unit tests of the core library (no tokenizer needed), and the
+paper-size DeBERTaV3-base shape on the meta device for parameter accounting (no weights, no download)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,26 @@ def seq2seq_batch(seed: int, batch: int = 4, length: int = 10) -> dict[str, torc
     ids = torch.randint(5, VOCAB, (batch, length), generator=gen)
     labels = torch.randint(5, VOCAB, (batch, length // 2), generator=gen)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def deberta_v3_base_on_meta() -> DebertaV2ForSequenceClassification:
+    """DeBERTaV3-base's architecture with no storage: counts parameters the paper's way in milliseconds."""
+    cfg = DebertaV2Config(
+        vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"], share_att_key=True,
+        norm_rel_ebd="layer_norm", max_relative_positions=-1, position_biased_input=False,
+    )
+    with torch.device("meta"):
+        return DebertaV2ForSequenceClassification(cfg)
+
+
+def load_synthetic_generator():
+    """``tests/fixtures/results/make_synthetic.py`` as a module (its hand-chosen values and writers)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "results" / "make_synthetic.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
