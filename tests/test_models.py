@@ -1,4 +1,4 @@
-"""Model/tokenizer loading (adalora.models), the shipped tiny tokenizer and the JSONL fixtures."""
+"""Model/tokenizer loading (experiments.models), the shipped tiny tokenizer and the JSONL fixtures."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from adalora import models  # noqa: E402
-from adalora.models import load_model, load_tokenizer  # noqa: E402
+from experiments import models  # noqa: E402
+from experiments.models import load_model, load_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "data"

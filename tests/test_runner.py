@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from adalora.results import read_result
-from adalora.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
+from experiments.results import read_result
+from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
 
 CONF = str(PROJECT_ROOT / "conf")
 register_resolvers()
@@ -126,8 +126,8 @@ def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
 
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: same λ, masks and metrics."""
-    from adalora.runner import _build
-    from adalora.runner import resolve as _resolve
+    from experiments.runner import _build
+    from experiments.runner import resolve as _resolve
 
     extra = ["trainer.max_steps=20", "trainer.checkpoint_every=7", "trainer.eval_every=10", "trainer.keep_checkpoint=true"]
     full_cfg = _tiny(tmp_path / "full", "tiny_glue_rte", "adalora", "glue_0.3m", extra)

@@ -23,9 +23,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from adalora.results import read_result
-from adalora.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
-from adalora.sweeps import expand_sweep, read_ledger, summarize
+from experiments.results import read_result
+from experiments.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
+from experiments.sweeps import expand_sweep, read_ledger, summarize
 
 register_resolvers()
 RTE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
@@ -68,7 +68,7 @@ def test_summary_counts_outcomes_and_missing_jobs():
 
 def test_ledger_keeps_jobs_that_share_a_run_directory(tmp_path, monkeypatch):
     """full_ft at two budget levels is one run directory: one job trains, the other skips it."""
-    from adalora import sweeps
+    from experiments import sweeps
 
     ledger = tmp_path / "ledger.jsonl"
     monkeypatch.setenv(sweeps.LEDGER_ENV, str(ledger))

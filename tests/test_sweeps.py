@@ -1,7 +1,7 @@
 """The sweep files (conf/sweep/*.yaml, whatever is there): every job composes and resolves, a run
 directory means exactly one run, and the paper sweeps expand to the run counts their headers state.
 
-No training. A sweep is expanded the way Hydra's basic sweeper does it (adalora.sweeps.expand_sweep):
+No training. A sweep is expanded the way Hydra's basic sweeper does it (experiments.sweeps.expand_sweep):
 parsed by Hydra's override parser (so ``a,b``, ``glob(...)`` and ``range(...)`` all work), then the
 cartesian product. A real ``compose`` costs ~0.2 s here, too slow for the ~650 jobs of all sweeps,
 so each sweep is composed once and a job's overrides are applied to that config with OmegaConf: a
@@ -28,8 +28,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from adalora.methods import METHODS
-from adalora.runner import FIXED_SIZE_KINDS, PROJECT_ROOT, effective_budget, register_resolvers, resolve
-from adalora.sweeps import expand_sweep
+from experiments.runner import FIXED_SIZE_KINDS, PROJECT_ROOT, effective_budget, register_resolvers, resolve
+from experiments.sweeps import expand_sweep
 
 CONF = PROJECT_ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))

@@ -12,10 +12,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from adalora import models
-from adalora.tasks import DataValidationError, build_task, postprocess_qa_predictions
-from adalora.tasks.base import merge_split_metrics
-from adalora.tasks.squad import QAFeature
+from experiments import models
+from experiments.tasks import DataValidationError, build_task, postprocess_qa_predictions
+from experiments.tasks.base import merge_split_metrics
+from experiments.tasks.squad import QAFeature
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

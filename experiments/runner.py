@@ -27,12 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
 from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
-from adalora.models import load_model, load_tokenizer
-from adalora.results import RESULT_FILE, is_success, read_result, write_result
-from adalora.sweeps import LEDGER_ENV, record_outcome
-from adalora.tasks import build_task
-from adalora.tracking import Tracker, make_tracker
-from adalora.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
+from experiments.models import load_model, load_tokenizer
+from experiments.results import RESULT_FILE, is_success, read_result, write_result
+from experiments.sweeps import LEDGER_ENV, record_outcome
+from experiments.tasks import build_task
+from experiments.tracking import Tracker, make_tracker
+from experiments.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"

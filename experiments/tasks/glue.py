@@ -16,8 +16,8 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding
 
-from adalora.metrics import GLUE_MAIN_METRIC, glue_metrics
-from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.metrics import GLUE_MAIN_METRIC, glue_metrics
+from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 
 # Text columns per task, as in run_glue's ``task_to_keys`` (second is None for single sentences).
 TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {

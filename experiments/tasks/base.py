@@ -59,13 +59,13 @@ def materialize_dataset(dataset_cfg: Mapping) -> Mapping:
     """``dataset_cfg`` with ``data_files`` filled in by its ``builder``, if it names one.
 
     A builder derives a data set from a local corpus (``bbc_topic``, ``bbc_pair``: the offline
-    demo, ``adalora.tasks.bbc``) and writes it as JSONL files in a cache directory; from there
+    demo, ``experiments.tasks.bbc``) and writes it as JSONL files in a cache directory; from there
     on it is loaded and validated like any ``data_files`` data set.
     """
     builder = dataset_cfg.get("builder")
     if not builder:
         return dataset_cfg
-    from adalora.tasks import bbc
+    from experiments.tasks import bbc
 
     if builder not in bbc.TASKS:
         raise DataValidationError(f"dataset.builder {builder!r} is unknown; known: {list(bbc.TASKS)}")

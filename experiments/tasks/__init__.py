@@ -1,16 +1,16 @@
 """Benchmark tasks behind one interface: ``build_task(cfg.task)`` returns a ``Task``.
 
-See ``adalora.tasks.base.Task`` for what the training loop may call.
+See ``experiments.tasks.base.Task`` for what the training loop may call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adalora.tasks.base import DataValidationError, Task
-from adalora.tasks.glue import GlueTask
-from adalora.tasks.squad import SquadTask, postprocess_qa_predictions
-from adalora.tasks.summarization import SummarizationTask
+from experiments.tasks.base import DataValidationError, Task
+from experiments.tasks.glue import GlueTask
+from experiments.tasks.squad import SquadTask, postprocess_qa_predictions
+from experiments.tasks.summarization import SummarizationTask
 
 TASK_FAMILIES: dict[str, type[Task]] = {
     "glue": GlueTask,

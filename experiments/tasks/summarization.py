@@ -8,8 +8,8 @@ import datasets
 import numpy as np
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from adalora.metrics import rouge_metrics
-from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.metrics import rouge_metrics
+from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 
 # Ignored by the cross-entropy loss, so padded label positions cost nothing.
 LABEL_PAD_ID = -100

@@ -17,8 +17,8 @@ import datasets
 import numpy as np
 from transformers import DataCollatorWithPadding
 
-from adalora.metrics import squad_metrics
-from adalora.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.metrics import squad_metrics
+from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 
 Offsets = Sequence[tuple[int, int] | None]
 # Keys of the eval features that post-processing needs but the model must not see.

