@@ -53,3 +53,14 @@ def test_harness_and_analysis_use_the_method_library_not_the_reverse():
     assert any("adalora" in _top_level_imports(p) for p in users), "the harness should build on adalora/"
     for path in (ROOT / "adalora").rglob("*.py"):
         assert not _top_level_imports(path) & {"experiments", "analysis", "benchmarks"}, path
+
+
+def test_core_install_needs_only_torch_and_the_extras_carry_the_rest():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert [dep.split(">")[0] for dep in project["dependencies"]] == ["torch"]
+    extras = project["optional-dependencies"]
+    assert set(extras) == {"experiments", "analysis", "dev"}
+    harness = {dep.split(">")[0] for dep in extras["experiments"]}
+    assert {"transformers", "hydra-core", "datasets", "accelerate"} <= harness
