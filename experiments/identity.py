@@ -77,9 +77,16 @@ def _method_hparams(task: Mapping[str, Any], method: Mapping[str, Any]) -> dict[
 def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
     """The result-defining part of a resolved config (``OmegaConf.to_container(cfg, resolve=True)``).
 
-    ``budget`` is the effective budget (``none`` for full_ft/bitfit at any level), so the jobs a
-    sweep maps to one directory share one identity. Null values mean "the default" and are dropped.
+    Trainer and method settings are the effective ones, the task's hyperparameters for this
+    method under the explicit values, as the runner merges them: ``trainer.lr=null`` (the task's
+    value) and the same value given explicitly are one identity, and a message about a changed
+    key shows the value that ran. ``budget`` is the effective budget (``none`` for full_ft/bitfit
+    at any level), so the jobs a sweep maps to one directory share one identity. Null means
+    "the default" and is dropped.
     """
+    trainer_cfg = config.get("trainer") or {}
+    method_cfg = config.get("method") or {}
+    hparams = _method_hparams(config.get("task") or {}, method_cfg)
     out: dict[str, Any] = {}
     for key, value in config.items():
         if key in NON_RESULT_KEYS:
@@ -88,14 +95,21 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
             out[key] = budget
         elif key == "task" and isinstance(value, Mapping):
             out[key] = {k: v for k, v in value.items() if k != "hparams"}
-            out["hparams"] = _method_hparams(value, config.get("method") or {})
         elif key == "trainer" and isinstance(value, Mapping):
-            out[key] = {k: v for k, v in value.items() if v is not None and k not in NON_RESULT_TRAINER_KEYS}
+            merged = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **_set(value)}
+            out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
         elif key == "method" and isinstance(value, Mapping):
-            out[key] = {k: v for k, v in value.items() if v is not None}
+            out[key] = {**{k: v for k, v in hparams.items() if k in method_cfg}, **_set(value)}
         else:
             out[key] = value
+    rest = {k: v for k, v in hparams.items() if k not in trainer_cfg and k not in method_cfg}
+    if rest:  # e.g. cls_dropout, a model setting the task file gives per method
+        out["hparams"] = rest
     return _normalise(out)
+
+
+def _set(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def identity_hash(identity: Mapping[str, Any], with_seed: bool = True) -> str:
