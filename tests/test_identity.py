@@ -209,8 +209,8 @@ def test_bad_trainer_settings_fail_before_any_model_is_built(tmp_path, override,
 
 
 # ------------------------------------------------------------------------------ from the command line
-def _cli(out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.run", "task=tiny_glue_rte", "model=tiny_deberta", "method=lora",
+def _cli(out: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "experiments.run", *(["-m"] if multirun else []), "task=tiny_glue_rte", "model=tiny_deberta", "method=lora",
            "budget=glue_0.3m", f"output_root={out}", "trainer.progress=false", *overrides]
     return subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=600, env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
@@ -218,7 +218,7 @@ def _cli(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_plain_multirun_over_lr_gives_every_job_its_directory_and_a_summary(tmp_path):
-    proc = _cli(tmp_path, "-m", "trainer.max_steps=3", "trainer.lr=0.005,1e30")
+    proc = _cli(tmp_path, "trainer.max_steps=3", "trainer.lr=0.005,1e30", multirun=True)
     assert "raised" not in proc.stdout, proc.stdout[-3000:]
     base = tmp_path / "adhoc" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=0"
     dirs = sorted(p.name for p in base.iterdir())
