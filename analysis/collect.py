@@ -1,6 +1,7 @@
 """Every run directory under a results root -> tidy pandas DataFrames.
 
-A run directory is ``<root>/<sweep>/<task>/<method>/<budget>/seed=<s>/``. Two views:
+A run directory is ``<root>/<sweep>/<task>/<method>/<budget>/seed=<s>/``, or a sub-directory of it
+named by result-changing command-line overrides (``seed=0/trainer.lr=0.005``). Two views:
 
 - ``collect``: one row per run x metric (best and final value side by side), for every run
   whose record holds metrics; tables and figures filter on ``status == "success"``.
@@ -52,10 +53,14 @@ _COUNTS = {"trainable_params": "Int64", "steps": "Int64"}
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
-    """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one)."""
+    """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one).
+
+    A ``seed=<s>`` directory whose runs live in override sub-directories is not a run itself.
+    """
     root = Path(root)
     dirs = {path.parent for path in root.rglob(RESULT_FILE)}
-    dirs |= {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
+    seeds = {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
+    dirs |= {seed for seed in seeds if not any(d != seed and d.is_relative_to(seed) for d in dirs)}
     return sorted(dirs)
 
 
@@ -80,10 +85,11 @@ def load_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None
 def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     """Run keys from the directory layout, for runs whose record is missing or unreadable."""
     parts = run_dir.parts
+    at = max((i for i, part in enumerate(parts) if part.startswith(SEED_PREFIX)), default=len(parts) - 1)
     keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
-    seed = parts[-1].removeprefix(SEED_PREFIX)
+    seed = parts[at].removeprefix(SEED_PREFIX)
     keys["seed"] = int(seed) if seed.isdigit() else seed
-    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:-1]), strict=False):
+    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
         keys[name] = part
     return keys
 

@@ -75,3 +75,15 @@ def test_unknown_schema_version_is_refused_and_the_rest_is_processed(tmp_path, c
     assert "schema_version 99 is not one this code reads [1, 2]" in status.loc["adalora", "reason"]
     assert "schema_version 99" in capsys.readouterr().err
     assert set(collect(tmp_path)["method"]) == {"lora"}
+
+
+def test_override_sub_directories_are_runs_and_their_seed_directory_is_not(tmp_path):
+    record = _copy(tmp_path, "a", 0)
+    sub = tmp_path / "a" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=1" / "trainer.lr=0.05"
+    sub.mkdir(parents=True)
+    (sub / "result.json").write_text(json.dumps({**record, "run": {**record["run"], "seed": 1}}))
+    (tmp_path / "a" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=2").mkdir()  # never wrote a record
+    status = run_status(tmp_path).set_index("seed")
+    assert sorted(status.index) == [0, 1, 2]
+    assert status.loc[1, "run_dir"] == str(sub) and status.loc[1, "status"] == "success"
+    assert status.loc[2, "status"] == "missing" and status.loc[2, "method"] == "lora"
