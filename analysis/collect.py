@@ -1,12 +1,19 @@
 """Every run directory under a results root -> tidy pandas DataFrames.
 
-A run directory is ``<root>/<sweep>/<task>/<method>/<budget>/seed=<s>/``. Two views:
+A run directory is ``<root>/<sweep>/<task>/<method>/<budget>/seed=<s>/``, or a sub-directory of it
+named by result-changing command-line overrides (``seed=0/trainer.lr=0.005``). Two views:
 
 - ``collect``: one row per run x metric (best and final value side by side), for every run
   whose record holds metrics; tables and figures filter on ``status == "success"``.
 - ``run_status``: one row per run directory, including those that failed, are still running,
   or never wrote ``result.json`` (a checkpoint shows an interrupted, resumable run). A sweep
-  report must show what is missing, so nothing is dropped here.
+  report must show what is missing, so nothing is dropped here. Its ``conflict`` column names
+  the runs that tables do not pool (``analysis.grouping``).
+
+Both carry ``config_hash`` (the run's identity, ``experiments.identity``) and ``config_group``
+(the same without the seed): tables pool runs of one group only. Schema-1 records predate the
+stored identity; theirs is computed from the config they store. A record of a schema this code
+does not know is refused (status ``unreadable``, with the reason) and the others are processed.
 
 CLI: ``python -m analysis.collect <root> [--out DIR]`` writes ``results`` and ``run_status``
 as parquet + CSV.
@@ -16,13 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from experiments.results import RESULT_FILE, read_result
+from analysis.grouping import conflict_notes
+from experiments.identity import identity_hash, record_identity
+from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, read_result
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"
@@ -31,10 +41,11 @@ RUN_KEYS = ("sweep", "task", "family", "method", "budget", "seed", "model")
 STATUS_COLUMNS = [
     *RUN_KEYS, "status", "reason", "main_metric", "main_value_best", "trainable_params",
     "steps", "wall_time_s", "peak_memory_mb", "has_checkpoint", "run_dir",
+    "schema_version", "config_hash", "config_group", "conflict",
 ]
 RESULT_COLUMNS = [
     *RUN_KEYS, "metric", "is_main", "value_best", "value_final", "best_step", "trainable_params",
-    "steps", "wall_time_s", "peak_memory_mb", "status", "reason", "run_dir",
+    "steps", "wall_time_s", "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group",
 ]
 
 # Counts stay integers even where a run lacks them (pandas would otherwise turn them to floats).
@@ -42,10 +53,14 @@ _COUNTS = {"trainable_params": "Int64", "steps": "Int64"}
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
-    """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one)."""
+    """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one).
+
+    A ``seed=<s>`` directory whose runs live in override sub-directories is not a run itself.
+    """
     root = Path(root)
     dirs = {path.parent for path in root.rglob(RESULT_FILE)}
-    dirs |= {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
+    seeds = {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
+    dirs |= {seed for seed in seeds if not any(d != seed and d.is_relative_to(seed) for d in dirs)}
     return sorted(dirs)
 
 
@@ -53,18 +68,28 @@ def load_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None
     """(run dir, record or None, read error or None) for every run directory under root."""
     for run_dir in find_run_dirs(root):
         try:
-            yield run_dir, read_result(run_dir), None
+            record = read_result(run_dir)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             yield run_dir, None, f"unreadable {RESULT_FILE}: {err}"
+            continue
+        version = record.get("schema_version") if isinstance(record, dict) else None
+        if record is not None and version not in KNOWN_SCHEMA_VERSIONS:
+            message = (f"{run_dir / RESULT_FILE}: schema_version {version!r} is not one this code reads "
+                       f"{list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
+            print(f"[collect] {message}", file=sys.stderr)
+            yield run_dir, None, message
+            continue
+        yield run_dir, record, None
 
 
 def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     """Run keys from the directory layout, for runs whose record is missing or unreadable."""
     parts = run_dir.parts
+    at = max((i for i, part in enumerate(parts) if part.startswith(SEED_PREFIX)), default=len(parts) - 1)
     keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
-    seed = parts[-1].removeprefix(SEED_PREFIX)
+    seed = parts[at].removeprefix(SEED_PREFIX)
     keys["seed"] = int(seed) if seed.isdigit() else seed
-    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:-1]), strict=False):
+    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
         keys[name] = part
     return keys
 
@@ -88,6 +113,11 @@ def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None)
             row.update(status="missing", reason=f"no {RESULT_FILE} and no checkpoint")
         return row
     row.update({k: v for k, v in record.get("run", {}).items() if k in RUN_KEYS})
+    identity = record_identity(record)
+    if identity is not None:
+        row.update(config_hash=identity_hash(identity), config_group=identity_hash(identity, with_seed=False),
+                   identity=identity)
+    row["schema_version"] = record.get("schema_version")
     metrics = record.get("metrics") or {}
     train = record.get("train") or {}
     main = metrics.get("main_metric")
@@ -104,6 +134,8 @@ def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None)
 def run_status(root: str | Path) -> pd.DataFrame:
     """One row per run directory, whatever its state (success, failed, running, incomplete, missing)."""
     rows = [_status_row(run_dir, record, error) for run_dir, record, error in load_records(root)]
+    for row, note in zip(rows, conflict_notes(rows), strict=True):
+        row["conflict"] = note
     return pd.DataFrame(rows, columns=STATUS_COLUMNS).astype(_COUNTS)
 
 
@@ -114,7 +146,7 @@ def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     best, final = metrics.get("best") or {}, metrics.get("final") or {}
     names = [m for m in dict.fromkeys([*best, *final]) if m != "step"]
     base = {k: status[k] for k in (*RUN_KEYS, "trainable_params", "steps", "wall_time_s",
-                                   "peak_memory_mb", "status", "reason", "run_dir")}
+                                   "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group")}
     return [
         {**base, "metric": name, "is_main": name == metrics.get("main_metric"),
          "value_best": best.get(name), "value_final": final.get(name), "best_step": best.get("step")}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.grouping import pool_seeds
 from analysis.labels import budget_rank, method_label, method_rank, metric_label, task_label
 from analysis.paper import AVERAGE_COMPONENTS, AVERAGE_METRIC, AVERAGE_TASK, paper_cost, paper_results
 
@@ -46,14 +47,12 @@ def successful(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate(df: pd.DataFrame, which: str = "best") -> pd.DataFrame:
-    """Mean, std (ddof=1), seed count and median measured #params per task x method x budget x metric."""
+    """Mean, std (ddof=1), distinct-seed count and median measured #params per task x method x budget x
+    metric, over the runs of one configuration (``analysis.grouping``: conflicting labels are left out)."""
     if which not in ("best", "final"):
         raise ValueError(f"which must be 'best' or 'final', got {which!r}")
     runs = successful(df).dropna(subset=[f"value_{which}"])
-    grouped = runs.groupby(_AGG_KEYS, sort=False)
-    out = grouped[f"value_{which}"].agg(mean="mean", std="std", n="count")
-    out["trainable_params"] = grouped["trainable_params"].median()
-    return out.reset_index()
+    return pool_seeds(runs, f"value_{which}", _AGG_KEYS)
 
 
 def _average_rows(agg: pd.DataFrame) -> pd.DataFrame:

@@ -5,10 +5,12 @@ A run directory is the unit of work of every sweep: the sweep skips a run whose 
 therefore written atomically (temp file + ``os.replace``) so that a run killed mid-write
 never leaves a truncated JSON that would look like a finished run.
 
-Schema (``SCHEMA_VERSION`` 1)::
+Schema (``SCHEMA_VERSION`` 2; version 1 lacks ``identity``, ``overrides``, ``env.git_dirty``,
+``env.adalora_version`` and ``train.segment_wall_time_s``, and its ``wall_time_s`` covers only
+the last segment of a resumed run)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "status": "running" | "success" | "failed" | "diverged" | "oom",
       "reason": null | "<why it failed>",
       "run": {"sweep": str, "task": str, "family": str, "method": str, "budget": str,
@@ -24,8 +26,15 @@ Schema (``SCHEMA_VERSION`` 1)::
       "train": {"steps": int, "wall_time_s": float, "peak_memory_mb": float,
                 "final_train_loss": float | null},
       "config": {... resolved Hydra config ...},
-      "env": {"versions": {pkg: version}, "git_sha": str | null, "device": str}
+      "overrides": [command-line overrides of this job],
+      "identity": {"hash": str, "group": str (hash without the seed),
+                   "keys": {... the result-defining config, experiments.identity ...}},
+      "env": {"versions": {pkg: version}, "git_sha": str | null, "git_dirty": bool | null,
+              "adalora_version": str | null, "device": str}
     }
+
+``train.wall_time_s`` is the whole run's: a resumed run adds the training time its checkpoint
+had accumulated to this segment's (``train.segment_wall_time_s``).
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)  # what experiments.identity and analysis.collect can read
 RESULT_FILE = "result.json"
 STATUSES = ("running", "success", "failed", "diverged", "oom")
 
@@ -47,6 +58,7 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cluster needs the umask's bits
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
             fh.flush()
@@ -56,6 +68,23 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def move_aside(path: str | os.PathLike, why: str = "corrupt") -> Path:
+    """Rename ``path`` to ``<name>.<why>-<time>``: out of the run's way, kept for inspection."""
+    path = Path(path)
+    stem = f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = path.with_name(stem), 1
+    while target.exists():
+        target, n = path.with_name(f"{stem}-{n}"), n + 1
+    os.replace(path, target)
+    return target
 
 
 def _json_default(obj: Any) -> Any:
@@ -85,6 +114,24 @@ def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
     with open(path) as fh:
         return json.load(fh)
+
+
+def read_result_or_move_aside(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``read_result``, but a record that cannot be parsed is moved aside (and said so): a run then
+    starts cleanly instead of failing on it at every rerun, ``force=true`` included."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        record = read_result(run_dir)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        moved = move_aside(path)
+        print(f"[corrupt] {path} cannot be read ({type(err).__name__}: {err}); moved to {moved.name}, "
+              "running it again", flush=True)
+        return None
+    if record is not None and not isinstance(record, dict):
+        moved = move_aside(path)
+        print(f"[corrupt] {path} is not a JSON object; moved to {moved.name}, running it again", flush=True)
+        return None
+    return record
 
 
 def is_success(run_dir: str | os.PathLike) -> bool:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import math
 import os
 import platform
-import subprocess
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -27,12 +27,30 @@ from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
 from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
+from experiments.identity import (
+    IdentityMismatch,
+    code_version,
+    describe_difference,
+    identity_block,
+    override_dir,
+    record_identity,
+    run_identity,
+)
 from experiments.models import load_model, load_tokenizer
-from experiments.results import RESULT_FILE, is_success, read_result, write_result
+from experiments.results import RESULT_FILE, move_aside, read_result, read_result_or_move_aside, write_result
 from experiments.sweeps import LEDGER_ENV, record_outcome
 from experiments.tasks import build_task
 from experiments.tracking import Tracker, make_tracker
-from experiments.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
+from experiments.training import (
+    CHECKPOINT_FILE,
+    Diverged,
+    Trainer,
+    TrainSettings,
+    checkpoint_identity,
+    set_seed,
+    total_optimizer_steps,
+)
+from experiments.validation import train_settings_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"
@@ -46,6 +64,13 @@ _FAMILY_ARCHS = {"glue": {"deberta-v2", "bert"}, "squad": {"deberta-v2", "bert"}
 
 class ConfigError(ValueError):
     """A configuration that cannot run; raised before any training starts."""
+
+
+class RunConflict(ConfigError, IdentityMismatch):
+    """The run directory holds another configuration's result or checkpoint (nothing is written)."""
+
+
+log = logging.getLogger("experiments.run")  # Hydra sends it to the console and <run_dir>/run.log
 
 
 FIXED_SIZE_KINDS = ("full_ft", "bitfit")
@@ -67,6 +92,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("effective_budget"):
         OmegaConf.register_new_resolver("effective_budget", effective_budget)
+    if not OmegaConf.has_resolver("override_dir"):
+        OmegaConf.register_new_resolver("override_dir", override_dir)
 
 
 # ---------------------------------------------------------------------------- resolution
@@ -160,6 +187,9 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
         settings = TrainSettings(**trainer)
     except TypeError as err:
         raise ConfigError(f"bad trainer config: {err}") from err
+    problems = train_settings_problems(settings)
+    if problems:
+        raise ConfigError("invalid trainer setting(s): " + "; ".join(problems))
     return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"))
 
 
@@ -179,14 +209,6 @@ def _schedule_in_steps(method: dict[str, Any], total_steps: int) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------- provenance
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def _environment() -> dict[str, Any]:
     import importlib.metadata as md
 
@@ -197,7 +219,7 @@ def _environment() -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
-    return {"versions": versions, "git_sha": _git_sha(), "device": device, "python": platform.python_version()}
+    return {"versions": versions, "device": device, "python": platform.python_version()}
 
 
 def _peak_memory_mb() -> float:
@@ -242,42 +264,106 @@ def _run_lock(run_dir: Path, enabled: bool) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def run_identity_block(cfg: DictConfig) -> dict[str, Any]:
+    """The identity (hash, seedless group hash, keys) of this run's configuration."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return identity_block(run_identity(config, effective_budget(cfg.method.name, cfg.budget.name)))
+
+
+@dataclasses.dataclass
+class _Plan:
+    skip: dict[str, Any] | None  # the finished record to return instead of running
+    resume: bool  # a checkpoint of this configuration is there
+
+
+def _plan(run_dir: Path, block: dict[str, Any], force: bool, main: bool) -> _Plan:
+    """Skip, resume or start, from what the directory holds (the rules are in the module docstring).
+
+    Only rank 0 moves files aside; the other ranks reach the same decision read-only.
+    """
+    record = read_result_or_move_aside(run_dir) if main else _read_quietly(run_dir)
+    if record is not None and record.get("status") in ("success", "diverged"):
+        stored = record_identity(record)
+        same = stored is not None and identity_block(stored)["hash"] == block["hash"]
+        if not same and not force:
+            raise RunConflict(describe_difference(f"{record['status']} result", run_dir / RESULT_FILE,
+                                                  stored or {}, block["keys"]))
+        if same and record["status"] == "success" and not force:
+            return _Plan(skip=record, resume=False)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    readable, stored_block = checkpoint_identity(checkpoint, move=main)
+    if not readable:
+        return _Plan(skip=None, resume=False)
+    if stored_block and stored_block.get("hash") == block["hash"]:
+        return _Plan(skip=None, resume=True)
+    if force:
+        if main:
+            moved = move_aside(checkpoint, "stale")
+            print(f"[force] {checkpoint} belongs to another configuration; moved to {moved.name}, "
+                  "training from step 0", flush=True)
+        return _Plan(skip=None, resume=False)
+    if not stored_block:
+        raise RunConflict(f"{checkpoint} carries no configuration hash (written by an older version), so it "
+                          "cannot be checked against this configuration. Ways out: force=true (train from step 0), "
+                          "or another sweep_name=... or output_root=...")
+    raise RunConflict(describe_difference("checkpoint", checkpoint, stored_block.get("keys") or {}, block["keys"]))
+
+
+def _read_quietly(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_result(run_dir)
+    except ValueError:
+        return None
+
+
 def run(cfg: DictConfig, on_log=None) -> dict[str, Any]:
     """Execute (or skip) one run and return its record.
 
     Inside a sweep (``ADALORA_SWEEP_LEDGER`` set) every outcome is appended to the sweep's
-    ledger, and a configuration error fails this job only; a single run raises it.
+    ledger and no error escapes (the sweep must reach its summary); a single run raises a
+    configuration error or a conflict with the directory's contents.
     """
     register_resolvers()
     run_dir = Path(cfg.run_dir)
     main = _is_main_process()
     force = bool(cfg.get("force", False))
-    with _run_lock(run_dir, enabled=main) as acquired:
-        if not acquired:
-            print(f"[busy] {run_dir} is being run by another job; not starting it twice")
-            record_outcome(run_dir, "busy", None)
-            return read_result(run_dir) or {"status": "running"}
-        if is_success(run_dir) and not force:
-            print(f"[skip] {run_dir} already succeeded (force=true to re-run)")
-            if main:
-                record_outcome(run_dir, "skipped", "success")
-            return read_result(run_dir)
-        try:
-            record = _run_unlocked(cfg, run_dir, on_log, main)
-        except ConfigError as err:
-            if main:
-                record_outcome(run_dir, "failed", "failed", f"ConfigError: {err}")
-            if not os.environ.get(LEDGER_ENV):
-                raise
-            print(f"[failed] {run_dir}: ConfigError: {err}")
-            return {"status": "failed", "reason": f"ConfigError: {err}"}
+    in_sweep = bool(os.environ.get(LEDGER_ENV))
+    try:
+        with _run_lock(run_dir, enabled=main) as acquired:
+            if not acquired:
+                print(f"[busy] {run_dir} is being run by another job; not starting it twice")
+                record_outcome(run_dir, "busy", None)
+                return {"status": "running"}
+            plan = _plan(run_dir, run_identity_block(cfg), force, main)
+            if plan.skip is not None:
+                print(f"[skip] {run_dir} already succeeded with this configuration (force=true to re-run)")
+                if main:
+                    record_outcome(run_dir, "skipped", "success")
+                return plan.skip
+            record = _run_unlocked(cfg, run_dir, on_log, main, plan.resume)
+    except Exception as err:  # noqa: BLE001 - a sweep records every failure and goes on
+        reason = f"{type(err).__name__}: {err}"
+        if main:
+            record_outcome(run_dir, "failed", "failed", reason)
+        if not in_sweep:
+            raise
+        print(f"[failed] {run_dir}: {reason}", flush=True)
+        log.error("%s failed", run_dir, exc_info=err)
+        return {"status": "failed", "reason": reason}
     if main:
         outcome = "done" if record["status"] == "success" else "failed"
         record_outcome(run_dir, outcome, record["status"], record.get("reason"))
     return record
 
 
-def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[str, Any]:
+def _job_overrides() -> list[str] | None:
+    """The command-line overrides of this job (what Hydra kept in ``.hydra/overrides.yaml``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bool = False) -> dict[str, Any]:
     resolved = resolve(cfg)
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
@@ -286,24 +372,27 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[st
     config = OmegaConf.to_container(cfg, resolve=True)
     record: dict[str, Any] = {
         "status": "running", "reason": None, "run": info, "metrics": None, "params": None, "ranks": None,
-        "train": None, "config": config, "env": _environment(),
+        "train": None, "config": config, "overrides": _job_overrides(), "identity": run_identity_block(cfg),
+        "env": {**_environment(), **code_version()},
     }
     if main:
         write_result(run_dir, record)
     started = time.perf_counter()
+    earlier_segments_s = 0.0  # training time a resumed checkpoint had accumulated
     tracker = Tracker()
     try:
         if main:
-            tracker = make_tracker(config.get("logger"), info, config, run_dir)
+            tracker = make_tracker(config.get("logger"), info, config, run_dir, resume=resume)
 
-        def log(payload: dict[str, Any]) -> None:
+        def log_payload(payload: dict[str, Any]) -> None:
             tracker.log(payload)
             if on_log is not None:
                 on_log(payload)
 
-        trainer, handle, task = _build(cfg, resolved, run_dir, log)
+        trainer, handle, task = _build(cfg, resolved, run_dir, log_payload)
         resumed = trainer.load_checkpoint()
         if resumed:
+            earlier_segments_s = trainer.state.elapsed_s
             print(f"[resume] {run_dir} from step {trainer.state.global_step}")
         state = trainer.train()
         record.update(_success_fields(trainer, handle, task, state))
@@ -314,6 +403,7 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[st
         record.update(status="diverged", reason=str(err))
     except torch.cuda.OutOfMemoryError as err:
         record.update(status="oom", reason=str(err).splitlines()[0])
+        log.error("%s ran out of memory", run_dir, exc_info=err)
     except ConfigError:
         record.update(status="failed", reason=traceback.format_exc(limit=1))
         if main:
@@ -322,13 +412,16 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[st
         raise
     except Exception as err:  # noqa: BLE001 - a sweep must record every failure and go on
         record.update(status="failed", reason=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
+        log.error("%s failed", run_dir, exc_info=err)
     finally:
-        record["train"] = {**(record.get("train") or {}), "wall_time_s": time.perf_counter() - started,
-                           "peak_memory_mb": _peak_memory_mb()}
+        segment = time.perf_counter() - started
+        record["train"] = {**(record.get("train") or {}), "wall_time_s": earlier_segments_s + segment,
+                           "segment_wall_time_s": segment, "peak_memory_mb": _peak_memory_mb()}
     if main:
         write_result(run_dir, record)
     tracker.finish(record)
-    print(f"[{record['status']}] {run_dir / RESULT_FILE}")
+    reason = (record.get("reason") or "").strip().splitlines()[:1]
+    print(f"[{record['status']}] {run_dir / RESULT_FILE}" + (f": {reason[0]}" if reason else ""), flush=True)
     return record
 
 
@@ -352,7 +445,7 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
 
     trainer = Trainer(
         model, handle, train_data, task.collator(tokenizer), resolved.train, seed=int(cfg.seed), evaluate=evaluate,
-        main_metric=task.main_metric, checkpoint_dir=run_dir, on_log=on_log,
+        main_metric=task.main_metric, checkpoint_dir=run_dir, on_log=on_log, identity=run_identity_block(cfg),
     )
     if trainer.total_steps != total:
         raise RuntimeError(f"step count mismatch: planned T={total}, trainer T={trainer.total_steps}")

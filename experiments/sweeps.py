@@ -120,7 +120,9 @@ class SweepSummary(Callback):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.ledger = root / ".sweeps" / f"{config.get('sweep_name', 'sweep')}-{stamp}-{os.getpid()}.jsonl"
         os.environ[LEDGER_ENV] = str(self.ledger)
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+        # Plain `-m task=... trainer.lr=a,b` has no sweep file: params is None.
+        params_node = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params_node, resolve=False) if params_node is not None else {}
         self.total = len(expand_sweep(params, list(config.hydra.overrides.task)))
         self.results_root = str(root)
 

@@ -5,6 +5,10 @@ run is grouped by sweep and typed by method, so the W&B UI compares methods of o
 AdaLoRA's rank per matrix and total budget are logged at every rank record, and the final
 rank pattern as a table. ``WANDB_MODE`` (e.g. ``offline`` on a cluster without internet)
 is left to wandb itself, and the run is finished on every path, failures included.
+
+A resumed run continues its W&B run: the id is kept in ``<run_dir>/.wandb_run_id`` and reused
+(``resume="allow"``) when the run resumes from its checkpoint; a run that starts from step 0
+gets a new id, since W&B drops history logged at steps it has already seen.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+WANDB_ID_FILE = ".wandb_run_id"
 
 
 class Tracker:
@@ -26,7 +32,7 @@ class Tracker:
 
 class WandbTracker(Tracker):
     def __init__(self, logger_cfg: Mapping[str, Any], info: Mapping[str, Any], config: Mapping[str, Any],
-                 run_dir: Path):
+                 run_dir: Path, resume: bool = False):
         try:
             import wandb
         except ImportError as err:  # pragma: no cover - wandb is a core dependency
@@ -34,6 +40,7 @@ class WandbTracker(Tracker):
         self._wandb = wandb
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
+            id=wandb_run_id(run_dir, resume, wandb.util.generate_id), resume="allow",
             project=logger_cfg.get("project") or "adalora",
             entity=logger_cfg.get("entity"),
             group=str(info["sweep"]),
@@ -75,12 +82,22 @@ class WandbTracker(Tracker):
         self.run.finish(exit_code=0 if record.get("status") == "success" else 1)
 
 
+def wandb_run_id(run_dir: Path, resume: bool, new_id) -> str:
+    """The W&B run id of ``run_dir``: the stored one when resuming, else a new one (stored)."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if resume and path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = new_id()
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def make_tracker(logger_cfg: Mapping[str, Any] | None, info: Mapping[str, Any], config: Mapping[str, Any],
-                 run_dir: Path) -> Tracker:
-    """The tracker named by ``cfg.logger.name``."""
+                 run_dir: Path, resume: bool = False) -> Tracker:
+    """The tracker named by ``cfg.logger.name``; ``resume`` continues the run directory's W&B run."""
     name = (logger_cfg or {}).get("name", "none")
     if name == "none":
         return Tracker()
     if name == "wandb":
-        return WandbTracker(logger_cfg, info, config, run_dir)
+        return WandbTracker(logger_cfg, info, config, run_dir, resume=resume)
     raise ValueError(f"logger.name must be 'none' or 'wandb', got {name!r} (logger=none or logger=wandb)")

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
+from experiments.results import move_aside
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -70,6 +71,29 @@ class TrainState:
     rank_history: list[dict[str, Any]] = field(default_factory=list)
     train_loss: float | None = None
     elapsed_s: float = 0.0
+
+
+def _report_corrupt(path: Path, err: BaseException) -> None:
+    moved = move_aside(path)
+    print(f"[corrupt] {path} cannot be read ({type(err).__name__}: {err}); moved to {moved.name}, "
+          "training from step 0", flush=True)
+
+
+def checkpoint_identity(path: Path, move: bool = True) -> tuple[bool, dict[str, Any] | None]:
+    """(whether ``path`` holds a readable checkpoint, the identity stored in it).
+
+    Read memory-mapped, so checking a multi-GB checkpoint before building the model is cheap; an
+    unreadable one is reported as absent (and moved aside if ``move``).
+    """
+    if not path.exists():
+        return False, None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - see load_checkpoint
+        if move:
+            _report_corrupt(path, err)
+        return False, None
+    return True, payload.get("identity") if isinstance(payload, dict) else None
 
 
 def set_seed(seed: int) -> None:
@@ -133,6 +157,7 @@ class Trainer:
         checkpoint_dir: str | os.PathLike | None = None,
         accelerator: Accelerator | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
+        identity: dict[str, Any] | None = None,
     ):
         # cpu=True on a machine without CUDA: accelerate only sets up gloo DDP for torchrun when told.
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum,
@@ -145,6 +170,7 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.main_metric = main_metric
         self.on_log = on_log
+        self.identity = identity  # stored in checkpoints: the runner resumes only the same configuration
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
         self.model = self.accelerator.prepare_model(model)
         batches = len(self._loader(0))
@@ -176,6 +202,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "method": self.handle.state_dict(),
             "state": self.state.__dict__,
+            "identity": self.identity,
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -192,7 +219,11 @@ class Trainer:
         """Restore from ``checkpoint.pt`` if present; returns whether it resumed."""
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
-        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, I/O error: all mean unreadable
+            _report_corrupt(self.checkpoint_path, err)
+            return False
         model = self.accelerator.unwrap_model(self.model)
         missing = model.load_state_dict(payload["model"], strict=False)
         if missing.unexpected_keys:

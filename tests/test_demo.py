@@ -212,8 +212,9 @@ def test_cut_down_demo_through_the_sweep_and_the_analysis(tmp_path):
            "trainer.batch_size=4", "trainer.progress=false", "+task.max_train_samples=48", "task.max_eval_samples=16"]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = sorted((tmp_path / "demo" / "bbc_pair").glob("*/glue_0.3m/seed=0/result.json"))
-    assert [p.parts[-4] for p in runs] == ["adalora", "lora"]
+    # The command-line trainer/task overrides name one sub-directory per run (experiments.identity).
+    runs = sorted((tmp_path / "demo" / "bbc_pair").glob("*/glue_0.3m/seed=0/*/result.json"))
+    assert [p.parts[-5] for p in runs] == ["adalora", "lora"]
     for path in runs:
         record = json.loads(path.read_text())
         assert record["status"] == "success", record["reason"]

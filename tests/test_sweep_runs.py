@@ -41,8 +41,10 @@ def _sweep(out: Path, *overrides: str, env: dict[str, str] | None = None, wait: 
     return subprocess.run(cmd, timeout=600, **kwargs)
 
 
-def _run_dir(out: Path, method: str, budget: str = "glue_0.3m") -> Path:
-    return out / "smoke" / "tiny_glue_rte" / method / budget / "seed=0"
+def _run_dir(out: Path, method: str, budget: str = "glue_0.3m", overrides: str = "") -> Path:
+    """``overrides``: the sub-directory Hydra's result-changing command-line overrides add (identity.override_dir)."""
+    path = out / "smoke" / "tiny_glue_rte" / method / budget / "seed=0"
+    return path / overrides if overrides else path
 
 
 # ------------------------------------------------------------------------------ expansion, summary
@@ -96,18 +98,20 @@ def test_failing_job_is_isolated_and_reported(tmp_path):
                   f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "[sweep] 2 jobs: 1 done, 0 skipped, 1 failed; results under" in proc.stdout
-    assert "tiny_broken/lora/glue_0.3m/seed=0: DataValidationError" in proc.stdout
+    assert "tiny_broken/lora/glue_0.3m/seed=0/trainer.max_steps=3: DataValidationError" in proc.stdout
     assert "field 'label'" in proc.stdout
-    assert read_result(_run_dir(out, "lora"))["status"] == "success"
-    assert read_result(out / "smoke" / "tiny_broken" / "lora" / "glue_0.3m" / "seed=0")["status"] == "failed"
+    assert read_result(_run_dir(out, "lora", overrides="trainer.max_steps=3"))["status"] == "success"
+    broken = out / "smoke" / "tiny_broken" / "lora" / "glue_0.3m" / "seed=0" / "trainer.max_steps=3"
+    assert read_result(broken)["status"] == "failed"
 
 
 @pytest.mark.slow
 def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
     steps = ["trainer.max_steps=60", "trainer.checkpoint_every=5", "trainer.eval_every=20", "trainer.log_every=5"]
+    sub = "trainer.eval_every=20,trainer.max_steps=60"  # checkpoint and log cadence change no result: not in it
     out = tmp_path / "killed"
     proc = _sweep(out, "method=lora,adalora,bitfit", *steps, wait=False)
-    checkpoint = _run_dir(out, "adalora") / "checkpoint.pt"
+    checkpoint = _run_dir(out, "adalora", overrides=sub) / "checkpoint.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
         assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -115,25 +119,25 @@ def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    lora_before = (_run_dir(out, "lora") / "result.json").read_bytes()
+    lora_before = (_run_dir(out, "lora", overrides=sub) / "result.json").read_bytes()
     assert json.loads(lora_before)["status"] == "success"
-    assert read_result(_run_dir(out, "adalora"))["status"] == "running"  # killed mid-run
-    assert read_result(_run_dir(out, "bitfit", "none")) is None
+    assert read_result(_run_dir(out, "adalora", overrides=sub))["status"] == "running"  # killed mid-run
+    assert read_result(_run_dir(out, "bitfit", "none", overrides=sub)) is None
 
     rerun = _sweep(out, "method=lora,adalora,bitfit", *steps)
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     assert "[sweep] 3 jobs: 2 done, 1 skipped, 0 failed; results under" in rerun.stdout
-    assert f"[resume] {_run_dir(out, 'adalora')} from step" in rerun.stdout
-    assert (_run_dir(out, "lora") / "result.json").read_bytes() == lora_before  # not repeated, not rewritten
+    assert f"[resume] {_run_dir(out, 'adalora', overrides=sub)} from step" in rerun.stdout
+    assert (_run_dir(out, "lora", overrides=sub) / "result.json").read_bytes() == lora_before  # not repeated, not rewritten
 
     reference = tmp_path / "uninterrupted"
     assert _sweep(reference, "method=adalora", *steps).returncode == 0
-    resumed, clean = read_result(_run_dir(out, "adalora")), read_result(_run_dir(reference, "adalora"))
+    resumed, clean = read_result(_run_dir(out, "adalora", overrides=sub)), read_result(_run_dir(reference, "adalora", overrides=sub))
     assert resumed["status"] == clean["status"] == "success"
     assert resumed["metrics"]["evals"] == clean["metrics"]["evals"]
     assert resumed["ranks"] == clean["ranks"]
     assert resumed["train"]["final_train_loss"] == clean["train"]["final_train_loss"]
-    assert read_result(_run_dir(out, "bitfit", "none"))["status"] == "success"
+    assert read_result(_run_dir(out, "bitfit", "none", overrides=sub))["status"] == "success"
 
 
 def _tiny_cfg(out: Path, method: str = "lora"):
@@ -163,7 +167,7 @@ def test_submitit_launcher_runs_a_tiny_sweep_with_its_local_executor(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "[sweep] 2 jobs: 2 done, 0 skipped, 0 failed" in proc.stdout
     for method in ("lora", "adalora"):
-        assert read_result(_run_dir(tmp_path, method))["status"] == "success"
+        assert read_result(_run_dir(tmp_path, method, overrides="trainer.max_steps=4"))["status"] == "success"
     assert list((tmp_path / "smoke" / ".submitit").glob("*/*_result.pkl"))  # the jobs ran through submitit
 
 
@@ -195,7 +199,7 @@ def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
                   "trainer.max_steps=8", "trainer.log_every=2", env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     for method in ("lora", "adalora"):
-        logs = glob.glob(str(_run_dir(tmp_path, method) / "wandb" / "offline-run-*" / "run-*.wandb"))
+        logs = glob.glob(str(_run_dir(tmp_path, method, overrides="trainer.max_steps=8") / "wandb" / "offline-run-*" / "run-*.wandb"))
         assert len(logs) == 1, logs
         records = _wandb_records(logs[0])
         runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
@@ -205,7 +209,7 @@ def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
         assert any("train/loss" in h for h in history) and any("eval/accuracy" in h for h in history)
         budgets = [h["budget/total"] for h in history if "budget/total" in h]
         if method == "adalora":
-            final = read_result(_run_dir(tmp_path, method))["ranks"]
+            final = read_result(_run_dir(tmp_path, method, overrides="trainer.max_steps=8"))["ranks"]
             assert budgets == [h["budget"] for h in final["history"]] and budgets[0] > budgets[-1]
             ranks = [h for h in history if "budget/total" in h][-1]
             assert {k[len("rank/"):]: v for k, v in ranks.items() if k.startswith("rank/")} == final["pattern"]

@@ -129,8 +129,30 @@ def test_validation_glue_label_out_of_range(tmp_path, glue_task, label, expected
     rows = [{keys[0]: "x", keys[1]: "y", "label": good}, {keys[0]: "x", keys[1]: "y", "label": label}]
     cfg = jsonl_cfg(tmp_path, "glue", {"train": rows}, glue_task=glue_task, eval_splits=["train"])
     with pytest.raises(
-        DataValidationError, match=rf"train\.jsonl', split 'train', row 1 .*field 'label'.*{expected}"
+        DataValidationError, match=rf"train\.jsonl', line 2 \(split 'train', row 1\), field 'label'.*{expected}"
     ):
+        build_task(cfg).load()
+
+
+def test_validation_fractional_label_is_reported_at_its_line(tmp_path):
+    """One label 0.5 turns the column to floats; the error must point at it, not at row 0's 0.0."""
+    rows = [{"sentence1": "x", "sentence2": "y", "label": v} for v in (0, 1, 0.5)]
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    path.write_text(lines[0] + "\n" + lines[1] + "\n\n" + lines[2] + "\n")  # a blank line 3: the row is on line 4
+    cfg = {"name": "t", "family": "glue", "glue_task": "rte", "eval_splits": ["train"],
+           "dataset": {"data_files": {"train": str(path)}}}
+    with pytest.raises(DataValidationError,
+                       match=r"train\.jsonl', line 4 \(split 'train', row 2\), field 'label'.*got 0\.5$"):
+        build_task(cfg).load()
+
+
+def test_malformed_jsonl_line_is_named_with_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(GLUE_ROWS[0]) + "\n" + json.dumps(GLUE_ROWS[1]) + "\n" + '{"sentence1": "a", "label": \n')
+    cfg = {"name": "t", "family": "glue", "glue_task": "rte", "eval_splits": ["train"],
+           "dataset": {"data_files": {"train": str(path)}}}
+    with pytest.raises(DataValidationError, match=r"train\.jsonl', line 3, column \d+: not valid JSON"):
         build_task(cfg).load()
 
 
@@ -156,7 +178,7 @@ def test_validation_squad_bad_answer_start(tmp_path):
     rows = [squad_row(0, "in the barn", [("barn", 7)]), squad_row(1, "in the barn", [("barn", 3)])]
     task = build_task(jsonl_cfg(tmp_path, "squad", {"train": rows, "validation": rows[:1]}))
     with pytest.raises(
-        DataValidationError, match=r"train\.jsonl.*row 1 .*field 'answers\.answer_start'.*'q1'"
+        DataValidationError, match=r"train\.jsonl', line 2 \(split 'train', row 1\), field 'answers\.answer_start'.*'q1'"
     ):
         task.load()
 
@@ -164,7 +186,7 @@ def test_validation_squad_bad_answer_start(tmp_path):
 def test_validation_squad_v1_needs_an_answer_v2_does_not(tmp_path):
     rows = [squad_row(0, "in the barn", [("barn", 7)]), squad_row(1, "in the barn", [])]
     splits = {"train": rows, "validation": rows}
-    with pytest.raises(DataValidationError, match=r"row 1 .*field 'answers\.text'"):
+    with pytest.raises(DataValidationError, match=r"line 2 \(split 'train', row 1\), field 'answers\.text'"):
         build_task(jsonl_cfg(tmp_path, "squad", splits)).load()
     assert (
         len(build_task(jsonl_cfg(tmp_path, "squad", splits, version_2_with_negative=True)).load()["train"])
@@ -175,7 +197,7 @@ def test_validation_squad_v1_needs_an_answer_v2_does_not(tmp_path):
 def test_validation_summarization_empty_summary(tmp_path):
     rows = [{"document": "a long text", "summary": "short"}, {"document": "another text", "summary": "  "}]
     task = build_task(jsonl_cfg(tmp_path, "summarization", {"train": rows, "validation": rows[:1]}))
-    with pytest.raises(DataValidationError, match=r"train\.jsonl.*row 1 .*field 'summary'.*empty"):
+    with pytest.raises(DataValidationError, match=r"train\.jsonl', line 2 \(split 'train', row 1\), field 'summary'.*empty"):
         task.load()
 
 

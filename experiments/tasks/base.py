@@ -13,6 +13,7 @@ validated the same way, so a test on fixtures exercises what a real run executes
 from __future__ import annotations
 
 import abc
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,15 +31,66 @@ class DataValidationError(ValueError):
 
 @dataclass(frozen=True)
 class SplitRef:
-    """Where a split came from, so that a data error can point at the file and row to fix."""
+    """Where a split came from, so that a data error can point at the file, line and field to fix.
+
+    ``files`` are the split's JSONL files, in load order: row ``r`` of the split is the r-th
+    non-blank line over them, which :meth:`error` reports as an editor numbers it (1-based).
+    A hub data set has no lines; its errors give the 0-based row.
+    """
 
     source: str
     split: str
+    files: tuple[str, ...] = ()
 
     def error(self, row: int, field: str, problem: str) -> DataValidationError:
+        located = _locate_row(self.files, row)
+        if located is not None:
+            path, line = located
+            return DataValidationError(
+                f"file '{path}', line {line} (split '{self.split}', row {row}), field '{field}': {problem}"
+            )
         return DataValidationError(
             f"{self.source}, split '{self.split}', row {row} (0-based), field '{field}': {problem}"
         )
+
+
+def _locate_row(files: Sequence[str], row: int) -> tuple[str, int] | None:
+    """(file, 1-based line) of the ``row``-th record over JSONL ``files`` (blank lines hold none)."""
+    seen = 0
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            for line_number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                if seen == row:
+                    return path, line_number
+                seen += 1
+    return None
+
+
+def _split_files(dataset_cfg: Mapping, split: str) -> tuple[str, ...]:
+    files = (dataset_cfg.get("data_files") or {}).get(split)
+    if files is None:
+        return ()
+    return (str(files),) if isinstance(files, str) else tuple(str(f) for f in files)
+
+
+def _first_bad_json_line(paths: Sequence[str]) -> str | None:
+    """``file '...', line N: ...`` for the first line that is not one JSON object, if any."""
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line_number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as err:
+                    return f"file '{path}', line {line_number}, column {err.colno}: not valid JSON ({err.msg})"
+                if not isinstance(value, dict):
+                    return f"file '{path}', line {line_number}: expected one JSON object per line, got {value!r:.60}"
+    return None
 
 
 def _describe_source(dataset_cfg: Mapping, split: str) -> str:
@@ -110,7 +162,14 @@ def _load_json_split(dataset_cfg: Mapping, split: str) -> datasets.Dataset:
     paths = [str(data_files)] if isinstance(data_files, str) else [str(p) for p in data_files]
     if all(os.path.isfile(p) and not _has_rows(p) for p in paths):
         raise DataValidationError(f"{_describe_source(dataset_cfg, split)}: split '{split}' is empty")
-    return datasets.load_dataset("json", data_files={split: paths}, split=split)
+    try:
+        return datasets.load_dataset("json", data_files={split: paths}, split=split)
+    except Exception as exc:
+        # The JSON builder's error (DatasetGenerationError) names neither the file nor the line.
+        bad = _first_bad_json_line(paths)
+        if bad is not None:
+            raise DataValidationError(f"{bad}; each line of a JSONL file must be one JSON object") from exc
+        raise
 
 
 def _has_rows(path: str) -> bool:
@@ -248,7 +307,7 @@ class Task(abc.ABC):
                 raise DataValidationError(
                     f"{_describe_source(dataset_cfg, split)}: split '{split}' not found; available splits: {list(raw)}"
                 )
-            ref = SplitRef(_describe_source(dataset_cfg, split), split)
+            ref = SplitRef(_describe_source(dataset_cfg, split), split, _split_files(dataset_cfg, split))
             dataset = cap(raw[split], max_samples)
             if len(dataset) == 0:
                 raise DataValidationError(f"{ref.source}: split '{split}' is empty")

@@ -78,6 +78,9 @@ class GlueTask(Task):
     def _label_problem(self, label: object) -> str | None:
         if isinstance(label, bool):
             return f"expected a number, got {label!r}"
+        # One fractional label turns the whole column to floats (0 -> 0.0): judge the value, not the type.
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
         if self.is_regression:
             low, high = STSB_RANGE
             if not isinstance(label, int | float) or math.isnan(label) or not low <= label <= high:

@@ -1,0 +1,88 @@
+"""Which runs a table cell may pool: one configuration, its distinct seeds, nothing else.
+
+A table cell is labelled task x method x budget, but runs with that label can differ in any
+other setting (learning rate, steps, model, data): an ad-hoc run beside a sweep's, or two sweeps
+with different trainer settings. Pooling them would report a mean over different experiments.
+So a cell pools only the runs of one *configuration*: the same model and the same seedless
+identity hash (``config_group``, ``experiments.identity``). A label with more than one
+configuration is a *conflict*: it is left out of the tables (never averaged) and listed, with
+the keys that differ, in ``run_status``'s ``conflict`` column.
+
+Within a configuration, ``n`` counts distinct seeds: a seed run twice (two sweeps with the same
+configuration) counts once, with the mean of its repeats (identical on a deterministic device).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from experiments.identity import differing_keys
+
+LABEL_KEYS = ("task", "method", "budget")
+CONFIG_KEYS = ("model", "config_group")  # with the label: one configuration
+
+
+def _with_config_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Frames built by hand (no model / config_group / seed column) group as one configuration per label."""
+    fill = {key: (runs[key].astype(object).where(runs[key].notna(), "") if key in runs else "") for key in CONFIG_KEYS}
+    if "seed" not in runs:
+        fill["seed"] = range(len(runs))
+    return runs.assign(**fill)
+
+
+def conflicting_labels(runs: pd.DataFrame, keys: Sequence[str] = LABEL_KEYS) -> pd.DataFrame:
+    """The ``keys`` labels whose runs come from more than one configuration, with how many."""
+    runs = _with_config_columns(runs)
+    configs = runs.drop_duplicates([*keys, *CONFIG_KEYS]).groupby(list(keys), sort=False).size()
+    out = configs[configs > 1].rename("configurations").reset_index()
+    return out
+
+
+def pool_seeds(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean, std (ddof=1) and distinct-seed count ``n`` of ``value`` per ``keys``; conflicts left out.
+
+    Also the median ``trainable_params``. A conflicting label is warned about and dropped.
+    """
+    runs = _with_config_columns(runs)
+    conflicts = conflicting_labels(runs, keys)
+    if len(conflicts):
+        labels = ["/".join(str(v) for v in row) for row in conflicts[list(keys)].itertuples(index=False)]
+        warnings.warn(f"not pooled, different configurations under one label (see run_status 'conflict'): "
+                      f"{', '.join(labels)}", stacklevel=3)
+        clash = pd.MultiIndex.from_frame(conflicts[list(keys)])
+        runs = runs[~pd.MultiIndex.from_frame(runs[list(keys)]).isin(clash)]
+    per_seed = runs.groupby([*keys, "seed"], sort=False).agg(
+        value=(value, "mean"), trainable_params=("trainable_params", "median"))
+    grouped = per_seed.groupby(list(keys), sort=False)
+    out = grouped["value"].agg(mean="mean", std="std", n="count")
+    out["trainable_params"] = grouped["trainable_params"].median()
+    return out.reset_index()
+
+
+def conflict_notes(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """For each run row (label keys, status, ``model``, ``config_group``, ``identity``): a note naming
+    the keys in which other successful configurations of its label differ, or None."""
+    by_label: dict[tuple, dict[tuple, Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("status") == "success":
+            config = (row.get("model") or "", row.get("config_group") or "")
+            seedless = {k: v for k, v in (row.get("identity") or {}).items() if k != "seed"}
+            by_label.setdefault(tuple(row.get(k) for k in LABEL_KEYS), {}).setdefault(config, seedless)
+    notes: list[str | None] = []
+    for row in rows:
+        label = tuple(row.get(k) for k in LABEL_KEYS)
+        configs = by_label.get(label, {})
+        mine = (row.get("model") or "", row.get("config_group") or "")
+        if row.get("status") != "success" or len(configs) < 2:
+            notes.append(None)
+            continue
+        keys = sorted({k for other, ident in configs.items() if other != mine
+                       for k in differing_keys(configs[mine], ident)})
+        differ = ", ".join(keys) if keys else "model (the records store no configuration)"
+        notes.append(f"{len(configs)} configurations of {'/'.join(map(str, label))}, not pooled; "
+                     f"they differ in: {differ}")
+    return notes

@@ -1,0 +1,227 @@
+"""What a run *is*: the part of its config that can change its result, hashed.
+
+A run directory is found by path (``<sweep>/<task>/<method>/<budget>/seed=<s>``), but a path
+does not say which learning rate, step count or data produced the result inside it. So every
+record and checkpoint carries an *identity*: the resolved config minus what cannot change the
+numbers (output paths, logger, launcher, progress bars, checkpoint cadence), and its hash. The
+runner skips a finished run only when the hashes agree and resumes only from a checkpoint with
+the same hash; otherwise it stops and names the keys that differ (:class:`IdentityMismatch`).
+
+The identity is a pure function of the config dict, so the analysis can compute it for records
+written before it existed (schema 1) from the config they store.
+
+Two more pieces of the same idea live here:
+
+- :func:`override_dir` (the ``${override_dir:}`` resolver in ``conf/config.yaml``): every
+  command-line override of a key outside the standard path gives the job its own sub-directory,
+  ``.../seed=0/trainer.lr=0.005``, in Hydra's ``override_dirname`` format; a multirun over
+  ``trainer.lr`` therefore never shares (and overwrites, or falsely skips) one directory.
+- :func:`code_version`: package version, git sha and whether the tree was dirty. It is
+  recorded beside the hash, not in it: a new commit does not invalidate finished runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT_TOKEN = "${project_root:}"
+
+# Top-level config keys that never change a run's numbers. Everything else is identity, so a new
+# key another part of the suite adds is hashed (fail-safe: at worst a needless "differs").
+NON_RESULT_KEYS = frozenset({"sweep_name", "output_root", "force", "run_dir", "logger", "launcher", "sweep", "hydra"})
+# Trainer settings that only change logging, progress output or how often state is saved.
+NON_RESULT_TRAINER_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "keep_checkpoint"})
+# Keys already in the standard path: overriding them never adds a sub-directory.
+PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
+_MAX_DIRNAME = 150
+
+
+class IdentityMismatch(ValueError):
+    """A run directory holds a result or checkpoint of a different configuration."""
+
+
+def _normalise(value: Any) -> Any:
+    """Paths under the checkout become ``${project_root:}/...``: a moved clone is the same run."""
+    if isinstance(value, str) and value.startswith(str(PROJECT_ROOT) + "/"):
+        return PROJECT_ROOT_TOKEN + value[len(str(PROJECT_ROOT)):]
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _method_hparams(task: Mapping[str, Any], method: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's hyperparameters this method uses (default < kind < name), as the runner merges them.
+
+    Only these enter the identity: a new value for another method in the same task file must
+    not make this method's finished runs look different.
+    """
+    from adalora.methods import METHODS
+
+    name = method.get("name")
+    kind = method.get("kind") or METHODS.get(name, (None, None))[0]
+    hp = task.get("hparams") or {}
+    merged: dict[str, Any] = {}
+    for key in ("default", kind, name):
+        merged.update(hp.get(key) or {})
+    return {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
+
+
+def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
+    """The result-defining part of a resolved config (``OmegaConf.to_container(cfg, resolve=True)``).
+
+    Trainer and method settings are the effective ones, the task's hyperparameters for this
+    method under the explicit values, as the runner merges them: ``trainer.lr=null`` (the task's
+    value) and the same value given explicitly are one identity, and a message about a changed
+    key shows the value that ran. ``budget`` is the effective budget (``none`` for full_ft/bitfit
+    at any level), so the jobs a sweep maps to one directory share one identity. Null means
+    "the default" and is dropped.
+    """
+    trainer_cfg = config.get("trainer") or {}
+    method_cfg = config.get("method") or {}
+    hparams = _method_hparams(config.get("task") or {}, method_cfg)
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in NON_RESULT_KEYS:
+            continue
+        if key == "budget":
+            out[key] = budget
+        elif key == "task" and isinstance(value, Mapping):
+            out[key] = {k: v for k, v in value.items() if k != "hparams"}
+        elif key == "trainer" and isinstance(value, Mapping):
+            merged = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **_set(value)}
+            out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
+        elif key == "method" and isinstance(value, Mapping):
+            out[key] = {**{k: v for k, v in hparams.items() if k in method_cfg}, **_set(value)}
+        else:
+            out[key] = value
+    rest = {k: v for k, v in hparams.items() if k not in trainer_cfg and k not in method_cfg}
+    if rest:  # e.g. cls_dropout, a model setting the task file gives per method
+        out["hparams"] = rest
+    return _normalise(out)
+
+
+def _set(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def identity_hash(identity: Mapping[str, Any], with_seed: bool = True) -> str:
+    """12 hex digits of SHA-256 over the canonical JSON; ``with_seed=False`` names the configuration."""
+    payload = {k: v for k, v in identity.items() if with_seed or k != "seed"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def identity_block(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record and a checkpoint store: the hash, the seedless group hash and the keys."""
+    return {"hash": identity_hash(identity), "group": identity_hash(identity, with_seed=False),
+            "keys": dict(identity)}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"lr": 1}}`` -> ``{"trainer.lr": 1}``."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(flatten(sub, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two identities (missing counts as different)."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, "<unset>") != fb.get(k, "<unset>"))
+
+
+def describe_difference(what: str, path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """The message of an :class:`IdentityMismatch`: which file, which keys, and the ways out."""
+    fs, fc = flatten(stored), flatten(current)
+    keys = differing_keys(stored, current)
+    shown = ", ".join(f"{k}: {fs.get(k, '<unset>')!r} -> {fc.get(k, '<unset>')!r}" for k in keys[:8])
+    more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+    return (f"{path} holds a {what} of a different configuration; differing keys: {shown}{more}. "
+            "Ways out: force=true (replace it with this configuration), or keep both with another "
+            "sweep_name=... or output_root=...")
+
+
+def record_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A record's identity: stored (schema >= 2), else computed from its stored config (schema 1)."""
+    block = record.get("identity")
+    if isinstance(block, Mapping) and isinstance(block.get("keys"), Mapping):
+        return dict(block["keys"])
+    config = record.get("config")
+    budget = (record.get("run") or {}).get("budget")
+    if not config or budget is None:
+        return None
+    return run_identity(config, budget)
+
+
+# ---------------------------------------------------------------------------- run directory layout
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def dirname_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that name a sub-directory: not in the standard path, able to change the result."""
+    keep = []
+    for override in overrides:
+        key = _override_key(override)
+        top, _, rest = key.partition(".")
+        if key in PATH_KEYS or top in NON_RESULT_KEYS:
+            continue
+        if top == "trainer" and rest in NON_RESULT_TRAINER_KEYS:
+            continue
+        keep.append(override)
+    return sorted(keep)
+
+
+def override_dir() -> str:
+    """``/k=v,k2=v2`` (Hydra's ``override_dirname`` format) for this job's result-changing overrides.
+
+    Empty outside Hydra (tests composing a config) and for standard runs, which keep the path
+    ``<task>/<method>/<budget>/seed=<s>``. ``/`` in a value becomes ``%2F``; an over-long name
+    is shortened and made unique with a hash of the full one.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    keep = dirname_overrides(list(HydraConfig.get().overrides.task))
+    if not keep:
+        return ""
+    name = ",".join(keep).replace("/", "%2F")
+    if len(name) > _MAX_DIRNAME:
+        name = f"{name[:_MAX_DIRNAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return "/" + name
+
+
+# ---------------------------------------------------------------------------- code version
+def code_version() -> dict[str, Any]:
+    """Package version, git sha and whether tracked files differ from it (recorded, never hashed)."""
+    import importlib.metadata as md
+
+    try:
+        version = md.version("adalora")
+    except md.PackageNotFoundError:
+        version = None
+    sha = _git("rev-parse", "HEAD")
+    dirty = None
+    if sha is not None:
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = None if status is None else bool(status)
+    return {"adalora_version": version, "git_sha": sha, "git_dirty": dirty}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
