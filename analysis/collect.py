@@ -95,8 +95,10 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    """The training loop writes ``checkpoint.pt`` (experiments.training.CHECKPOINT_FILE)."""
-    return any(p.name.startswith(CHECKPOINT_PREFIX) for p in run_dir.iterdir())
+    """The training loop writes ``checkpoint.pt`` (experiments.training.CHECKPOINT_FILE); one moved
+    aside as corrupt or as another configuration's (``.corrupt-*``, ``.stale-*``) does not count."""
+    return any(p.name.startswith(CHECKPOINT_PREFIX) and ".corrupt-" not in p.name and ".stale-" not in p.name
+               for p in run_dir.iterdir())
 
 
 def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None) -> dict[str, Any]:

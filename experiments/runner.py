@@ -1,9 +1,18 @@
 """One run = one result directory: config → model + method + task → train → ``result.json``.
 
 Importable without Hydra (tests call :func:`run` with a composed config). The run is
-idempotent: a directory whose record says ``success`` is skipped unless ``force=true``;
-one with a checkpoint resumes from it; a failed one is re-run. Every outcome, failures
-included, ends in a ``result.json`` with a status and a reason, so a sweep never loses a run.
+idempotent, and a directory holds one configuration (``experiments.identity``):
+
+- a ``success`` record of the same configuration is skipped (``force=true`` re-runs it);
+- a ``success`` or ``diverged`` record of another configuration stops the run before training,
+  naming the differing keys (``RunConflict``; ``force=true`` replaces it);
+- a checkpoint is resumed only if it is of the same configuration; another one stops the run
+  (``force=true`` moves it aside and starts from step 0);
+- a failed, OOM or interrupted record is re-run; an unreadable record or checkpoint is moved
+  aside (``*.corrupt-<time>``) and the run starts cleanly.
+
+Every outcome of a run that starts, failures included, ends in a ``result.json`` with a status
+and a reason, so a sweep never loses a run.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ gets a new id, since W&B drops history logged at steps it has already seen.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class WandbTracker(Tracker):
         self._wandb = wandb
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            id=wandb_run_id(run_dir, resume, wandb.util.generate_id), resume="allow",
+            id=wandb_run_id(run_dir, resume, lambda: uuid.uuid4().hex[:12]), resume="allow",
             project=logger_cfg.get("project") or "adalora",
             entity=logger_cfg.get("entity"),
             group=str(info["sweep"]),
