@@ -200,10 +200,30 @@ def _environment() -> dict[str, Any]:
     return {"versions": versions, "git_sha": _git_sha(), "device": device, "python": platform.python_version()}
 
 
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak_memory() -> None:
+    """Start this run's peak from now: a serial sweep runs many runs in one process.
+
+    CUDA: ``reset_peak_memory_stats``. CPU on Linux: writing 5 to ``/proc/self/clear_refs``
+    resets the peak resident set size (VmHWM) that :func:`_peak_memory_mb` reads.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):
+        _PROC_CLEAR_REFS.write_text("5")
+
+
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
+    with contextlib.suppress(OSError):
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource  # no /proc (macOS): the process-lifetime peak, not reset between runs
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -290,6 +310,7 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool) -> dict[st
     }
     if main:
         write_result(run_dir, record)
+    _reset_peak_memory()
     started = time.perf_counter()
     tracker = Tracker()
     try:
@@ -359,10 +380,23 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     return trainer, handle, task
 
 
+def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The evaluation with the highest ``metric``; NaN or missing values never win.
+
+    (``max`` with NaN keys keeps whichever element came first, so a NaN first evaluation
+    would otherwise be "best" for the whole run.) All NaN: the first evaluation.
+    """
+    def key(e: dict[str, Any]) -> float:
+        value = e.get(metric)
+        return float("-inf") if value is None or math.isnan(value) else value
+
+    return max(evals, key=key)
+
+
 def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
     evals = state.evals
     main = task.main_metric
-    best = max(evals, key=lambda e: e.get(main, float("-inf")))
+    best = best_eval(evals, main)
     ranks = None
     if handle.kind == "adalora":
         ranks = {

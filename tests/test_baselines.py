@@ -86,3 +86,65 @@ def test_fork_adapter_in_eval_mode_changes_outputs_from_step_zero():
     assert torch.allclose(zero(**batch).logits, ref)
     assert not torch.allclose(fork(**batch).logits, ref)
     assert math.isfinite(fork(**batch).logits.sum().item())
+
+
+# ------------------------------------------------------------------ runner / training bugs
+def test_best_eval_never_picks_a_nan_first_evaluation():
+    from experiments.runner import best_eval
+
+    evals = [{"step": 10, "accuracy": float("nan")}, {"step": 20, "accuracy": 0.6}, {"step": 30, "accuracy": 0.7},
+             {"step": 40}]
+    assert best_eval(evals, "accuracy")["step"] == 30
+    assert best_eval([{"step": 1, "f1": float("nan")}, {"step": 2, "f1": float("nan")}], "f1")["step"] == 1
+
+
+def _tiny_cfg(tmp_path, task, method, budget, extra=()):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.runner import PROJECT_ROOT, register_resolvers
+
+    register_resolvers()
+    model = "tiny_bart" if "xsum" in task or "cnndm" in task else "tiny_deberta"
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            f"task={task}", f"model={model}", f"method={method}", f"budget={budget}", f"output_root={tmp_path}",
+            "trainer.progress=false", *extra])
+
+
+def test_resumed_prune_lora_keeps_its_frozen_gates(tmp_path):
+    from pathlib import Path
+
+    from experiments.runner import _build, resolve
+
+    cfg = _tiny_cfg(tmp_path, "tiny_glue_rte", "prune_lora", "glue_0.3m",
+                    ["trainer.max_steps=20", "trainer.checkpoint_every=10", "trainer.eval_every=10"])
+    trainer, handle, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
+    trainer.train(stop_after=10)
+    gates = {n: m.lora_E.detach().clone() for n, m in handle.svd_modules.items()}
+    assert any((g == 0).any() for g in gates.values())  # the allocator has pruned doublets by step 10
+    fresh, fresh_handle, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
+    assert fresh.load_checkpoint()
+    for name, module in fresh_handle.svd_modules.items():
+        assert torch.equal(module.lora_E, gates[name]), name
+
+
+def _rss_mb() -> float:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU peak RSS path; CUDA resets its own counter")
+def test_peak_memory_is_per_run_not_per_process(tmp_path):
+    pytest.importorskip("pathlib").Path("/proc/self/clear_refs").exists() or pytest.skip("needs Linux /proc")
+    from experiments.runner import run
+
+    before = _rss_mb()
+    hog = torch.ones(1024 * 2**20 // 4)  # 1 GiB, touched: an earlier run's peak in the same process
+    del hog
+    record = run(_tiny_cfg(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=2"]))
+    assert record["status"] == "success", record["reason"]
+    assert record["train"]["peak_memory_mb"] < before + 600
