@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
 from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
+from experiments.lr_search import selected_lr
 from experiments.models import load_model, load_tokenizer
 from experiments.results import RESULT_FILE, is_success, read_result, write_result
 from experiments.sweeps import LEDGER_ENV, record_outcome
@@ -62,11 +63,14 @@ def effective_budget(method_name: str, budget_name: str) -> str:
 
 
 def register_resolvers() -> None:
-    """``${project_root:}`` points configs at shipped fixtures; ``${effective_budget:m,b}`` see above."""
+    """``${project_root:}`` points configs at shipped fixtures; ``${effective_budget:m,b}`` see above;
+    ``${selected_lr:task,method,budget,fallback}`` the lr chosen by ``make lr-search``."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("effective_budget"):
         OmegaConf.register_new_resolver("effective_budget", effective_budget)
+    if not OmegaConf.has_resolver("selected_lr"):  # the baselines' searched lr (experiments/lr_search.py)
+        OmegaConf.register_new_resolver("selected_lr", selected_lr)
 
 
 # ---------------------------------------------------------------------------- resolution
