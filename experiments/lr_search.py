@@ -5,7 +5,7 @@ The paper tunes each baseline's learning rate on the dev set (§4.1: LoRA from {
 size for every method per data set). The sweeps ``conf/sweep/lr_search_{glue,squad,nlg}.yaml``
 train each baseline once per grid value into ``<output_root>/lr_search/lr=<lr>/...``; then
 
-    python -m experiments.lr_search select outputs/lr_search --out conf/selected_lr.yaml
+    python -m experiments.lr_search select outputs_lr_search/lr_search --out conf/selected_lr.yaml
 
 picks, per task × method × budget, the learning rate with the best dev metric and writes it,
 with the evidence, to a YAML file that is committed and reviewed like any config. Task configs
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.lr_search", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sel = sub.add_parser("select", help="pick the best lr per task x method x budget and write the YAML file")
-    sel.add_argument("results_root", help="root of the search runs, e.g. outputs/lr_search")
+    sel.add_argument("results_root", help="root of the search runs, e.g. outputs_lr_search/lr_search")
     sel.add_argument("--out", default=str(SELECTED_LR_FILE), help="selection file (default conf/selected_lr.yaml)")
     sel.add_argument("--which", choices=("best", "final"), default="best", help="evaluation to score (default best)")
     sel.add_argument("--replace", action="store_true", help="drop entries of groups not in this search")
