@@ -181,6 +181,7 @@ def test_rouge_scores_against_truncated_labels_for_the_paper_tasks():
 
 
 # ------------------------------------------------------------------ learning-rate search
+@pytest.mark.slow  # composes ~750 jobs (tests/test_sweeps.py checks every sweep file too)
 def test_lr_search_sweeps_expand_to_one_run_per_grid_value():
     from tests.test_sweeps import sweep_jobs
 
