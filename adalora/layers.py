@@ -139,25 +139,36 @@ class SVDLinear(nn.Module):
 _ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
+ADAPTER_UP_INITS = ("normal", "zero")
+
+
 class BottleneckAdapter(nn.Module):
     """``h + up(act(down(h)))``: the Houlsby / Pfeiffer bottleneck.
 
-    ``up`` starts at zero so the adapted model equals the pretrained one at step 0, the
-    near-identity init both adapter papers ask for.
+    ``up_init="normal"`` (default) draws ``up`` like ``down`` from N(0, 0.02), biases 0: the
+    official fork's ``_init_weights`` re-initialises every ``nn.Linear`` of the model that way,
+    adapters included. ``up_init="zero"`` starts ``up`` at zero, so the adapted model equals the
+    pretrained one at step 0 (the near-identity init both adapter papers describe; this suite's
+    behaviour before it followed the fork).
     """
 
-    def __init__(self, dim: int, bottleneck: int, activation: str):
+    def __init__(self, dim: int, bottleneck: int, activation: str, up_init: str = "normal"):
         super().__init__()
         if bottleneck <= 0:
             raise ValueError(f"adapter bottleneck must be positive, got {bottleneck}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"adapter activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if up_init not in ADAPTER_UP_INITS:
+            raise ValueError(f"adapter up_init must be one of {ADAPTER_UP_INITS}, got {up_init!r}")
         self.down = nn.Linear(dim, bottleneck)
         self.act = _ACTIVATIONS[activation]()
         self.up = nn.Linear(bottleneck, dim)
         nn.init.normal_(self.down.weight, std=_INIT_STD)
         nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
+        if up_init == "normal":
+            nn.init.normal_(self.up.weight, std=_INIT_STD)
+        else:
+            nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -165,17 +176,22 @@ class BottleneckAdapter(nn.Module):
 
 
 class AdaptedOutput(nn.Module):
-    """Applies a bottleneck adapter to the output of a sub-layer's output projection.
+    """Applies a bottleneck adapter to the output of a sub-layer's output projection (W_o or W_f2).
 
-    Wrapping the projection (W_o or W_f2) places the adapter before the residual add and
-    LayerNorm, as in Houlsby et al., uniformly for BERT, DeBERTa and BART blocks.
+    ``dropout=None``: ``adapter(W x)``, the adapter sits before the block's hidden dropout, then
+    the residual add and LayerNorm (works for every block, BART's functional dropout included).
+    ``dropout=<the block's nn.Dropout>``: ``adapter(dropout(W x))``, the official fork's order
+    (``modeling_deberta_v2.py``: dense → dropout → adapter → LayerNorm(· + input)); the caller
+    then replaces the block's own dropout by ``nn.Identity`` so it is applied exactly once.
     """
 
-    def __init__(self, base_layer: nn.Linear, bottleneck: int, activation: str):
+    def __init__(self, base_layer: nn.Linear, bottleneck: int, activation: str, up_init: str = "normal",
+                 dropout: nn.Module | None = None):
         super().__init__()
         self.base_layer = base_layer
-        self.adapter = BottleneckAdapter(base_layer.out_features, bottleneck, activation)
+        self.adapter = BottleneckAdapter(base_layer.out_features, bottleneck, activation, up_init)
         self.adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
+        self.dropout = dropout if dropout is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.base_layer(x))
+        return self.adapter(self.dropout(self.base_layer(x)))

@@ -29,7 +29,7 @@ from adalora.architectures import (
     replace_module,
 )
 from adalora.budget import count_parameters
-from adalora.layers import AdaptedOutput, LoRALinear, SVDLinear
+from adalora.layers import ADAPTER_UP_INITS, AdaptedOutput, LoRALinear, SVDLinear
 from adalora.regularizers import ORTH_REG_FORMS, orthogonal_regularization
 
 
@@ -87,15 +87,35 @@ class AdaLoRASettings:
             raise ValueError("method.importance=magnitude ranks by |λ| and needs method.train_lambda=true")
 
 
+ADAPTER_DROPOUT_POSITIONS = ("after", "before")
+
+
 @dataclass
 class AdapterSettings:
+    """Bottleneck adapters after W_o and W_f2 (Houlsby) or W_f2 only (Pfeiffer).
+
+    Defaults follow the official fork (docs/fidelity.md): ``dropout_position`` ``after`` puts
+    the adapter after the block's hidden dropout, ``up_init`` ``normal`` draws the up-projection
+    from N(0, 0.02). ``dropout_position: null`` means ``after`` where the block has a dropout
+    module (DeBERTa, BERT) and ``before`` where its dropout is functional (BART: the fork has no
+    BART adapters and the paper runs none on NLG). ``before`` + ``zero`` is the earlier behaviour.
+    """
+
     bottleneck: int
     placement: str = "houlsby"
     activation: str = "swish"
+    dropout_position: str | None = None
+    up_init: str = "normal"
 
     def __post_init__(self) -> None:
         if self.placement not in ("houlsby", "pfeiffer"):
             raise ValueError(f"method.placement must be 'houlsby' or 'pfeiffer', got {self.placement!r}")
+        if self.dropout_position not in (None, *ADAPTER_DROPOUT_POSITIONS):
+            raise ValueError(
+                f"method.dropout_position must be one of {ADAPTER_DROPOUT_POSITIONS} or null, got {self.dropout_position!r}"
+            )
+        if self.up_init not in ADAPTER_UP_INITS:
+            raise ValueError(f"method.up_init must be one of {ADAPTER_UP_INITS}, got {self.up_init!r}")
 
 
 @dataclass
@@ -237,6 +257,31 @@ def _wrap_targets(model: nn.Module, arch: Architecture, targets: tuple[str, ...]
     return adapted, found
 
 
+def _wrap_adapters(model: nn.Module, arch: Architecture, targets: tuple[str, ...],
+                   settings: AdapterSettings) -> tuple[dict, dict]:
+    """Wrap each output projection; with ``after``, move the block's dropout inside the wrapper."""
+    found = find_targets(model, arch, targets)
+    adapted = {}
+    for name in found:
+        parent_name, _, _ = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        block_dropout = getattr(parent, "dropout", None)
+        has_module = isinstance(block_dropout, nn.Dropout)
+        position = settings.dropout_position or ("after" if has_module else "before")
+        if position == "after" and not has_module:
+            raise ValueError(
+                f"method.dropout_position=after needs an nn.Dropout module beside {name} (its block applies "
+                f"dropout functionally); use method.dropout_position=before for {arch.name}"
+            )
+        layer = AdaptedOutput(model.get_submodule(name), settings.bottleneck, settings.activation, settings.up_init,
+                              dropout=block_dropout if position == "after" else None)
+        replace_module(model, name, layer)
+        if position == "after":
+            parent.dropout = nn.Identity()  # applied once, inside the wrapper, before the adapter
+        adapted[name] = layer
+    return adapted, found
+
+
 def _budget_matched_rank(model: nn.Module, arch: Architecture, settings: LoRASettings) -> int:
     """The rank on ``targets`` with the parameter count of rank ``r`` on ``budget_targets``."""
     def width(targets: tuple[str, ...]) -> int:
@@ -294,8 +339,6 @@ def apply_method(model: nn.Module, cfg: Mapping[str, Any]) -> MethodHandle:
             )
     elif kind == "adapter":
         targets = ("W_o", "W_f2") if settings.placement == "houlsby" else ("W_f2",)
-        handle.adapted, handle.weight_types = _wrap_targets(
-            model, arch, targets, lambda lin: AdaptedOutput(lin, settings.bottleneck, settings.activation)
-        )
+        handle.adapted, handle.weight_types = _wrap_adapters(model, arch, targets, settings)
     _mark_trainable(model, arch, kind)
     return handle

@@ -45,6 +45,7 @@ from experiments.identity import (
     record_identity,
     run_identity,
 )
+from experiments.lr_search import selected_lr
 from experiments.models import load_model, load_tokenizer
 from experiments.results import RESULT_FILE, move_aside, read_result, read_result_or_move_aside, write_result
 from experiments.sweeps import LEDGER_ENV, record_outcome
@@ -96,13 +97,16 @@ def effective_budget(method_name: str, budget_name: str) -> str:
 
 
 def register_resolvers() -> None:
-    """``${project_root:}`` points configs at shipped fixtures; ``${effective_budget:m,b}`` see above."""
+    """``${project_root:}`` points configs at shipped fixtures; ``${effective_budget:m,b}`` see above;
+    ``${selected_lr:task,method,budget,fallback}`` the lr chosen by ``make lr-search``."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("effective_budget"):
         OmegaConf.register_new_resolver("effective_budget", effective_budget)
     if not OmegaConf.has_resolver("override_dir"):
         OmegaConf.register_new_resolver("override_dir", override_dir)
+    if not OmegaConf.has_resolver("selected_lr"):  # the baselines' searched lr (experiments/lr_search.py)
+        OmegaConf.register_new_resolver("selected_lr", selected_lr)
 
 
 # ---------------------------------------------------------------------------- resolution
@@ -231,10 +235,30 @@ def _environment() -> dict[str, Any]:
     return {"versions": versions, "device": device, "python": platform.python_version()}
 
 
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak_memory() -> None:
+    """Start this run's peak from now: a serial sweep runs many runs in one process.
+
+    CUDA: ``reset_peak_memory_stats``. CPU on Linux: writing 5 to ``/proc/self/clear_refs``
+    resets the peak resident set size (VmHWM) that :func:`_peak_memory_mb` reads.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):
+        _PROC_CLEAR_REFS.write_text("5")
+
+
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
+    with contextlib.suppress(OSError):
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource  # no /proc (macOS): the process-lifetime peak, not reset between runs
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -386,6 +410,7 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
     }
     if main:
         write_result(run_dir, record)
+    _reset_peak_memory()
     started = time.perf_counter()
     earlier_segments_s = 0.0  # training time a resumed checkpoint had accumulated
     tracker = Tracker()
@@ -461,10 +486,23 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     return trainer, handle, task
 
 
+def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The evaluation with the highest ``metric``; NaN or missing values never win.
+
+    (``max`` with NaN keys keeps whichever element came first, so a NaN first evaluation
+    would otherwise be "best" for the whole run.) All NaN: the first evaluation.
+    """
+    def key(e: dict[str, Any]) -> float:
+        value = e.get(metric)
+        return float("-inf") if value is None or math.isnan(value) else value
+
+    return max(evals, key=key)
+
+
 def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
     evals = state.evals
     main = task.main_metric
-    best = max(evals, key=lambda e: e.get(main, float("-inf")))
+    best = best_eval(evals, main)
     ranks = None
     if handle.kind == "adalora":
         ranks = {

@@ -197,7 +197,8 @@ class Trainer:
             return
         model = self.accelerator.unwrap_model(self.model)
         payload = {
-            "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            # Frozen gates that the method still edits (prune_lora's 0/1 lora_E) travel too.
+            "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad or ".lora_" in n},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "method": self.handle.state_dict(),

@@ -49,6 +49,10 @@ EXPECTED_RUNS = {
     "budget_curves": 2 * 2 * 4,  # 16: {MNLI, SQuAD v2} x {LoRA, AdaLoRA} x 4 qa levels
     "smoke": 2 * 6,
     "smoke_nlg": 4,
+    # the baselines' learning-rate search: one run per grid value (trainer.lr), seed 0
+    "lr_search_glue": len(GLUE_TASKS) * 3 * len(GLUE_BUDGETS) * 9,  # 648: LoRA, Houlsby, Pfeiffer
+    "lr_search_squad": 2 * 3 * 4 * 4,  # 96
+    "lr_search_nlg": 2 * 4 * 4,  # 32: LoRA only
 }
 
 
@@ -61,10 +65,12 @@ class Job:
     seed: int
     run_dir: str
     identity: str  # the resolved run config, minus the sweep's name and the budget's label
+    lr: float | None = None  # an explicit trainer.lr (the lr_search_* sweeps), part of what a run is
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
-        return self.task, self.method, effective_budget(self.method, self.budget), self.seed
+    def key(self) -> tuple:
+        key = (self.task, self.method, effective_budget(self.method, self.budget), self.seed)
+        return key if self.lr is None else (*key, self.lr)
 
     @property
     def fixed_size(self) -> bool:
@@ -130,7 +136,7 @@ def _job(cfg: DictConfig, overrides: list[str]) -> Job:
                 for k, v in cfg.items() if k not in ("hydra", "sweep_name", "run_dir", "budget")}
     identity["effective_budget"] = effective_budget(cfg.method.name, cfg.budget.name)
     return Job(tuple(overrides), cfg.task.name, cfg.method.name, cfg.budget.name, int(cfg.seed), run_dir,
-               json.dumps(identity, sort_keys=True, default=str))
+               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr)
 
 
 @functools.cache

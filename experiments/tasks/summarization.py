@@ -13,6 +13,11 @@ from experiments.tasks.base import SplitRef, Task, batches, require_strings, tok
 
 # Ignored by the cross-entropy loss, so padded label positions cost nothing.
 LABEL_PAD_ID = -100
+# What ROUGE compares the generated summaries with:
+#   truncated_labels: the reference tokenised as a training label (max_target_length) and decoded, as the
+#                     official run_summarization_no_trainer.py scored (its eval labels are truncated too);
+#   raw:              the full reference summary text.
+ROUGE_REFERENCES = ("truncated_labels", "raw")
 
 
 class SummarizationTask(Task):
@@ -27,6 +32,9 @@ class SummarizationTask(Task):
         self.max_target_length: int = cfg.get("max_target_length", 128)
         self.num_beams: int = cfg.get("num_beams", 1)
         self.generation_max_length: int = cfg.get("generation_max_length") or self.max_target_length
+        self.rouge_reference: str = cfg.get("rouge_reference", "raw")
+        if self.rouge_reference not in ROUGE_REFERENCES:
+            raise ValueError(f"task.rouge_reference must be one of {ROUGE_REFERENCES}, got {self.rouge_reference!r}")
 
     def default_main_metric(self) -> str:
         return "rougeL"
@@ -53,6 +61,13 @@ class SummarizationTask(Task):
         raw = self.load()[self.train_split]
         return tokenize(raw, encode, desc=f"Tokenizing {self.name} {self.train_split}")
 
+    def references(self, tokenizer, summaries: list[str]) -> list[str]:
+        """The texts ROUGE scores against (``rouge_reference``, see ``ROUGE_REFERENCES``)."""
+        if self.rouge_reference == "raw":
+            return summaries
+        labels = tokenizer(text_target=summaries, max_length=self.max_target_length, truncation=True)["input_ids"]
+        return [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+
     def collator(self, tokenizer) -> Callable:
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=LABEL_PAD_ID)
 
@@ -76,6 +91,5 @@ class SummarizationTask(Task):
             predictions.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
             # As run_summarization's gen_len: generated tokens that are not padding.
             lengths.extend((generated != tokenizer.pad_token_id).sum(dim=-1).tolist())
-        # References are the raw summaries, not the truncated training targets.
-        metrics = rouge_metrics(predictions, list(raw[self.summary_column]))
+        metrics = rouge_metrics(predictions, self.references(tokenizer, list(raw[self.summary_column])))
         return {**metrics, "gen_len": float(np.mean(lengths))}
