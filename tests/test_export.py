@@ -141,11 +141,13 @@ def test_peft_and_merged_exports_give_the_suites_logits(tmp_path, task, model, m
         assert kept == record["ranks"]["pattern"]  # the final rank pattern, as recorded
         assert min(kept.values()) < config["init_r"]  # pruned triplets are in the comparison
     # PEFT saving what it loaded writes back exactly our tensors and config.
-    peft_model.save_pretrained(tmp_path / "resaved")
+    with warnings.catch_warnings():  # PEFT takes a rank-0 layer (allowed, peft#1539) for an ungathered ZeRO-3 shard
+        warnings.filterwarnings("ignore", message=".*invalid shape.*")
+        peft_model.save_pretrained(tmp_path / "resaved")
     ours_sd, theirs_sd = load_file(adapter / "adapter_model.safetensors"), load_file(tmp_path / "resaved/adapter_model.safetensors")
     assert ours_sd.keys() == theirs_sd.keys() and all(torch.equal(ours_sd[k], theirs_sd[k]) for k in ours_sd)
     resaved = json.loads((tmp_path / "resaved/adapter_config.json").read_text())
-    assert resaved.get("rank_pattern") == config.get("rank_pattern")
+    assert (resaved.get("rank_pattern") or None) == config.get("rank_pattern")  # LoRA: PEFT writes {}
     # PEFT 0.21 warns that AdaLoRA's rank_pattern keys match no module (a check written for LoRA's
     # regex patterns); its own saved adapters get the very same warnings, so they are not ours.
     _, own = _load_peft(build_base(ours.spec), tmp_path / "resaved")
