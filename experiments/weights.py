@@ -83,10 +83,10 @@ def trained_state(model: nn.Module, handle: MethodHandle) -> dict[str, torch.Ten
     buffers included).
     """
     owned = set(method_owned_names(handle))
-    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad or n in owned}
+    state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad or n in owned}
     if handle.kind == "full_ft":
         non_persistent = {f"{m}.{b}".lstrip(".") for m, mod in model.named_modules() for b in mod._non_persistent_buffers_set}
-        state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers() if n not in non_persistent})
+        state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers() if n not in non_persistent})
     return state
 
 
@@ -152,10 +152,11 @@ def save_run_weights(run_dir: str | os.PathLike, trainer, handle: MethodHandle, 
     Returns the ``weights`` block of ``result.json`` (files, steps, sizes), or None when
     ``trainer.save_model`` says this method's weights are not kept.
     """
-    settings = trainer.settings
+    settings, run_dir = trainer.settings, Path(run_dir)
     if not saves_weights(handle.kind, settings.save_model):
+        for rel in WEIGHT_FILES.values():  # a forced re-run must not leave an earlier run's weights behind
+            (run_dir / rel).unlink(missing_ok=True)
         return None
-    run_dir = Path(run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
     final = trained_state(model, handle)
     fingerprint = base_fingerprint(model, set(final))
