@@ -25,6 +25,11 @@ the last segment of a resumed run)::
                | null,
       "train": {"steps": int, "wall_time_s": float, "peak_memory_mb": float,
                 "final_train_loss": float | null},
+      "weights": {"format": str, "base_sha256": str,
+                  "final": {"file": "weights/final.safetensors", "step": int, "bytes": int,
+                            "tensors": int, "parameters": int},
+                  "best": {... same ...} | "final" | {"missing": str} | null}
+                 | null (not kept: trainer.save_model; see experiments/weights.py),
       "config": {... resolved Hydra config ...},
       "overrides": [command-line overrides of this job],
       "identity": {"hash": str, "group": str (hash without the seed),

@@ -61,6 +61,7 @@ from experiments.training import (
     total_optimizer_steps,
 )
 from experiments.validation import train_settings_problems
+from experiments.weights import ModelSpec, save_run_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"
@@ -430,6 +431,10 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
             print(f"[resume] {run_dir} from step {trainer.state.global_step}")
         state = trainer.train()
         record.update(_success_fields(trainer, handle, task, state))
+        if main:  # the trained weights beside result.json (experiments/weights.py)
+            spec = ModelSpec.of_run(OmegaConf.to_container(cfg.model, resolve=True), task, resolved.cls_dropout,
+                                    int(cfg.seed), handle)
+            record["weights"] = save_run_weights(run_dir, trainer, handle, record, spec)
         record["status"] = "success"
         if main and not resolved.train.keep_checkpoint and trainer.checkpoint_path is not None:
             trainer.checkpoint_path.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
 from experiments.results import move_aside
+from experiments.weights import saves_weights, trained_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -58,6 +59,8 @@ class TrainSettings:
     keep_checkpoint: bool = False  # keep checkpoint.pt after success (it holds optimiser state: GBs for full FT)
     log_every: int = 50
     progress: bool = True
+    save_model: bool | None = None  # keep the trained weights: None = small methods only (not full FT)
+    save_best: bool = True  # also keep the best evaluation's weights when best != final
 
 
 @dataclass
@@ -182,6 +185,9 @@ class Trainer:
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.state = TrainState()
+        # The best evaluation's trained state {"step", "value", "tensors"}; checkpointed with the rest.
+        self.best: dict[str, Any] | None = None
+        self._track_best = settings.save_best and saves_weights(handle.kind, settings.save_model)
 
     def _loader(self, epoch: int) -> DataLoader:
         sampler = EpochBatches(len(self.dataset), self.settings.batch_size, self.seed, epoch)
@@ -197,8 +203,8 @@ class Trainer:
             return
         model = self.accelerator.unwrap_model(self.model)
         payload = {
-            # Frozen gates that the method still edits (prune_lora's 0/1 lora_E) travel too.
-            "model": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad or ".lora_" in n},
+            "model": trained_state(model, self.handle),  # Prune-LoRA's frozen gates included
+            "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "method": self.handle.state_dict(),
@@ -233,6 +239,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.handle.load_state_dict(payload["method"])
         self.state = TrainState(**payload["state"])
+        self.best = payload.get("best")
         rng = payload["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -247,7 +254,18 @@ class Trainer:
         record = {"step": self.state.global_step, "epoch": self.state.epoch, **metrics}
         self.state.evals.append(record)
         self._log({"eval": record})
+        self._snapshot_if_best(record)
         return record
+
+    def _snapshot_if_best(self, record: dict[str, Any]) -> None:
+        """Keep the trained state of a new best evaluation (strictly better, NaN never), so that the
+        reported best metric has its model; the first of equal evaluations stays best."""
+        value = record.get(self.main_metric)
+        if not self._track_best or not self.accelerator.is_main_process or value is None or value != value:
+            return
+        if self.best is None or value > self.best["value"]:
+            model = self.accelerator.unwrap_model(self.model)
+            self.best = {"step": record["step"], "value": value, "tensors": trained_state(model, self.handle)}
 
     def _record_ranks(self, budget: int | None) -> None:
         pattern = self.handle.rank_pattern()

@@ -1,0 +1,74 @@
+"""Re-evaluate a finished run from its saved weights: ``python -m experiments.evaluate <run_dir>``.
+
+The model is rebuilt from the weights file (experiments/weights.py) and evaluated on the task's
+dev split(s) with the run's own task config and eval batch size, so on CPU it reproduces the
+recorded metric exactly. Exit status 0 when every recorded metric is reproduced, 1 otherwise.
+
+    python -m experiments.evaluate outputs/adhoc/glue_rte/adalora/glue_0.3m/seed=0            # final weights
+    python -m experiments.evaluate outputs/adhoc/glue_rte/adalora/glue_0.3m/seed=0 --which best
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from experiments.models import load_tokenizer
+from experiments.results import read_result
+from experiments.runner import register_resolvers, resolve
+from experiments.tasks import build_task
+from experiments.weights import WeightsError, load_run
+
+
+def reevaluate(run_dir: str | os.PathLike, which: str = "final", device: str = "cpu") -> dict[str, Any]:
+    """Metrics of the saved ``which`` weights beside the recorded ones: {"metrics", "recorded", "reproduced"}."""
+    record = read_result(run_dir)
+    if record is None or record.get("status") != "success":
+        raise WeightsError(f"{run_dir} holds no successful run (result.json status: {record and record.get('status')})")
+    loaded = load_run(run_dir, which)
+    register_resolvers()
+    config = OmegaConf.create(record["config"])
+    eval_batch_size = resolve(config).train.eval_batch_size
+    task = build_task(record["config"]["task"])
+    tokenizer = load_tokenizer(loaded.spec.model)
+    model = loaded.model.to(device)
+    metrics = task.evaluate(model, tokenizer, eval_batch_size, torch.device(device))
+    recorded = {k: v for k, v in record["metrics"][which].items() if k not in ("step", "epoch")}
+    return {"metrics": metrics, "recorded": recorded, "reproduced": _same(metrics, recorded)}
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Equal keys and values (NaN equals NaN: a constant prediction has no correlation either time)."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) for k in a
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--which", choices=("final", "best"), default="final", help="which saved weights (default final)")
+    parser.add_argument("--device", default="cpu", help="torch device (the exact reproduction holds on CPU)")
+    args = parser.parse_args(argv)
+    try:
+        out = reevaluate(args.run_dir, args.which, args.device)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for key, value in out["metrics"].items():
+        old = out["recorded"].get(key)
+        print(f"{key:>24}  {value:.6f}  (recorded {old if old is None else f'{old:.6f}'})")
+    print("reproduced: " + ("yes, exactly" if out["reproduced"] else "NO"))
+    return 0 if out["reproduced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
