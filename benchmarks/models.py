@@ -41,10 +41,13 @@ class ModelSpec:
     seq2seq: bool = False
     level: str = "glue_1.2m"
     note: str = ""
+    tiny_config: dict[str, Any] | None = None  # overrides of the conf entry's tiny_config
 
 
 MODELS: dict[str, ModelSpec] = {
     "tiny": ModelSpec(conf="tiny_deberta", arch="deberta-v2", note="2-layer DeBERTa-v2, d=32, random init"),
+    "tiny4": ModelSpec(conf="tiny_deberta", arch="deberta-v2", tiny_config={"num_hidden_layers": 4},
+                       note="4-layer DeBERTa-v2, d=32, random init (op-count scaling check)"),
     "minilm": ModelSpec(conf="minilm", arch="bert", note="all-MiniLM-L6-v2, real weights (6 layers, d=384)"),
     "deberta_v3_base": ModelSpec(config=DEBERTA_V3_BASE, arch="deberta-v2",
                                  note="DeBERTaV3-base dimensions, random init"),
@@ -54,14 +57,21 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def build_model(name: str, device: torch.device, seed: int = 0) -> nn.Module:
+    """The model in training mode on ``device``; a ``meta`` device builds shapes only (op counts).
+
+    conf/model entries are read with PyYAML, not OmegaConf, so that the benchmark runs where only
+    torch, transformers, peft and accelerate are installed (a GPU box without Hydra).
+    """
     spec = MODELS[name]
     torch.manual_seed(seed)
     if spec.conf is not None:
-        from omegaconf import OmegaConf
+        import yaml
 
         from experiments.models import load_model
 
-        cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{spec.conf}.yaml"))
+        cfg = yaml.safe_load((CONF_MODEL / f"{spec.conf}.yaml").read_text())
+        if spec.tiny_config:
+            cfg["tiny_config"] = {**(cfg.get("tiny_config") or {}), **spec.tiny_config}
         head = "seq2seq_lm" if spec.seq2seq else "sequence_classification"
         model = load_model(cfg, head, num_labels=2).to(device)
     else:

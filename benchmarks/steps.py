@@ -19,6 +19,7 @@ from torch import nn
 
 from adalora import apply_method, get_budget
 from adalora.architectures import architecture_of, find_targets
+from adalora.optim import make_adamw
 from benchmarks.models import build_model
 
 OUR_METHODS = ("full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "adalora")
@@ -102,7 +103,7 @@ class Run:
 
 def _optimizer(model: nn.Module) -> tuple[list[nn.Parameter], torch.optim.Optimizer]:
     params = [p for p in model.parameters() if p.requires_grad]
-    return params, torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01)
+    return params, make_adamw(params, lr=5e-4, weight_decay=0.01)
 
 
 def build_our_run(method: str, model_name: str, cfg: dict[str, Any], sched: Schedule,
@@ -165,25 +166,38 @@ def sync_fn(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None]) -> StepTiming:
+def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None],
+               mark: Callable[[str], None] | None = None) -> StepTiming:
     """One optimiser step as in ``experiments/training.py``: loss (+ γ·R), backward, clip, AdamW,
-    allocator, ``zero_grad``."""
+    allocator, ``zero_grad``.
+
+    ``mark(phase)`` is called as each phase begins (``forward``, ``penalty``, ``backward``, ``clip``,
+    ``optimizer``, ``allocator``, ``zero_grad``), so that an op counter can attribute ops to phases.
+    """
+    mark = mark or (lambda _phase: None)
     sync()
     t0, c0 = time.perf_counter(), time.process_time()
+    mark("forward")
     loss = run.loss_fn(batch)
     if run.reg_fn is not None:
+        mark("penalty")
         reg = run.reg_fn()
         if reg is not None:
             loss = loss + reg
+    mark("backward")
     loss.backward()
+    mark("clip")
     torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    mark("optimizer")
     run.optimizer.step()
     sync()
     t1, c1 = time.perf_counter(), time.process_time()
     if run.alloc_fn is not None:
+        mark("allocator")
         run.alloc_fn(run.step)
         sync()
     t2, c2 = time.perf_counter(), time.process_time()
+    mark("zero_grad")
     run.optimizer.zero_grad(set_to_none=True)
     timing = StepTiming(run.step, time.perf_counter() - t0, time.process_time() - c0, t2 - t1, c2 - c1)
     run.step += 1

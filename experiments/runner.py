@@ -32,7 +32,14 @@ from experiments.results import RESULT_FILE, is_success, read_result, write_resu
 from experiments.sweeps import LEDGER_ENV, record_outcome
 from experiments.tasks import build_task
 from experiments.tracking import Tracker, make_tracker
-from experiments.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
+from experiments.training import (
+    Diverged,
+    Trainer,
+    TrainSettings,
+    set_seed,
+    step_time_summary,
+    total_optimizer_steps,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"
@@ -158,7 +165,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
             raise ConfigError(f"trainer.{key} is not set by task.hparams or the command line (trainer.{key}=...)")
     try:
         settings = TrainSettings(**trainer)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"bad trainer config: {err}") from err
     return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"))
 
@@ -374,5 +381,7 @@ def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
         "metrics": {"evals": evals, "best": best, "final": evals[-1], "main_metric": main},
         "params": handle.parameter_counts(),
         "ranks": ranks,
-        "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps},
+        "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps,
+                  "step_time_s": step_time_summary(state.step_times_s), "precision": trainer.settings.precision,
+                  "tf32": trainer.settings.tf32},
     }

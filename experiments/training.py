@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
+from adalora.optim import make_adamw
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# trainer.precision -> accelerate's mixed_precision.
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class Diverged(RuntimeError):
@@ -57,6 +62,12 @@ class TrainSettings:
     keep_checkpoint: bool = False  # keep checkpoint.pt after success (it holds optimiser state: GBs for full FT)
     log_every: int = 50
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16: accelerate's autocast mixed precision (the official scripts: fp32)
+    tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (PyTorch's own default is off for matmuls)
+
+    def __post_init__(self) -> None:
+        if self.precision not in MIXED_PRECISION:
+            raise ValueError(f"trainer.precision must be one of {sorted(MIXED_PRECISION)}, got {self.precision!r}")
 
 
 @dataclass
@@ -70,6 +81,7 @@ class TrainState:
     rank_history: list[dict[str, Any]] = field(default_factory=list)
     train_loss: float | None = None
     elapsed_s: float = 0.0
+    step_times_s: list[float] = field(default_factory=list)  # wall time per optimiser step, evaluation excluded
 
 
 def set_seed(seed: int) -> None:
@@ -100,6 +112,36 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def step_time_summary(step_times_s: list[float]) -> dict[str, float | int | None]:
+    """Median and mean wall seconds per optimiser step (evaluation and checkpoints excluded).
+
+    The median is the number to compare between methods (Table 15): the first steps pay for
+    lazy initialisation and the allocator's masking steps are rare, and neither moves it.
+    """
+    if not step_times_s:
+        return {"median": None, "mean": None, "steps": 0}
+    return {"median": statistics.median(step_times_s), "mean": statistics.fmean(step_times_s),
+            "steps": len(step_times_s)}
+
+
+def make_accelerator(settings: TrainSettings) -> Accelerator:
+    """An Accelerator with the run's mixed precision; TF32 set as the run asks.
+
+    accelerate keeps its state in a process-wide singleton that refuses a different
+    ``mixed_precision`` once set; runs executed one after another in one process (tests, a
+    serial sweep) may differ in precision, so the singleton is reset when it does.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+    torch.backends.cudnn.allow_tf32 = settings.tf32
+    kwargs = {"gradient_accumulation_steps": settings.grad_accum, "cpu": not torch.cuda.is_available(),
+              "mixed_precision": MIXED_PRECISION[settings.precision]}
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:  # "AcceleratorState has already been initialized and cannot be changed"
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
 
 
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
@@ -135,8 +177,7 @@ class Trainer:
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ):
         # cpu=True on a machine without CUDA: accelerate only sets up gloo DDP for torchrun when told.
-        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum,
-                                                      cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or make_accelerator(settings)
         self.settings = settings
         self.seed = seed
         self.handle = handle
@@ -150,9 +191,9 @@ class Trainer:
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)
         handle.set_total_steps(self.total_steps)
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps
-        )
+        self.optimizer = make_adamw(_param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps)
+        if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
+            self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.state = TrainState()
@@ -238,6 +279,7 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         budget = None
         self.model.train()
+        step_started = time.perf_counter()
         while state.global_step < self.total_steps:
             loader = self._loader(state.epoch)
             if state.batch_in_epoch:
@@ -261,7 +303,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 steps_this_call += 1
-                state.train_loss = loss.item()
+                state.train_loss = loss.item()  # waits for the device: the step time below is complete
+                state.step_times_s.append(time.perf_counter() - step_started)
                 state.elapsed_s = time.perf_counter() - started
                 bar.update(1)
                 if state.global_step % s.log_every == 0:
@@ -276,6 +319,7 @@ class Trainer:
                 every = s.checkpoint_every or s.eval_every
                 if every and state.global_step % every == 0 and not done:
                     self.save_checkpoint()
+                step_started = time.perf_counter()  # evaluation and checkpoints stay out of the step times
                 if done or (stop_after is not None and steps_this_call >= stop_after):
                     break
             else:
