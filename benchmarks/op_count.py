@@ -33,25 +33,38 @@ from benchmarks.steps import Schedule, build_our_run, method_config, sync_fn, tr
 PHASES = ("forward", "penalty", "backward", "clip", "optimizer", "allocator", "zero_grad")
 
 
+# Host-side reads of a CPU scalar (AdamW's step counters on a CPU): no device work.
+_HOST_OPS = {"_local_scalar_dense"}
+
+
 class OpCounter(TorchDispatchMode):
-    """Counts ATen operator calls by (phase, op name); ``set_phase`` moves to the next phase."""
+    """Counts ATen operator calls by (phase, op name); ``set_phase`` moves to the next phase.
+
+    ``kernel_counts`` leaves out views (``t``, ``select``, ``detach``, ...: metadata only, no
+    kernel on a GPU, though each still costs a dispatch) and host scalar reads.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.phase = "setup"
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.kernel_counts: Counter[tuple[str, str]] = Counter()
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[(self.phase, func.overloadpacket.__name__)] += 1
+        name = func.overloadpacket.__name__
+        self.counts[(self.phase, name)] += 1
+        if not func.is_view and name not in _HOST_OPS:
+            self.kernel_counts[(self.phase, name)] += 1
         return func(*args, **(kwargs or {}))
 
 
 def count_step_ops(model_name: str, method: str, device: torch.device, batch: int = 2, length: int = 16,
-                   mask: bool = False) -> Counter[tuple[str, str]]:
-    """Op calls of one training step of ``method`` (after two warm-up steps), by (phase, op).
+                   mask: bool = False, kernels: bool = True) -> Counter[tuple[str, str]]:
+    """Op calls of one training step of ``method`` (after two warm-up steps), by (phase, op);
+    ``kernels``: without views and host scalar reads (see :class:`OpCounter`).
 
     The step lies in AdaLoRA's budget-decrease phase; ``mask=True`` picks a step on which the
     allocator masks (every ΔT steps), otherwise one on which it only updates its EMAs.
@@ -67,7 +80,7 @@ def count_step_ops(model_name: str, method: str, device: torch.device, batch: in
     counter = OpCounter()
     with counter:
         train_step(run, batches[2], sync, mark=counter.set_phase)
-    return counter.counts
+    return counter.kernel_counts if kernels else counter.counts
 
 
 def by_phase(counts: Counter[tuple[str, str]]) -> dict[str, int]:
@@ -85,17 +98,18 @@ def adapted_matrices(model_name: str) -> int:
 
 
 def op_report(model_names: Sequence[str], device: torch.device, batch: int = 2, length: int = 16,
-              top: int = 0) -> dict[str, Any]:
+              top: int = 0, kernels: bool = True) -> dict[str, Any]:
     """Per model: op calls per step of LoRA and AdaLoRA by phase (plain and masking step), the
     difference, and the difference per adapted matrix; ``top`` > 0 adds the ops AdaLoRA adds most."""
     out: dict[str, Any] = {}
     for name in model_names:
-        lora = count_step_ops(name, "lora", device, batch, length)
-        ada = count_step_ops(name, "adalora", device, batch, length)
-        ada_mask = count_step_ops(name, "adalora", device, batch, length, mask=True)
+        lora = count_step_ops(name, "lora", device, batch, length, kernels=kernels)
+        ada = count_step_ops(name, "adalora", device, batch, length, kernels=kernels)
+        ada_mask = count_step_ops(name, "adalora", device, batch, length, mask=True, kernels=kernels)
         n = adapted_matrices(name)
         lora_p, ada_p, mask_p = by_phase(lora), by_phase(ada), by_phase(ada_mask)
         entry: dict[str, Any] = {
+            "counted": "kernels (no views, no host scalar reads)" if kernels else "all ATen op calls",
             "adapted_matrices": n,
             "lora": lora_p,
             "adalora": ada_p,
@@ -138,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--length", type=int, default=16)
     p.add_argument("--ops", type=int, default=0, help="also list the N ops AdaLoRA adds most")
+    p.add_argument("--all-ops", action="store_true", help="count views and host scalar reads too")
     args = p.parse_args(argv)
-    report = op_report(args.models, torch.device(args.device), args.batch, args.length, top=args.ops)
+    report = op_report(args.models, torch.device(args.device), args.batch, args.length, top=args.ops,
+                       kernels=not args.all_ops)
     print(to_markdown(report))
     for name, e in report.items():
         for op, k in e.get("top_extra_ops", []):

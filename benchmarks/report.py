@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.op_count import to_markdown as op_count_markdown
 from benchmarks.steps import Run, Schedule, StepTiming
 
 # Targets (issue 7), reported in the Markdown and never asserted: ratio -> (estimator, at most).
@@ -91,7 +92,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"# Step-time benchmark: {env['device']} ({env['device_name']})",
         "",
         f"torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}; {env['threads']} "
-        f"intra-op thread(s) on {env['cpu_count']} CPUs; {env['date']}. Batch {s['batch']} × length {s['length']}; "
+        f"intra-op thread(s) on {env['cpu_count']} CPUs; {env['date']}. Precision {env.get('precision', 'fp32')}"
+        f"{', TF32 matmuls' if s.get('tf32') else ''}. Batch {s['batch']} × length {s['length']}; "
         f"{s['warmup']} warm-up steps, then {s['rounds']} rounds × {s['block']} steps per method, round-robin in "
         "one process. Step = forward + backward (task loss + γ·R) + grad clipping + AdamW + allocator + "
         "zero_grad. *wall*: median wall time; *CPU*: median CPU time of the process (does not count waiting for "
@@ -149,6 +151,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells = " | ".join(_pct(r[k]) for k in
                                ("allocator_share", "allocator_share_cpu", "regularizer_share", "regularizer_share_cpu"))
             lines.append(f"| {method} | {cells} | {_verdicts(TARGETS.get(method, {}), r, pct=True)} |")
+        if m.get("op_counts"):
+            lines += ["", "Kernels per training step (ATen ops without views and host scalar reads, batch 2 × 16; "
+                      "the launch-overhead proxy, `python -m benchmarks.op_count`):", "",
+                      op_count_markdown({name: m["op_counts"]}).rstrip("\n")]
         lines.append("")
     return "\n".join(lines)
 

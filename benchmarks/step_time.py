@@ -49,11 +49,13 @@ import torch
 
 from benchmarks.memory import memory_in_subprocess, probe_memory
 from benchmarks.models import MODELS, ROOT, make_batches
+from benchmarks.op_count import op_report
 from benchmarks.report import TARGETS, paired, ratio, round_medians, summarize, write_report
 from benchmarks.steps import (
     ALL_METHODS,
     OUR_METHODS,
     PEFT_METHODS,
+    PRECISIONS,
     Run,
     Schedule,
     build_our_run,
@@ -96,9 +98,10 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
             continue
         if method in PEFT_METHODS:
             runs.append(build_peft_run(method, model_name, cfg, sched, device,
-                                       copy_from=handle if method == "peft_adalora" else None))
+                                       copy_from=handle if method == "peft_adalora" else None,
+                                       precision=args.precision))
         else:
-            run, h = build_our_run(method, model_name, cfg, sched, device)
+            run, h = build_our_run(method, model_name, cfg, sched, device, precision=args.precision)
             handle = h if method == "adalora" else handle
             runs.append(run)
         log(f"  built {model_name}/{method}")
@@ -124,9 +127,15 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
             f"({results[run.method]['median_cpu_ms']:.1f} ms CPU)")
     by_round = {run.method: round_medians(run, args.warmup, args.block) for run in runs}
     del runs
+    op_counts = None
+    if args.op_counts and "lora" in results and "adalora" in results:
+        op_counts = op_report([model_name], device)[model_name]
+        log(f"  kernels per step: LoRA {op_counts['lora_total']}, AdaLoRA {op_counts['adalora_total']} "
+            f"({op_counts['extra']:+d}, {op_counts['extra_per_matrix']:+.2f} per adapted matrix)")
     if args.memory != "none":
         for method in results:
-            mem = probe_memory(model_name, method, sched, args.batch, args.length, device, args.memory_steps) \
+            mem = probe_memory(model_name, method, sched, args.batch, args.length, device, args.memory_steps,
+                               args.precision) \
                 if args.memory == "inprocess" else memory_in_subprocess(model_name, method, args)
             results[method].update({"peak_memory_mb": mem["peak_mb"], "train_memory_mb": mem["train_mb"],
                                     "memory_kind": mem["kind"]})
@@ -168,6 +177,7 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
         "skipped": skipped,
         "ratios": ratios,
         "shares": shares,
+        "op_counts": op_counts,
     }
 
 
@@ -178,7 +188,7 @@ def device_label(device: torch.device) -> str:
     return "cpu"
 
 
-def environment(device: torch.device, threads: int) -> dict[str, Any]:
+def environment(device: torch.device, threads: int, precision: str = "fp32") -> dict[str, Any]:
     import transformers
 
     try:
@@ -188,7 +198,8 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - peft is a dev dependency
         peft_version = None
     return {
-        "device": device_label(device),
+        "device": device_label(device) + ("" if precision == "fp32" else f"-{precision}"),
+        "precision": precision,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -221,6 +232,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                   help="bf16: the forward under autocast, as trainer.precision=bf16 (results file <device>-bf16.*)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA; off by default, as in training)")
+    p.add_argument("--op-counts", action=argparse.BooleanOptionalAction, default=True,
+                   help="count kernels per step, LoRA vs AdaLoRA (benchmarks/op_count.py; the launch-overhead proxy)")
     p.add_argument("--probe-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.models is None:
@@ -231,6 +247,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     try:
         return _run_benchmark(args, log)
     finally:
@@ -247,7 +265,7 @@ def _run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> dict
             log("peft is not installed: skipping the PEFT comparison (pip install -e '.[dev]')")
             methods = [m for m in methods if m not in PEFT_METHODS]
     report: dict[str, Any] = {
-        "environment": environment(device, args.threads),
+        "environment": environment(device, args.threads, args.precision),
         "settings": {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("probe_memory",)},
         "targets_at_most": TARGETS,
@@ -265,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         sched = Schedule(args.warmup, args.rounds * args.block, args.delta_t)
         mem = probe_memory(args.models[0], args.methods[0], sched, args.batch, args.length,
-                           torch.device(args.device), args.memory_steps)
+                           torch.device(args.device), args.memory_steps, args.precision)
         print("MEMORY " + json.dumps(mem), flush=True)
         return
     report = run_benchmark(args, log=lambda s: print(s, flush=True))

@@ -106,13 +106,31 @@ def _optimizer(model: nn.Module) -> tuple[list[nn.Parameter], torch.optim.Optimi
     return params, make_adamw(params, lr=5e-4, weight_decay=0.01)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def with_precision(loss_fn: Callable[[dict], torch.Tensor], device: torch.device,
+                   precision: str) -> Callable[[dict], torch.Tensor]:
+    """The forward under autocast, as ``trainer.precision=bf16`` runs it (accelerate wraps the
+    model's forward only: the penalty, optimiser and allocator stay in fp32)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return loss_fn
+
+    def autocast_loss(batch: dict) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return loss_fn(batch)
+
+    return autocast_loss
+
+
 def build_our_run(method: str, model_name: str, cfg: dict[str, Any], sched: Schedule,
-                  device: torch.device) -> tuple[Run, Any]:
+                  device: torch.device, precision: str = "fp32") -> tuple[Run, Any]:
     model = build_model(model_name, device)
     handle = apply_method(model, cfg)
     handle.set_total_steps(sched.total)
     params, opt = _optimizer(model)
-    run = Run(method, model, lambda b: model(**b).loss, params, opt, cfg,
+    run = Run(method, model, with_precision(lambda b: model(**b).loss, device, precision), params, opt, cfg,
               reg_fn=handle.regularization_loss if handle.kind == "adalora" else None,
               alloc_fn=handle.step if handle.allocator is not None else None,
               trainable_paper=handle.parameter_counts()["trainable_paper"])
@@ -125,7 +143,7 @@ def _peft_target_regex(model: nn.Module) -> str:
 
 
 def build_peft_run(method: str, model_name: str, cfg: dict[str, Any], sched: Schedule, device: torch.device,
-                   copy_from: Any = None) -> Run:
+                   copy_from: Any = None, precision: str = "fp32") -> Run:
     """PEFT's LoRA / AdaLoRA with our config: same targets, ranks, alpha, schedule, γ, trainable set.
 
     The loss is ``AdaLoraModel.forward`` (``peft_model.base_model``), which adds γ·R itself; the bare
@@ -158,7 +176,7 @@ def build_peft_run(method: str, model_name: str, cfg: dict[str, Any], sched: Sch
     params, opt = _optimizer(pmodel)
     trainable = sum(p.numel() for n, p in inner.named_parameters() if p.requires_grad and ".lora_" in n)
     alloc = (lambda t: pmodel.base_model.update_and_allocate(t)) if cfg["name"] == "adalora" else None
-    return Run(method, pmodel, lambda b: pmodel.base_model(**b).loss, params, opt, cfg,
+    return Run(method, pmodel, with_precision(lambda b: pmodel.base_model(**b).loss, device, precision), params, opt, cfg,
                alloc_fn=alloc, trainable_paper=trainable)
 
 
