@@ -32,14 +32,7 @@ from experiments.results import RESULT_FILE, is_success, read_result, write_resu
 from experiments.sweeps import LEDGER_ENV, record_outcome
 from experiments.tasks import build_task
 from experiments.tracking import Tracker, make_tracker
-from experiments.training import (
-    Diverged,
-    Trainer,
-    TrainSettings,
-    set_seed,
-    step_time_summary,
-    total_optimizer_steps,
-)
+from experiments.training import Diverged, Trainer, TrainSettings, set_seed, total_optimizer_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"
@@ -382,6 +375,6 @@ def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
         "params": handle.parameter_counts(),
         "ranks": ranks,
         "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps,
-                  "step_time_s": step_time_summary(state.step_times_s), "precision": trainer.settings.precision,
+                  "step_time_s": state.step_time_summary(), "precision": trainer.settings.precision,
                   "tf32": trainer.settings.tf32},
     }

@@ -25,17 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
 from adalora.optim import make_adamw
+from experiments.precision import check_precision, make_accelerator
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# trainer.precision -> accelerate's mixed_precision.
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class Diverged(RuntimeError):
@@ -66,8 +64,7 @@ class TrainSettings:
     tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (PyTorch's own default is off for matmuls)
 
     def __post_init__(self) -> None:
-        if self.precision not in MIXED_PRECISION:
-            raise ValueError(f"trainer.precision must be one of {sorted(MIXED_PRECISION)}, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 @dataclass
@@ -82,6 +79,13 @@ class TrainState:
     train_loss: float | None = None
     elapsed_s: float = 0.0
     step_times_s: list[float] = field(default_factory=list)  # wall time per optimiser step, evaluation excluded
+
+    def step_time_summary(self) -> dict[str, float | int | None]:
+        """Median and mean seconds per optimiser step; the median is the one to compare (Table 15)."""
+        times = self.step_times_s
+        if not times:
+            return {"median": None, "mean": None, "steps": 0}
+        return {"median": statistics.median(times), "mean": statistics.fmean(times), "steps": len(times)}
 
 
 def set_seed(seed: int) -> None:
@@ -112,36 +116,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def step_time_summary(step_times_s: list[float]) -> dict[str, float | int | None]:
-    """Median and mean wall seconds per optimiser step (evaluation and checkpoints excluded).
-
-    The median is the number to compare between methods (Table 15): the first steps pay for
-    lazy initialisation and the allocator's masking steps are rare, and neither moves it.
-    """
-    if not step_times_s:
-        return {"median": None, "mean": None, "steps": 0}
-    return {"median": statistics.median(step_times_s), "mean": statistics.fmean(step_times_s),
-            "steps": len(step_times_s)}
-
-
-def make_accelerator(settings: TrainSettings) -> Accelerator:
-    """An Accelerator with the run's mixed precision; TF32 set as the run asks.
-
-    accelerate keeps its state in a process-wide singleton that refuses a different
-    ``mixed_precision`` once set; runs executed one after another in one process (tests, a
-    serial sweep) may differ in precision, so the singleton is reset when it does.
-    """
-    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
-    torch.backends.cudnn.allow_tf32 = settings.tf32
-    kwargs = {"gradient_accumulation_steps": settings.grad_accum, "cpu": not torch.cuda.is_available(),
-              "mixed_precision": MIXED_PRECISION[settings.precision]}
-    try:
-        return Accelerator(**kwargs)
-    except ValueError:  # "AcceleratorState has already been initialized and cannot be changed"
-        AcceleratorState._reset_state()
-        return Accelerator(**kwargs)
 
 
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
@@ -176,8 +150,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ):
-        # cpu=True on a machine without CUDA: accelerate only sets up gloo DDP for torchrun when told.
-        self.accelerator = accelerator or make_accelerator(settings)
+        self.accelerator = accelerator or make_accelerator(settings.grad_accum, settings.precision, settings.tf32)
         self.settings = settings
         self.seed = seed
         self.handle = handle

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
-from experiments.training import step_time_summary
+from experiments.training import TrainState
 
 register_resolvers()
 
@@ -41,5 +41,5 @@ def test_unknown_precision_is_a_config_error_naming_the_key(tmp_path):
 
 
 def test_step_time_summary():
-    assert step_time_summary([0.3, 0.1, 0.2, 1.0]) == {"median": 0.25, "mean": 0.4, "steps": 4}
-    assert step_time_summary([]) == {"median": None, "mean": None, "steps": 0}
+    assert TrainState(step_times_s=[0.3, 0.1, 0.2, 1.0]).step_time_summary() == {"median": 0.25, "mean": 0.4, "steps": 4}
+    assert TrainState().step_time_summary() == {"median": None, "mean": None, "steps": 0}
