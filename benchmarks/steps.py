@@ -205,7 +205,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None
     mark("backward")
     loss.backward()
     mark("clip")
-    torch.nn.utils.clip_grad_norm_(run.params, 1.0, foreach=True)  # what the default picks on CPU and CUDA; also on meta
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
     mark("optimizer")
     run.optimizer.step()
     sync()
