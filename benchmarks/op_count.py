@@ -14,7 +14,10 @@ views included, nothing double-counted), per phase of the step. A ``_foreach_*``
 one, as on CUDA, where it is one multi-tensor kernel per chunk of tensors. The proxy is the count
 of AdaLoRA minus that of LoRA: what grows with the number of adapted matrices is what a GPU pays
 in launch latency. On the ``meta`` device nothing is computed, so the paper's model shapes can be
-counted on any machine.
+counted on any machine (DeBERTaV3-base; BART's attention-mask code reads a tensor value with
+``.item()``, which a meta tensor does not have, so BART-large is counted on a real device). On
+meta, gradient clipping takes PyTorch's per-tensor path (no foreach kernels for meta tensors), so
+its column is larger there than on a CPU or GPU.
 """
 
 from __future__ import annotations
