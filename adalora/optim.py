@@ -4,9 +4,9 @@ PyTorch's AdamW loops over the parameters one tensor at a time on a CPU (about t
 kernels per tensor), and AdaLoRA has one more trainable tensor (Λ) per adapted matrix than LoRA,
 so its optimiser step grows with the number of matrices. ``foreach=True`` updates all tensors with
 one ``_foreach_*`` call per arithmetic step instead; on a CPU it gives bit-identical results to
-the per-tensor loop (checked in tests/test_optim.py). On a GPU the fused kernel does the whole
-update in one launch per chunk of tensors; it rounds like foreach up to the order of a few
-floating-point operations, so GPU results are not bit-identical to the per-tensor loop.
+the per-tensor loop (tests/test_launch_overhead.py). On a GPU the fused kernel does the whole
+update in one launch per chunk of tensors; it orders a few floating-point operations
+differently, so GPU results are not bit-identical to the per-tensor loop.
 """
 
 from __future__ import annotations
