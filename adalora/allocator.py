@@ -18,7 +18,8 @@ kept and 0 for pruned doublets, so the gate can reopen exactly as a pruned λ ca
 The EMA updates use multi-tensor ``torch._foreach_*`` kernels (fused launches on CUDA; on CPU
 a C++ loop that measured faster than concatenating everything into one flat buffer). A mask
 (every ΔT steps) is the per-matrix scores, one ``cat``, one global ``kthvalue``, one comparison
-and n ``masked_fill_``. Nothing synchronises host and device, and the EMAs follow the
+and one multi-tensor multiply of every λ by its 0/1 keep factors (in the final phase, which masks
+every step with a frozen pattern, only that multiply). Nothing synchronises host and device, and the EMAs follow the
 parameters when the model is moved after the allocator was built (``accelerate.prepare``).
 """
 
@@ -97,6 +98,7 @@ class RankAllocator:
         self._ema_ipt = [torch.zeros_like(p) for p in self._params]
         self._ema_unc = [torch.zeros_like(p) for p in self._params]
         self._final_mask: list[torch.Tensor] | None = None
+        self._final_keep: list[torch.Tensor] | None = None  # the final mask as 0/1 factors (see _apply)
         self._last_mask: list[torch.Tensor] | None = None
 
     @classmethod
@@ -196,18 +198,39 @@ class RankAllocator:
     def _mask(self, budget: int, final: bool) -> None:
         if final and self._final_mask is not None:
             masks = self._final_mask  # scores are frozen, so the final pattern never changes
+            if self._final_keep is None:  # e.g. right after load_state_dict
+                self._final_keep = self._keep_factors(masks)
+            keep = self._final_keep
         else:
             masks = self._compute_masks(budget)
+            if masks is None:
+                return
+            keep = self._keep_factors(masks)
             if final:
-                self._final_mask = masks
-        if masks is None:
-            return
+                self._final_mask, self._final_keep = masks, keep
         self._last_mask = masks
-        for module, mask in zip(self.modules, masks):
-            if module.lora_E.requires_grad:
-                module.lora_E.masked_fill_(mask.view(-1, 1), 0.0)
-            else:  # a fixed gate: 1 for kept, 0 for pruned doublets
-                module.lora_E.copy_(~mask.view(-1, 1))
+        self._apply(keep)
+
+    def _keep_factors(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per module an (r, 1) tensor, 1 for kept and 0 for pruned triplets: three kernels in all."""
+        lam = self.modules[0].lora_E  # masks restored from a checkpoint may sit on the CPU
+        return list((~torch.cat(masks)).to(device=lam.device, dtype=lam.dtype).unsqueeze(1).split(self._ranks))
+
+    def _apply(self, keep: list[torch.Tensor]) -> None:
+        """Zero the pruned λ of every module in one multi-tensor kernel (not one per matrix).
+
+        ``λ · 0`` is ``-0.0`` for a negative λ where ``masked_fill_`` wrote ``+0.0``; the two
+        compare equal and every later use of λ (ΔW, its gradient, AdamW, |λ|) is the same.
+        """
+        lam = [m.lora_E for m in self.modules]
+        trained = [i for i, e in enumerate(lam) if e.requires_grad]
+        if len(trained) == len(lam):
+            torch._foreach_mul_(lam, keep)
+            return
+        gates = [i for i, e in enumerate(lam) if not e.requires_grad]  # fixed gates: 1 kept, 0 pruned
+        if trained:
+            torch._foreach_mul_([lam[i] for i in trained], [keep[i] for i in trained])
+        torch._foreach_copy_([lam[i] for i in gates], [keep[i] for i in gates])
 
     def _compute_masks(self, budget: int) -> list[torch.Tensor] | None:
         k = self.init_budget - budget
@@ -248,6 +271,7 @@ class RankAllocator:
         for dst, src in zip(self._ema_ipt + self._ema_unc, list(state["ema_ipt"]) + list(state["ema_unc"])):
             dst.copy_(src)
         self._final_mask = _clone_all(state["final_mask"])
+        self._final_keep = None
         self._last_mask = _clone_all(state["last_mask"])
 
 

@@ -112,6 +112,11 @@ class SVDLinear(nn.Module):
             self.lora_E.requires_grad_(False)
         self.register_buffer("ranknum", torch.full((1,), float(r), **factory), persistent=True)
         self.scale_numerator = float(alpha if alpha > 0 else r)
+        # ``ranknum + 1e-5`` computed once instead of in every forward (one kernel per layer and
+        # step on a GPU); recomputed whenever ``ranknum`` is loaded. 0-dim, so that under bf16/fp16
+        # autocast it takes the activations' dtype in ``addcdiv`` instead of promoting them to fp32.
+        self.register_buffer("scale_denominator", self._denominator(), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_denominator)
 
     @property
     def in_features(self) -> int:
@@ -120,6 +125,9 @@ class SVDLinear(nn.Module):
     @property
     def out_features(self) -> int:
         return self.base_layer.out_features
+
+    def _denominator(self) -> torch.Tensor:
+        return (self.ranknum + _RANKNUM_EPS).reshape(())
 
     def rank(self) -> int:
         """Number of kept triplets: the paper's final rank of this incremental matrix."""
@@ -133,7 +141,12 @@ class SVDLinear(nn.Module):
         # activation-sized kernels) as one addcdiv with the same roundings.
         result = self.base_layer(x)
         y = x @ (self.lora_A * self.lora_E).T @ self.lora_B.T
-        return _AddScaled.apply(result, y, self.ranknum + _RANKNUM_EPS, self.scale_numerator)
+        return _AddScaled.apply(result, y, self.scale_denominator, self.scale_numerator)
+
+
+def _refresh_denominator(module: SVDLinear, _incompatible_keys) -> None:
+    with torch.no_grad():
+        module.scale_denominator = module._denominator()
 
 
 _ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}

@@ -18,16 +18,15 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.step_time import (
+from benchmarks.models import MODELS, make_batches
+from benchmarks.steps import (
     ALL_METHODS,
-    MODELS,
     PEFT_METHODS,
     Schedule,
-    _sync_fn,
     build_our_run,
     build_peft_run,
-    make_batches,
     method_config,
+    sync_fn,
     train_step,
 )
 
@@ -58,7 +57,7 @@ def main() -> None:
             run, handle = build_our_run(method, args.model, cfg, sched, device)
             runs.append(run)
     batches = make_batches(runs[0].model, spec.seq2seq, args.batch, args.length, device)
-    sync = _sync_fn(device)
+    sync = sync_fn(device)
     for i in range(args.warmup):
         for run in runs:
             train_step(run, batches[i % len(batches)], sync)

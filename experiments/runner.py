@@ -199,7 +199,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
             raise ConfigError(f"trainer.{key} is not set by task.hparams or the command line (trainer.{key}=...)")
     try:
         settings = TrainSettings(**trainer)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"bad trainer config: {err}") from err
     problems = train_settings_problems(settings)
     if problems:
@@ -519,5 +519,7 @@ def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
         "metrics": {"evals": evals, "best": best, "final": evals[-1], "main_metric": main},
         "params": handle.parameter_counts(),
         "ranks": ranks,
-        "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps},
+        "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps,
+                  "step_time_s": state.step_time_summary(), "precision": trainer.settings.precision,
+                  "tf32": trainer.settings.tf32},
     }

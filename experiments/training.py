@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
+from adalora.optim import make_adamw
+from experiments.precision import check_precision, make_accelerator
 from experiments.results import move_aside
 from experiments.weights import saves_weights, trained_state
 
@@ -61,6 +64,11 @@ class TrainSettings:
     progress: bool = True
     save_model: bool | None = None  # keep the trained weights: None = small methods only (not full FT)
     save_best: bool = True  # also keep the best evaluation's weights when best != final
+    precision: str = "fp32"  # fp32 | bf16 | fp16: accelerate's autocast mixed precision (the official scripts: fp32)
+    tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (PyTorch's own default is off for matmuls)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
 
 @dataclass
@@ -74,6 +82,14 @@ class TrainState:
     rank_history: list[dict[str, Any]] = field(default_factory=list)
     train_loss: float | None = None
     elapsed_s: float = 0.0
+    step_times_s: list[float] = field(default_factory=list)  # wall time per optimiser step, evaluation excluded
+
+    def step_time_summary(self) -> dict[str, float | int | None]:
+        """Median and mean seconds per optimiser step; the median is the one to compare (Table 15)."""
+        times = self.step_times_s
+        if not times:
+            return {"median": None, "mean": None, "steps": 0}
+        return {"median": statistics.median(times), "mean": statistics.fmean(times), "steps": len(times)}
 
 
 def _report_corrupt(path: Path, err: BaseException) -> None:
@@ -162,9 +178,7 @@ class Trainer:
         on_log: Callable[[dict[str, Any]], None] | None = None,
         identity: dict[str, Any] | None = None,
     ):
-        # cpu=True on a machine without CUDA: accelerate only sets up gloo DDP for torchrun when told.
-        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=settings.grad_accum,
-                                                      cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or make_accelerator(settings.grad_accum, settings.precision, settings.tf32)
         self.settings = settings
         self.seed = seed
         self.handle = handle
@@ -179,9 +193,9 @@ class Trainer:
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)
         handle.set_total_steps(self.total_steps)
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps
-        )
+        self.optimizer = make_adamw(_param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps)
+        if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
+            self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.state = TrainState()
@@ -288,6 +302,7 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         budget = None
         self.model.train()
+        step_started = time.perf_counter()
         while state.global_step < self.total_steps:
             loader = self._loader(state.epoch)
             if state.batch_in_epoch:
@@ -311,7 +326,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 steps_this_call += 1
-                state.train_loss = loss.item()
+                state.train_loss = loss.item()  # waits for the device: the step time below is complete
+                state.step_times_s.append(time.perf_counter() - step_started)
                 state.elapsed_s = time.perf_counter() - started
                 bar.update(1)
                 if state.global_step % s.log_every == 0:
@@ -326,6 +342,7 @@ class Trainer:
                 every = s.checkpoint_every or s.eval_every
                 if every and state.global_step % every == 0 and not done:
                     self.save_checkpoint()
+                step_started = time.perf_counter()  # evaluation and checkpoints stay out of the step times
                 if done or (stop_after is not None and steps_this_call >= stop_after):
                     break
             else:

@@ -69,6 +69,10 @@ def test_step_time_smoke_every_method(tmp_path):
     for pair in pairs:
         assert f"| {pair}" in md
     assert "allocator share ≤ 0.5%" in md and "wall ≤ 1.04" in md
+    ops = tiny["op_counts"]  # the launch-overhead proxy: kernels per step by phase
+    assert ops["adapted_matrices"] == 12 and ops["adalora_total"] - ops["lora_total"] == ops["extra"] > 0
+    assert ops["adalora"]["optimizer"] == ops["lora"]["optimizer"]  # multi-tensor AdamW
+    assert "**AdaLoRA − LoRA**" in md
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and transformers (~8 s)
@@ -133,3 +137,33 @@ def test_importance_update_matches_per_matrix_emas():
     for got, want in zip(alloc._ema_ipt + alloc._ema_unc, ipt_ref + unc_ref):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
 
+
+
+@pytest.mark.slow  # a fresh interpreter: torch + transformers imports, then a tiny two-method run (~20 s)
+def test_benchmark_imports_nothing_from_hydra_datasets_or_wandb(tmp_path):
+    """The GPU box that runs `make bench` may have only torch, transformers, peft and accelerate."""
+    import subprocess
+    import sys
+
+    script = f"""
+import runpy, sys
+def run(*argv):
+    sys.argv = ["step_time", *argv]
+    try:
+        runpy.run_module("benchmarks.step_time", run_name="__main__")
+    except SystemExit:
+        pass
+run("--help")
+run("--models", "tiny", "--methods", "lora", "adalora", "--device", "cpu", "--batch", "2", "--length", "8",
+    "--warmup", "2", "--rounds", "1", "--reg-reps", "1", "--memory", "none", "--threads", "1",
+    "--precision", "bf16", "--out", {str(tmp_path)!r})
+print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "omegaconf", "datasets", "wandb"}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=step_time.ROOT, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED []" in proc.stdout, proc.stdout[-2000:]
+    report = json.loads((tmp_path / "cpu-bf16.json").read_text())
+    assert report["environment"]["precision"] == "bf16" and set(report["models"]["tiny"]["methods"]) == {"lora", "adalora"}
+    ops = report["models"]["tiny"]["op_counts"]
+    assert ops["adalora_total"] > ops["lora_total"] > 0 and ops["adapted_matrices"] == 12

@@ -1,0 +1,45 @@
+"""trainer.precision / trainer.tf32 reach the run and its record; per-step training time is recorded."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
+from experiments.training import TrainState
+
+register_resolvers()
+
+
+def _cfg(tmp_path, *extra: str):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
+            f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=6", *extra])
+
+
+@pytest.mark.slow  # two tiny runs through experiments.runner.run (~40 s of CPU)
+def test_bf16_autocast_runs_end_to_end_on_cpu_and_is_recorded(tmp_path):
+    fp32 = run(_cfg(tmp_path / "fp32"))
+    bf16 = run(_cfg(tmp_path / "bf16", "trainer.precision=bf16"))
+    assert fp32["status"] == bf16["status"] == "success", (fp32["reason"], bf16["reason"])
+    assert (fp32["train"]["precision"], fp32["train"]["tf32"]) == ("fp32", False)
+    assert bf16["train"]["precision"] == "bf16" and bf16["config"]["trainer"]["precision"] == "bf16"
+    # autocast really ran: bf16 matmuls change the loss, but only by bf16 rounding
+    a, b = fp32["train"]["final_train_loss"], bf16["train"]["final_train_loss"]
+    assert a != b and abs(a - b) < 0.05 * abs(a)
+    for record in (fp32, bf16):
+        st = record["train"]["step_time_s"]
+        assert st["steps"] == 6 and 0 < st["median"] and 0 < st["mean"]
+        # evaluation is excluded: six steps take less than the whole run
+        assert st["mean"] * st["steps"] < record["train"]["wall_time_s"]
+
+
+def test_unknown_precision_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        resolve(_cfg(tmp_path, "trainer.precision=fp8"))
+
+
+def test_step_time_summary():
+    assert TrainState(step_times_s=[0.3, 0.1, 0.2, 1.0]).step_time_summary() == {"median": 0.25, "mean": 0.4, "steps": 4}
+    assert TrainState().step_time_summary() == {"median": None, "mean": None, "steps": 0}
