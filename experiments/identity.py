@@ -36,7 +36,9 @@ PROJECT_ROOT_TOKEN = "${project_root:}"
 # key another part of the suite adds is hashed (fail-safe: at worst a needless "differs").
 NON_RESULT_KEYS = frozenset({"sweep_name", "output_root", "force", "run_dir", "logger", "launcher", "sweep", "hydra"})
 # Trainer settings that only change logging, progress output or how often state is saved.
-NON_RESULT_TRAINER_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "keep_checkpoint"})
+NON_RESULT_TRAINER_KEYS = frozenset(
+    {"progress", "log_every", "checkpoint_every", "keep_checkpoint", "save_model", "save_best"}
+)
 # Keys already in the standard path: overriding them never adds a sub-directory.
 PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
 _MAX_DIRNAME = 150
