@@ -159,11 +159,13 @@ def test_missing_runs_stay_empty_never_zero(df):
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("CoLA", "mean")])
     # Only 2 of the 8 GLUE tasks ran, so no average is claimed.
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("All Ave.", "mean")])
-    text = format_table(table).set_index(["Method", "Budget"])
-    assert text.loc[("LoRA", "glue_0.3m"), "RTE"] == f"72.00 ± {SQRT8:.2f} (n=2)"
-    assert text.loc[("LoRA", "glue_0.3m"), "RTE Δ"] == "-13.56"
-    assert text.loc[("LoRA", "glue_0.3m"), "CoLA"] == ""
-    assert text.loc[("Full FT", "none"), "RTE paper"] == "83.75"
+    text = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert text.loc[("LoRA", "0.3M", "ours"), "RTE"] == f"72.00 ± {SQRT8:.2f} (n=2)"
+    assert text.loc[("LoRA", "0.3M", "paper"), "RTE"] == "85.56 (Δ -13.56)"  # the paper's row beneath ours
+    assert text.loc[("LoRA", "0.3M", "ours"), "CoLA"] == ""
+    assert text.loc[("LoRA", "0.3M", "paper"), "CoLA"] == "68.71"  # no run of ours: no Δ
+    assert text.loc[("Full FT", "—", "paper"), "RTE"] == "83.75"
+    assert ("Full FT", "—", "ours") not in text.index  # a row without any run of ours is the paper's only
     assert not has_ours(results_table(df, "table2"))
 
 
@@ -209,7 +211,10 @@ def test_write_table_markdown_csv_latex(df, tmp_path):
     paths = write_table(results_table(df, "table1"), tmp_path, "table1", "Table 1", latex=True)
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
     assert f"72.00 ± {SQRT8:.2f} (n=2)" in paths[1].read_text()
-    assert "\\begin{tabular}" in paths[2].read_text() and "glue\\_0.3m" in paths[2].read_text()
+    tex = paths[2].read_text()
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\bottomrule" in tex  # booktabs
+    assert tex.isascii() and f"72.00 $\\pm$ {SQRT8:.2f} (n=2)" in tex and "85.56 ($\\Delta$ -13.56)" in tex
+    assert "glue\\_0.3m" not in tex and "& 0.3M &" in tex  # budgets as the paper writes them
     csv = pd.read_csv(paths[0], index_col=[0, 1])
     assert csv.loc[("lora", "glue_0.3m"), "RTE|paper"] == pytest.approx(85.56)
 

@@ -101,9 +101,13 @@ def test_cells_without_runs_stay_empty(as_paper):
     table = results_table(as_paper, "table1")
     assert np.isnan(table.loc[("adapter_houlsby", "glue_0.3m"), ("RTE", "mean")])
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("All Ave.", "mean")])  # 2 of 8 tasks only
-    text = format_table(table).set_index(["Method", "Budget"])
-    assert text.loc[("HAdapter", "glue_0.3m"), "RTE"] == ""  # no run: empty, never 0
-    assert text.loc[("HAdapter", "glue_0.3m"), "RTE paper"] != ""  # the paper's value is still shown
+    text = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert ("HAdapter", "0.3M", "ours") not in text.index  # no run: no row of ours, never 0
+    assert text.loc[("HAdapter", "0.3M", "paper"), "RTE"] == "83.39"  # the paper's value is still shown
+    values = _values("tiny_glue_rte", "lora", "glue_0.3m", "accuracy")
+    ours = text.loc[("LoRA", "0.3M", "ours")]
+    assert ours["RTE"] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+    assert ours["#Params"].endswith("M") and text.loc[("LoRA", "0.3M", "paper"), "#Params"] == "0.33M"
 
 
 def test_summary_table_keeps_the_tiny_task_names(df):
