@@ -302,7 +302,13 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def present(table: pd.DataFrame) -> pd.DataFrame:
     """The formatted view of any table here: ``format_table`` for results, rounded for the rest."""
-    return format_table(table) if isinstance(table.columns, pd.MultiIndex) else table.round(3).reset_index()
+    if isinstance(table.columns, pd.MultiIndex):
+        return format_table(table)
+    flat = table.round(3).reset_index()
+    for column, label in (("task", task_label), ("method", method_label), ("budget", budget_label)):
+        if column in flat:
+            flat[column] = flat[column].map(label)
+    return flat
 
 
 def to_markdown(formatted: pd.DataFrame, title: str | None = None) -> str:
