@@ -1,4 +1,5 @@
-"""Figures: budget curves (paper Fig. 2), final-rank heatmaps (Fig. 3), rank/budget over training.
+"""Figures: paper Figure 2 (``figure2``: three panels on % trainable parameters) and a budget
+curve for any task (``budget_curve``), final-rank heatmaps (Fig. 3), rank/budget over training.
 
 Every function returns the matplotlib Figure (the heatmaps also the matrix they draw, so
 tests and notebooks can check the numbers) and, given ``save="path/stem"``, writes
