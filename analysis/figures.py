@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
-from analysis.labels import method_label, method_rank, metric_label, task_label
+from analysis.labels import budget_label, method_label, method_rank, metric_label, task_label
 from analysis.paper import paper_params, paper_percent, paper_results
 from analysis.tables import aggregate, successful
 from experiments.results import read_result
@@ -256,7 +256,7 @@ def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: 
     matrix = pd.concat(matrices).groupby(level=0, sort=False).mean()
     matrix = matrix.reindex(matrices[0].index)
     seeds = f"mean of {len(records)} seeds" if len(records) > 1 else f"seed {records[0]['run']['seed']}"
-    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget} ({seeds})"
+    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget_label(budget)} ({seeds})"
     return _draw_heatmap(matrix, title, save), matrix
 
 
@@ -298,6 +298,6 @@ def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -
         ax.set_ylim(bottom=0)
         ax.set_xlim(0, last)
         ax.set_title(f"{method_label(run['method'])} rank allocation: {task_label(run['task'])} @ "
-                     f"{run['budget']}, seed {run['seed']}")
+                     f"{budget_label(run['budget'])}, seed {run['seed']}")
         ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
         return _finish(fig, save)
