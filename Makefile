@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench clean
 
 help: ## list the targets
 	@grep -E '^[.a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -67,8 +67,11 @@ fixtures: ## regenerate the committed real tiny results under tests/fixtures/run
 	find $(FIXTURE_RUNS).new \( -name .hydra -o -name .sweeps -o -name .lock -o -name checkpoint.pt -o -name multirun.yaml -o -name '*.log' \) -prune -exec rm -rf {} +
 	rm -rf $(FIXTURE_RUNS) && mv $(FIXTURE_RUNS).new $(FIXTURE_RUNS)
 
-figures: ## rebuild tables and figures from the runs under $(OUT) into $(OUT)/figures
-	$(PYTHON) -m analysis.run_notebooks --results-root $(OUT) --out-dir $(OUT)/figures
+figures: ## rebuild tables, figures and one report page ($(OUT)/figures/index.html) from the runs under $(OUT); prints the files written
+	@$(PYTHON) -m analysis.run_notebooks --results-root $(OUT) --out-dir $(OUT)/figures
+
+install-browser: ## Debian's Chromium, for the report-page test (tests/test_report_page.py); needs root / apt
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 demo: ## offline CPU demo: MiniLM x BBC News x every method at 2 budgets, then tables and figures in outputs/demo (~15 min)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m experiments.run sweep=demo output_root=$(OUT) $(ARGS)

@@ -146,7 +146,7 @@ def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     status = _status_row(run_dir, record, None)
     metrics = record.get("metrics") or {}
     best, final = metrics.get("best") or {}, metrics.get("final") or {}
-    names = [m for m in dict.fromkeys([*best, *final]) if m != "step"]
+    names = [m for m in dict.fromkeys([*best, *final]) if m not in ("step", "epoch")]  # where, not how well
     base = {k: status[k] for k in (*RUN_KEYS, "trainable_params", "steps", "wall_time_s",
                                    "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group")}
     return [

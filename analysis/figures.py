@@ -1,4 +1,5 @@
-"""Figures: budget curves (paper Fig. 2), final-rank heatmaps (Fig. 3), rank/budget over training.
+"""Figures: paper Figure 2 (``figure2``: three panels on % trainable parameters) and a budget
+curve for any task (``budget_curve``), final-rank heatmaps (Fig. 3), rank/budget over training.
 
 Every function returns the matplotlib Figure (the heatmaps also the matrix they draw, so
 tests and notebooks can check the numbers) and, given ``save="path/stem"``, writes
@@ -18,12 +19,14 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
-from analysis.labels import method_label, method_rank, metric_label, task_label
-from analysis.paper import paper_params, paper_results
-from analysis.tables import aggregate
+from analysis.labels import budget_label, method_label, method_rank, metric_label, task_label
+from analysis.paper import paper_params, paper_percent, paper_results
+from analysis.tables import aggregate, successful
+from experiments.results import read_result
 
 WIDTH_IN = 8.0
 DPI = 150
@@ -39,6 +42,8 @@ METHOD_COLORS = {
     "adalora_no_orth": "darkred", "lora_regu": "navy", "lora_qk": "lightskyblue",
 }
 _SCALED_METRICS = ("matthews_correlation", "combined_score", "pearson", "spearmanr")
+# Paper Figure 2's panels: MNLI-m accuracy, SQuAD v2.0 F1 and XSum ROUGE-2 against the budget.
+FIGURE2_PANELS = (("glue_mnli", "accuracy"), ("squad_v2", "f1"), ("xsum", "rouge2"))
 
 
 def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
@@ -110,6 +115,86 @@ def budget_curve(df: pd.DataFrame, task: str, metric: str, which: str = "best",
         return _finish(fig, save)
 
 
+def percent_trainable(record: dict[str, Any]) -> float:
+    """Trainable parameters (the paper's count) as % of the model without its task head.
+
+    The denominator holds the adapters too, which moves a real run's percentage by < 1% of
+    itself (1.3M of DeBERTaV3-base's ~185M); full fine-tuning is exactly 100%.
+    """
+    params = record["params"]
+    return 100 * params["trainable_paper"] / (params["total"] - params.get("head", 0))
+
+
+def _with_percent(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with each run's ``percent_trainable`` (read from its ``result.json``)."""
+    percent = {d: percent_trainable(read_result(d)) for d in runs["run_dir"].unique()}
+    return runs.assign(percent_trainable=runs["run_dir"].map(percent))
+
+
+def _panel(ax: Any, runs: pd.DataFrame, paper: pd.DataFrame, task: str, metric: str, which: str) -> None:
+    """One Figure 2 panel: per method the seed mean vs % trainable, a ±1 std band, the paper's points."""
+    values = runs.dropna(subset=[f"value_{which}"])
+    for method in sorted(set(values["method"]) | set(paper["method"]), key=method_rank):
+        color, label = method_color(method), method_label(method)
+        mine = values[values["method"] == method]
+        ref = paper[paper["method"] == method]
+        if method == "full_ft":
+            for series, style, suffix in ((mine[f"value_{which}"], "--", "ours"), (ref["value"], ":", "paper")):
+                if len(series):
+                    ax.axhline(series.mean(), color=color, ls=style, lw=1.5, label=f"{label} ({suffix})")
+            continue
+        if len(mine):
+            by_budget = mine.groupby("budget")
+            curve = pd.DataFrame({"x": by_budget["percent_trainable"].median(),
+                                  "mean": by_budget[f"value_{which}"].mean(),
+                                  "std": by_budget[f"value_{which}"].std().fillna(0.0)}).sort_values("x")
+            ax.plot(curve["x"], curve["mean"], color=color, marker="o", ms=5, lw=1.8, label=f"{label} (ours)")
+            ax.fill_between(curve["x"], curve["mean"] - curve["std"], curve["mean"] + curve["std"],
+                            color=color, alpha=0.2, lw=0)
+        if len(ref):
+            points = sorted(zip((paper_percent(p, task) for p in ref["params_label"]), ref["value"], strict=True))
+            ax.plot(*zip(*points, strict=True), color=color, ls=":", lw=1, marker="s", ms=6, mfc="none",
+                    mew=1.5, label=f"{label} (paper)")
+    ax.set_xlabel("% trainable parameters")
+    ax.set_ylabel(_metric_axis_label(task, metric))
+    ax.set_title(task_label(task))
+
+
+def figure2(df: pd.DataFrame, which: str = "best", panels: Iterable[tuple[str, str]] = FIGURE2_PANELS,
+            paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None) -> Figure:
+    """Paper Figure 2: one panel per (task, metric), % trainable parameters on x, one line per method.
+
+    Ours: the mean over seeds at each budget (x = median % over the seeds) with a ±1 std band;
+    the paper's points as hollow squares (its % labels, or its #Params over the backbone size).
+    ``panels`` defaults to MNLI / SQuAD v2.0 / XSum; any tasks can be drawn the same way.
+    """
+    panels = list(panels)
+    runs = successful(df)
+    paper = paper_results()
+    paper = paper[paper["table"].isin(tuple(paper_tables))]
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN * 1.5, 4.5))
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (task, metric) in zip(axes, panels, strict=True):
+            mine = runs[(runs["task"] == task) & (runs["metric"] == metric)]
+            ref = paper[(paper["task"] == task) & (paper["metric"] == metric)]
+            _panel(ax, _with_percent(mine) if len(mine) else mine.assign(percent_trainable=[]), ref, task, metric,
+                   which)
+            if len(mine) == 0 and len(ref) == 0:
+                ax.text(0.5, 0.5, "no runs and no paper numbers", transform=ax.transAxes, ha="center")
+        handles = {}
+        for ax in axes:
+            handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
+                       bbox_to_anchor=(0.5, -0.02))
+        fig.suptitle(f"Figure 2: metric vs % trainable parameters ({which} eval; band: ±1 std over seeds)")
+        fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) > 6), 1, 1))
+        if save is not None:
+            save_figure(fig, save)
+        return fig
+
+
 def _type_key(weight_type: str) -> tuple[int, int, str]:
     """Heatmap row order: by stack (encoder, decoder self, cross, FFN), then W_q..W_f2."""
     stack, _, base = weight_type.rpartition(".")
@@ -148,7 +233,9 @@ def _draw_heatmap(matrix: pd.DataFrame, title: str, save: str | Path | None) -> 
         ax.set_xlabel("layer index")
         ax.set_ylabel("weight type")
         ax.set_title(title)
-        fig.colorbar(image, ax=ax, label="final rank", fraction=0.04, pad=0.02)
+        bar = fig.colorbar(image, ax=ax, label="final rank", fraction=0.04, pad=0.02)
+        bar.locator = MaxNLocator(integer=True)  # ranks are counts: no ticks at 0.5
+        bar.update_ticks()
         return _finish(fig, save)
 
 
@@ -169,7 +256,7 @@ def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: 
     matrix = pd.concat(matrices).groupby(level=0, sort=False).mean()
     matrix = matrix.reindex(matrices[0].index)
     seeds = f"mean of {len(records)} seeds" if len(records) > 1 else f"seed {records[0]['run']['seed']}"
-    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget} ({seeds})"
+    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget_label(budget)} ({seeds})"
     return _draw_heatmap(matrix, title, save), matrix
 
 
@@ -190,9 +277,10 @@ def rank_totals(record: dict[str, Any]) -> pd.DataFrame:
 def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -> Figure:
     """Budget b(t) and the total rank per weight type (stacked, summed over layers) vs step."""
     totals = rank_totals(record)
-    # Repeat the last entry one logging interval later, else the final allocation has zero width.
-    interval = float(np.median(np.diff(totals.index))) if len(totals) > 1 else 1.0
-    totals = pd.concat([totals, totals.iloc[[-1]].set_axis([totals.index[-1] + interval])])
+    # Hold the last allocation until the run's last step T, where the x axis ends.
+    last = max(int((record.get("train") or {}).get("steps") or totals.index[-1]), int(totals.index[-1]))
+    if last > totals.index[-1]:
+        totals = pd.concat([totals, totals.iloc[[-1]].set_axis([last])])
     steps = totals.index.to_numpy()
     run = record["run"]
     with rc_context(STYLE):
@@ -208,7 +296,8 @@ def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel("total rank (kept singular values)")
         ax.set_ylim(bottom=0)
+        ax.set_xlim(0, last)
         ax.set_title(f"{method_label(run['method'])} rank allocation: {task_label(run['task'])} @ "
-                     f"{run['budget']}, seed {run['seed']}")
+                     f"{budget_label(run['budget'])}, seed {run['seed']}")
         ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
         return _finish(fig, save)

@@ -63,3 +63,18 @@ def budget_rank(budget: str) -> tuple[int, float, str]:
         return (1, float(number), budget)
     except ValueError:
         return (2, 0.0, budget)
+
+
+def budget_label(budget: str) -> str:
+    """A budget as the paper writes it: ``glue_0.3m`` -> ``0.3M``, ``qa_0.08`` / ``nlg_1.10`` -> ``0.08%`` / ``1.10%``.
+
+    ``none`` (full FT, BitFit: no budget level) shows as ``—``; an unknown label shows unchanged.
+    """
+    if budget == "none":
+        return "—"
+    family, _, number = budget.rpartition("_")
+    if family == "glue" and number.endswith("m"):
+        return f"{number[:-1]}M"
+    if family in ("qa", "nlg"):
+        return f"{number}%"
+    return budget

@@ -298,3 +298,11 @@ def paper_params(params_label: str, task: str) -> float:
         backbone = "bart" if task in ("xsum", "cnndm") else "deberta"
         return float(params_label[:-1]) / 100 * _PERCENT_BASE[backbone]
     raise ValueError(f"unrecognised #Params label {params_label!r}")
+
+
+def paper_percent(params_label: str, task: str) -> float:
+    """The paper's #Params label as a percentage of the backbone (``"0.33M"`` -> 0.16 for DeBERTaV3-base)."""
+    if params_label.endswith("%"):
+        return float(params_label[:-1])
+    backbone = "bart" if task in ("xsum", "cnndm") else "deberta"
+    return 100 * paper_params(params_label, task) / _PERCENT_BASE[backbone]

@@ -4,8 +4,14 @@ Each jupytext py:percent notebook in ``analysis/notebooks`` is converted in memo
 parameters as a cell injected right after the cell tagged ``parameters`` (papermill's
 convention, so the notebook's own defaults stay visible), and runs in a fresh ``python3``
 kernel started in the repository root; the notebooks run concurrently. The executed ``.ipynb`` is kept in
-``<out-dir>/notebooks`` for inspection. A failing cell stops the run with the notebook's
-name and the cell's error.
+``<out-dir>/notebooks`` for inspection, beside ``<name>.log``, which takes what the kernel
+prints outside the cells (its TCP warning, absl INFO lines) so the terminal stays quiet. A
+failing cell stops the run with the notebook's name and the cell's error. Then
+``<out-dir>/index.html`` (``analysis.index_page``) gathers every table and figure on one page,
+and the command prints the files it wrote, one per line, and nothing else.
+
+A results root that is missing or holds no run is an error (exit status 1) with a message,
+checked before any kernel starts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from analysis.index_page import write_index
+from analysis.paths import NoRuns, require_runs
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
 REPO_ROOT = NOTEBOOK_DIR.parents[1]
@@ -54,12 +63,13 @@ async def run_notebook(path: Path, parameters: dict[str, object], keep_dir: Path
                             resources={"metadata": {"path": str(REPO_ROOT)}})
     executed = keep_dir / f"{path.stem}.ipynb"
     keep_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        await client.async_execute()
-    except CellExecutionError as err:
-        raise NotebookFailed(f"notebook {path.name} failed:\n{_ANSI.sub('', str(err))}") from err
-    finally:
-        nbformat.write(notebook, executed)
+    with (keep_dir / f"{path.stem}.log").open("w") as log:
+        try:
+            await client.async_execute(stdout=log, stderr=log)
+        except CellExecutionError as err:
+            raise NotebookFailed(f"notebook {path.name} failed:\n{_ANSI.sub('', str(err))}") from err
+        finally:
+            nbformat.write(notebook, executed)
     return executed
 
 
@@ -84,17 +94,37 @@ def run_all(results_root: str | Path, out_dir: str | Path, only: list[str] | Non
     return outcomes
 
 
+def _snapshot(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory where possible (what a user typed), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results-root", default="outputs")
-    parser.add_argument("--out-dir", default="outputs/figures")
+    parser.add_argument("--out-dir", default=None, help="default: <results-root>/figures")
     parser.add_argument("--only", nargs="*", help="notebook names (without .py) to run")
     args = parser.parse_args(argv)
     try:
-        executed = run_all(args.results_root, args.out_dir, args.only)
+        require_runs(Path(args.results_root).resolve())
+    except NoRuns as err:
+        sys.exit(f"make figures: {err}")
+    out_dir = Path(args.out_dir or Path(args.results_root) / "figures").resolve()
+    before = _snapshot(out_dir)
+    try:
+        run_all(args.results_root, out_dir, args.only)
     except NotebookFailed as err:
         sys.exit(str(err))
-    print("executed: " + ", ".join(p.name for p in executed))
+    write_index(Path(args.results_root).resolve(), out_dir)
+    written = sorted(p for p, mtime in _snapshot(out_dir).items() if before.get(p) != mtime)
+    print("\n".join(_shown(p) for p in written))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.grouping import pool_seeds
-from analysis.labels import budget_rank, method_label, method_rank, metric_label, task_label
+from analysis.labels import budget_label, budget_rank, method_label, method_rank, metric_label, task_label
 from analysis.paper import AVERAGE_COMPONENTS, AVERAGE_METRIC, AVERAGE_TASK, paper_cost, paper_results
 
 MAIN_TABLES = ("table1", "table2", "table3")
@@ -121,6 +121,9 @@ def _assemble(agg: pd.DataFrame, columns: list[tuple[str, str]], rows: list[tupl
             out[(label, "delta")] = out[(label, "mean")] - out[(label, "paper")]
     table = pd.DataFrame(out, index=index)
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["column", "field"])
+    labels = _column_labels(columns)
+    table.attrs["tasks"] = {label: task_label(t) for (t, _), label in zip(columns, labels, strict=True)}
+    table.attrs["metrics"] = {label: metric_label(m) for (_, m), label in zip(columns, labels, strict=True)}
     return table
 
 
@@ -139,7 +142,9 @@ def results_table(df: pd.DataFrame, table: str = "table1", which: str = "best",
     ours_rows = set(zip(agg["method"], agg["budget"], strict=True))
     extra = [r for r in ours_rows - set(paper_rows)
              if r[0] in set(paper["method"]) and r[1] in set(paper["budget"])]
-    return _assemble(agg, columns, _place_rows(paper_rows, extra), paper if include_paper else None)
+    out = _assemble(agg, columns, _place_rows(paper_rows, extra), paper if include_paper else None)
+    out.attrs["table"] = table
+    return out
 
 
 def has_ours(table: pd.DataFrame) -> bool:
@@ -189,42 +194,120 @@ def cost_table(df: pd.DataFrame, include_paper: bool = True) -> pd.DataFrame:
     return table
 
 
-def _cell(mean: float, std: float, n: float) -> str:
-    if pd.isna(mean):
-        return ""
-    text = f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
-    return f"{text} (n={int(n)})"
+# Tables laid out with budgets as columns, as the paper does (Table 2: SQuAD at 0.08%..0.65%,
+# Tables 4/5: each GLUE task at its % levels); the others have one row per method x budget.
+BUDGET_COLUMN_TABLES = ("table2", "table4", "table5")
+SOURCE = "Source"
 
 
-def _params(value: float) -> str:
-    if pd.isna(value):
+def format_params(value: float) -> str:
+    """One format for every #Params cell: millions, 3 significant digits (``0.33M``, ``0.00221M``)."""
+    return "" if pd.isna(value) else f"{value / 1e6:.3g}M"
+
+
+def _ours_text(cells: list[tuple[float, float, float]]) -> str:
+    """``mean ± std`` per metric, joined by ``/``, then the seed count: ``72.00 ± 2.83 (n=2)``."""
+    if all(pd.isna(mean) for mean, _, _ in cells):
         return ""
-    return f"{value / 1e6:.2f}M" if value >= 1e4 else f"{int(value)}"
+    parts = ["–" if pd.isna(mean) else f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+             for mean, std, _ in cells]
+    return f"{' / '.join(parts)} (n={int(min(n for _, _, n in cells if not pd.isna(n)))})"
+
+
+def _paper_text(values: list[float], deltas: list[float]) -> str:
+    """The paper's value(s) and, where we have a run, Δ = ours − paper: ``85.56 (Δ -13.56)``."""
+    if all(pd.isna(v) for v in values):
+        return ""
+    text = "/".join("–" if pd.isna(v) else f"{v:.2f}" for v in values)
+    if any(not pd.isna(d) for d in deltas):
+        text += " (Δ " + "/".join("–" if pd.isna(d) else f"{d:+.2f}" for d in deltas) + ")"
+    return text
+
+
+def _task_groups(table: pd.DataFrame) -> dict[str, tuple[str, list[str]]]:
+    """Column labels grouped by task, in table order: ``{"MNLI": ("Acc/Acc-mm", ["MNLI Acc", "MNLI Acc-mm"])}``."""
+    tasks, metrics = table.attrs.get("tasks", {}), table.attrs.get("metrics", {})
+    groups: dict[str, list[str]] = {}
+    for label in dict.fromkeys(table.columns.get_level_values("column")):
+        if label != PARAMS:
+            groups.setdefault(tasks.get(label, label), []).append(label)
+    return {task: ("/".join(metrics.get(lb, lb) for lb in labels) if len(labels) > 1 else "", labels)
+            for task, labels in groups.items()}
+
+
+def _header(task: str, metrics: str, budget: str = "") -> str:
+    return " ".join(part for part in (task, budget, f"({metrics})" if metrics else "") if part)
+
+
+def _cells(table: pd.DataFrame, row: tuple[str, str], labels: list[str]) -> tuple[str, str]:
+    """(ours, paper) text of one task cell of one row."""
+    fields = [table.loc[row, label] for label in labels]
+    ours = _ours_text([(f["mean"], f["std"], f["n"]) for f in fields])
+    paper = _paper_text([f["paper"] for f in fields], [f["delta"] for f in fields]) if "paper" in fields[0] else ""
+    return ours, paper
+
+
+def _format_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Tables 1, 3, 14 and any summary: one row per method x budget (ours), the paper's beneath it."""
+    groups = _task_groups(table)
+    params = table[PARAMS]
+    lines = []
+    for row in table.index:
+        method, budget = row
+        cells = {_header(task, metrics): _cells(table, row, labels) for task, (metrics, labels) in groups.items()}
+        base = {"Method": method_label(method), "Budget": budget_label(budget)}
+        if any(ours for ours, _ in cells.values()):
+            lines.append({**base, SOURCE: "ours", PARAMS: format_params(params.loc[row, "ours"]),
+                          **{name: ours for name, (ours, _) in cells.items()}})
+        if any(paper for _, paper in cells.values()):
+            label = params.loc[row, "paper"] if "paper" in params else ""
+            lines.append({**base, SOURCE: "paper", PARAMS: "" if pd.isna(label) else label,
+                          **{name: paper for name, (_, paper) in cells.items()}})
+    headers = [_header(task, metrics) for task, (metrics, _) in groups.items()]
+    return pd.DataFrame(lines, columns=["Method", "Budget", SOURCE, PARAMS, *headers])
+
+
+def _format_budget_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Tables 2, 4, 5 as the paper draws them: one row per method, one column per task x budget."""
+    groups = _task_groups(table)
+    budgets = sorted(set(table.index.get_level_values("budget")), key=budget_rank)
+    columns = [(task, b) for task in groups for b in budgets]
+    # Full FT has no budget level; the paper's Tables 2 shows it at "100%" of the parameters.
+    headers = {(task, b): _header(task, groups[task][0], "100%" if b == "none" else budget_label(b))
+               for task, b in columns}
+    lines = []
+    for method in dict.fromkeys(table.index.get_level_values("method")):
+        ours_line, paper_line = {"Method": method_label(method), SOURCE: "ours"}, {"Method": method_label(method),
+                                                                                  SOURCE: "paper"}
+        for task, budget in columns:
+            known = (method, budget) in table.index
+            ours, paper = _cells(table, (method, budget), groups[task][1]) if known else ("", "")
+            ours_line[headers[(task, budget)]], paper_line[headers[(task, budget)]] = ours, paper
+        lines += [line for line in (ours_line, paper_line) if any(line[h] for h in headers.values())]
+    used = [h for h in headers.values() if any(line.get(h) for line in lines)]
+    return pd.DataFrame(lines, columns=["Method", SOURCE, *used])
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for people: "mean ± std (n=k)" cells, paper value and signed delta beside them."""
-    out = pd.DataFrame({
-        "Method": [method_label(m) for m in table.index.get_level_values("method")],
-        "Budget": list(table.index.get_level_values("budget")),
-    })
-    for label in dict.fromkeys(table.columns.get_level_values("column")):
-        fields = table[label]
-        if label == PARAMS:
-            out[f"{PARAMS} ours"] = [_params(v) for v in fields["ours"]]
-            if "paper" in fields:
-                out[f"{PARAMS} paper"] = fields["paper"].fillna("").to_list()
-            continue
-        out[label] = [_cell(m, s, n) for m, s, n in zip(fields["mean"], fields["std"], fields["n"], strict=True)]
-        if "paper" in fields:
-            out[f"{label} paper"] = ["" if pd.isna(v) else f"{v:.2f}" for v in fields["paper"]]
-            out[f"{label} Δ"] = ["" if pd.isna(v) else f"{v:+.2f}" for v in fields["delta"]]
-    return out
+    """Strings for people, in the paper's layout: "mean ± std (n=k)" cells, the paper's row beneath.
+
+    Budgets read as the paper writes them (``0.3M``, ``0.08%``); a task with several metrics
+    (MNLI m/mm, QQP Acc/F1, EM/F1, ROUGE-1/2/L) is one column with ``/``-joined values.
+    """
+    if table.attrs.get("table") in BUDGET_COLUMN_TABLES:
+        return _format_budget_columns(table)
+    return _format_rows(table)
 
 
 def present(table: pd.DataFrame) -> pd.DataFrame:
     """The formatted view of any table here: ``format_table`` for results, rounded for the rest."""
-    return format_table(table) if isinstance(table.columns, pd.MultiIndex) else table.round(3).reset_index()
+    if isinstance(table.columns, pd.MultiIndex):
+        return format_table(table)
+    flat = table.round(3).reset_index()
+    for column, label in (("task", task_label), ("method", method_label), ("budget", budget_label)):
+        if column in flat:
+            flat[column] = flat[column].map(label)
+    return flat
 
 
 def to_markdown(formatted: pd.DataFrame, title: str | None = None) -> str:
@@ -239,13 +322,21 @@ def to_markdown(formatted: pd.DataFrame, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_latex(formatted: pd.DataFrame, title: str | None = None) -> str:
-    """LaTeX tabular via ``Styler.to_latex`` (what pandas 3's ``DataFrame.to_latex`` wraps).
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "–": "--", "γ": r"$\gamma$", "λ": r"$\lambda$"}
 
-    ``±`` and ``Δ`` stay Unicode: fine with LuaLaTeX/XeLaTeX, or ``newunicodechar`` in pdfLaTeX.
+
+def to_latex(formatted: pd.DataFrame, title: str | None = None) -> str:
+    """A ``table`` float with a booktabs ``tabular`` (``\\usepackage{booktabs}``), pure ASCII.
+
+    Built with ``Styler.to_latex`` (what pandas 3's ``DataFrame.to_latex`` wraps); ``±``, ``Δ``
+    and the Greek letters of method names become math, so pdfLaTeX compiles it as is.
     """
     styler = formatted.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    return styler.to_latex(caption=title, hrules=True, column_format="l" * formatted.shape[1])
+    text = styler.to_latex(caption=title, hrules=True, position_float="centering",
+                           column_format="l" * formatted.shape[1], environment="table")
+    for symbol, macro in _LATEX_SYMBOLS.items():
+        text = text.replace(symbol, macro)
+    return "% needs \\usepackage{booktabs}\n" + text
 
 
 def write_table(table: pd.DataFrame, out_dir: str | Path, stem: str, title: str | None = None,

@@ -285,8 +285,17 @@ class Trainer:
         pattern = self.handle.rank_pattern()
         if pattern is None or budget is None:
             return
+        last = self.state.rank_history[-1] if self.state.rank_history else None
+        if last is not None and (last["budget"], last["ranks"]) == (budget, pattern):
+            return  # the final phase masks every step to the same b(T): keep one entry, not T - t_f
         self.state.rank_history.append({"step": self.state.global_step, "budget": budget, "ranks": pattern})
         self._log({"ranks": pattern, "budget": budget, "step": self.state.global_step})
+
+    def _masks_at(self, step: int) -> bool:
+        """Whether the allocator masked at ``step``: ranks are recorded right after a mask, when the kept
+        rank is at most b(t); between masks b(t) keeps falling while masked λ can grow back."""
+        allocator = getattr(self.handle, "allocator", None)
+        return allocator is not None and allocator.budget_schedule(step)[1]
 
     def _log(self, payload: dict[str, Any]) -> None:
         if self.on_log is not None and self.accelerator.is_main_process:
@@ -300,7 +309,7 @@ class Trainer:
         started, steps_this_call = time.perf_counter() - state.elapsed_s, 0
         bar = tqdm(total=self.total_steps, initial=state.global_step, disable=not (s.progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
-        budget = None
+        budget, masked = None, False
         self.model.train()
         step_started = time.perf_counter()
         while state.global_step < self.total_steps:
@@ -323,6 +332,7 @@ class Trainer:
                     self.optimizer.step()
                     self.scheduler.step()
                     budget = self.handle.step(state.global_step)
+                    masked = self._masks_at(state.global_step)
                     self.optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 steps_this_call += 1
@@ -334,6 +344,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{state.train_loss:.4f}", budget=budget)
                     self._log({"train": {"step": state.global_step, "loss": state.train_loss,
                                          "lr": self.scheduler.get_last_lr()[0]}})
+                if masked or not state.rank_history:
                     self._record_ranks(budget)
                 done = state.global_step >= self.total_steps
                 if s.eval_every and state.global_step % s.eval_every == 0 and not done:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,15 @@ from analysis.figures import (
 )
 from analysis.paper import AVERAGE_COMPONENTS, paper_cost, paper_params, paper_results
 from analysis.run_notebooks import NotebookFailed, inject_parameters, run_notebook
-from analysis.tables import cost_table, format_table, has_ours, results_table, summary_table, write_table
+from analysis.tables import (
+    cost_table,
+    format_table,
+    has_ours,
+    results_table,
+    summary_table,
+    to_latex,
+    write_table,
+)
 from tests.tiny import load_synthetic_generator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
@@ -159,11 +169,13 @@ def test_missing_runs_stay_empty_never_zero(df):
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("CoLA", "mean")])
     # Only 2 of the 8 GLUE tasks ran, so no average is claimed.
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("All Ave.", "mean")])
-    text = format_table(table).set_index(["Method", "Budget"])
-    assert text.loc[("LoRA", "glue_0.3m"), "RTE"] == f"72.00 ± {SQRT8:.2f} (n=2)"
-    assert text.loc[("LoRA", "glue_0.3m"), "RTE Δ"] == "-13.56"
-    assert text.loc[("LoRA", "glue_0.3m"), "CoLA"] == ""
-    assert text.loc[("Full FT", "none"), "RTE paper"] == "83.75"
+    text = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert text.loc[("LoRA", "0.3M", "ours"), "RTE"] == f"72.00 ± {SQRT8:.2f} (n=2)"
+    assert text.loc[("LoRA", "0.3M", "paper"), "RTE"] == "85.56 (Δ -13.56)"  # the paper's row beneath ours
+    assert text.loc[("LoRA", "0.3M", "ours"), "CoLA"] == ""
+    assert text.loc[("LoRA", "0.3M", "paper"), "CoLA"] == "68.71"  # no run of ours: no Δ
+    assert text.loc[("Full FT", "—", "paper"), "RTE"] == "83.75"
+    assert ("Full FT", "—", "ours") not in text.index  # a row without any run of ours is the paper's only
     assert not has_ours(results_table(df, "table2"))
 
 
@@ -209,9 +221,26 @@ def test_write_table_markdown_csv_latex(df, tmp_path):
     paths = write_table(results_table(df, "table1"), tmp_path, "table1", "Table 1", latex=True)
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
     assert f"72.00 ± {SQRT8:.2f} (n=2)" in paths[1].read_text()
-    assert "\\begin{tabular}" in paths[2].read_text() and "glue\\_0.3m" in paths[2].read_text()
+    tex = paths[2].read_text()
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\bottomrule" in tex  # booktabs
+    assert tex.isascii() and f"72.00 $\\pm$ {SQRT8:.2f} (n=2)" in tex and "85.56 ($\\Delta$ -13.56)" in tex
+    assert "glue\\_0.3m" not in tex and "& 0.3M &" in tex  # budgets as the paper writes them
     csv = pd.read_csv(paths[0], index_col=[0, 1])
     assert csv.loc[("lora", "glue_0.3m"), "RTE|paper"] == pytest.approx(85.56)
+
+
+def test_latex_tables_compile_with_booktabs(df, tmp_path):
+    """Tables 1, 2 and 4 as a paper would include them (pdfLaTeX, booktabs), where pdflatex exists."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+    body = "\n".join(to_latex(format_table(results_table(df, t)), f"Table {t}") for t in ("table1", "table2", "table4"))
+    (tmp_path / "t.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[landscape]{geometry}"
+                                    "\\begin{document}\\tiny\n" + body + "\n\\end{document}\n")
+    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 0
 
 
 def test_tables_on_a_root_without_runs(tmp_path):

@@ -21,7 +21,14 @@ import pandas as pd
 import pytest
 
 from analysis.collect import collect, run_status
-from analysis.figures import budget_curve, rank_heatmap_from_runs, rank_totals
+from analysis.figures import (
+    budget_curve,
+    figure2,
+    percent_trainable,
+    rank_heatmap_from_runs,
+    rank_over_training,
+    rank_totals,
+)
 from analysis.paper import paper_results
 from analysis.run_notebooks import run_all
 from analysis.tables import format_table, results_table, summary_table
@@ -65,6 +72,7 @@ def test_every_committed_run_is_collected_as_success(df):
     status = run_status(RUNS)
     assert len(status) == 28 and set(status["status"]) == {"success"}
     assert set(df["run_dir"]) == {str(p.parent) for p in RUNS.rglob("result.json")}
+    assert "epoch" not in set(df["metric"])  # where an eval happened, not a metric
 
 
 @pytest.mark.parametrize(("table", "task", "method", "budget", "metric", "label"), [
@@ -101,9 +109,13 @@ def test_cells_without_runs_stay_empty(as_paper):
     table = results_table(as_paper, "table1")
     assert np.isnan(table.loc[("adapter_houlsby", "glue_0.3m"), ("RTE", "mean")])
     assert np.isnan(table.loc[("lora", "glue_0.3m"), ("All Ave.", "mean")])  # 2 of 8 tasks only
-    text = format_table(table).set_index(["Method", "Budget"])
-    assert text.loc[("HAdapter", "glue_0.3m"), "RTE"] == ""  # no run: empty, never 0
-    assert text.loc[("HAdapter", "glue_0.3m"), "RTE paper"] != ""  # the paper's value is still shown
+    text = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert ("HAdapter", "0.3M", "ours") not in text.index  # no run: no row of ours, never 0
+    assert text.loc[("HAdapter", "0.3M", "paper"), "RTE"] == "83.39"  # the paper's value is still shown
+    values = _values("tiny_glue_rte", "lora", "glue_0.3m", "accuracy")
+    ours = text.loc[("LoRA", "0.3M", "ours")]
+    assert ours["RTE"] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+    assert ours["#Params"].endswith("M") and text.loc[("LoRA", "0.3M", "paper"), "#Params"] == "0.33M"
 
 
 def test_summary_table_keeps_the_tiny_task_names(df):
@@ -153,6 +165,42 @@ def test_budget_curve_points_are_params_and_means(df):
     assert list(line.get_xdata()) == expected_x and list(line.get_ydata()) == pytest.approx(expected_y)
 
 
+def test_figure2_panels_are_seed_means_against_percent_trainable(df):
+    panels = (("tiny_glue_sst2", "accuracy"), ("tiny_squad_v2", "f1"), ("tiny_xsum", "rouge2"))
+    fig = figure2(df, panels=panels)
+    axes = fig.axes[:3]
+    assert [ax.get_title() for ax in axes] == ["tiny SST-2", "tiny SQuAD v2.0", "tiny XSum"]
+    assert all(ax.get_xlabel() == "% trainable parameters" for ax in axes)
+    line = next(ln for ln in axes[0].get_lines() if ln.get_label() == "AdaLoRA (ours)")
+    expected = []
+    for budget in ("glue_0.3m", "glue_0.6m"):
+        records = [r for r in _records() if (r["run"]["task"], r["run"]["method"], r["run"]["budget"]) ==
+                   ("tiny_glue_sst2", "adalora", budget)]
+        percent = statistics.median(100 * r["params"]["trainable_paper"] / (r["params"]["total"] - r["params"]["head"])
+                                    for r in records)
+        expected.append((percent, statistics.mean(r["metrics"]["best"]["accuracy"] for r in records)))
+        assert percent_trainable(records[0]) == pytest.approx(
+            100 * records[0]["params"]["trainable_paper"] / (records[0]["params"]["total"] - records[0]["params"]["head"]))
+    expected.sort()
+    assert list(line.get_xdata()) == pytest.approx([x for x, _ in expected])
+    assert list(line.get_ydata()) == pytest.approx([y for _, y in expected])
+    assert len(axes[0].collections) >= 1  # the ±1 std bands
+
+
+def test_heatmap_colourbar_ticks_are_integers(df):
+    fig, matrix = rank_heatmap_from_runs(df, "tiny_glue_rte", "glue_0.3m")
+    ticks = [t for t in fig.axes[1].get_yticks() if 0 <= t <= matrix.to_numpy().max()]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_rank_over_training_ends_at_the_last_step_and_stays_within_the_budget():
+    record = next(r for r in _records() if (r["run"]["task"], r["run"]["method"], r["run"]["budget"], r["run"]["seed"])
+                  == ("tiny_glue_rte", "adalora", "glue_0.3m", 0))
+    assert rank_over_training(record).axes[0].get_xlim() == (0, record["train"]["steps"])
+    totals = rank_totals(record)  # recorded right after each mask: kept rank <= b(t)
+    assert (totals.drop(columns="budget").sum(axis=1) <= totals["budget"]).all()
+
+
 @pytest.mark.slow
 def test_notebooks_run_on_real_and_synthetic_fixtures(tmp_path):
     """One execution of every notebook over both fixture roots (real tiny runs + synthetic edge cases)."""
@@ -164,10 +212,12 @@ def test_notebooks_run_on_real_and_synthetic_fixtures(tmp_path):
     assert sorted(p.stem for p in executed) == ["ablations", "budget_curves", "rank_heatmaps", "results_tables"]
     for name in ("rank_heatmap_tiny_glue_rte_adalora_glue_0.3m", "rank_heatmap_tiny_xsum_adalora_nlg_0.26",
                  "budget_curve_tiny_glue_sst2_accuracy", "rank_over_training_tiny_glue_rte_adalora_glue_0.3m_seed0",
+                 "figure2",
                  "rank_heatmap_glue_rte_adalora_glue_0.3m", "budget_curve_glue_rte_accuracy"):
         assert (out / f"{name}.png").stat().st_size > 0, name
     assert (out / "ablation_curve_glue_sst2_accuracy.png").stat().st_size > 0
-    for name in ("table1_best.md", "table1_best.tex", "table14_best.md", "table15_cost.md", "run_status.md"):
+    for name in ("table1_best.md", "table1_best.tex", "table2_best.tex", "table14_best.md", "table15_cost.md",
+                 "run_status.md"):
         assert (out / name).exists(), name
     assert "failed" in (out / "run_status.md").read_text()  # the synthetic root's failed run is listed
     assert "squad_v2" in (out / "budget_curves_notes.md").read_text()  # a note, not a crash

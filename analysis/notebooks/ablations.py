@@ -17,14 +17,16 @@
 from analysis.collect import collect
 from analysis.figures import budget_curve
 from analysis.paper import paper_results
+from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import ABLATION_TABLES, TABLE_TITLES, cost_table, has_ours, results_table, successful
 
 # %% tags=["parameters"]
-results_root = "outputs"
-out_dir = "outputs/figures"
+results_root = default_results_root()  # relative paths are taken against the repository root
+out_dir = default_out_dir()
 
 # %%
+results_root, out_dir = require_runs(results_root), in_repo(out_dir)
 report = Report(out_dir, "ablations")
 df = collect(results_root)
 

@@ -12,26 +12,33 @@
 
 # %% [markdown]
 # # Budget curves (paper Figure 2)
-# Metric vs measured trainable parameters, one line per method, std over seeds as error bars,
-# the paper's points as hollow markers. Figure 2's panels first (MNLI-m accuracy, SQuAD v2.0
-# F1, XSum ROUGE-2), then the main metric of every other task with runs.
+# Figure 2 as the paper draws it: MNLI-m accuracy, SQuAD v2.0 F1 and XSum ROUGE-2 against the
+# % of trainable parameters, one line per method (mean over seeds, ±1 std band), the paper's
+# points as hollow squares. Then one curve per task with runs (its main metric, absolute
+# #params on a log axis), for any task, including tiny and demo ones.
 
 # %%
 from analysis.collect import collect
-from analysis.figures import budget_curve
+from analysis.figures import FIGURE2_PANELS, budget_curve, figure2
+from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import successful
 
 # %% tags=["parameters"]
-results_root = "outputs"
-out_dir = "outputs/figures"
+results_root = default_results_root()  # relative paths are taken against the repository root
+out_dir = default_out_dir()
 
 # %%
+results_root, out_dir = require_runs(results_root), in_repo(out_dir)
 report = Report(out_dir, "budget_curves")
 df = successful(collect(results_root))
-figure2 = [("glue_mnli", "accuracy"), ("squad_v2", "f1"), ("xsum", "rouge2")]
 mains = df.loc[df["is_main"], ["task", "metric"]].drop_duplicates().itertuples(index=False, name=None)
-curves = list(dict.fromkeys([*figure2, *sorted(mains)]))
+curves = list(dict.fromkeys([*FIGURE2_PANELS, *sorted(mains)]))
+
+# %%
+report.figure(figure2(df), "figure2")
+if df[df["task"].isin([task for task, _ in FIGURE2_PANELS])].empty:
+    report.note("figure2: no successful MNLI / SQuAD v2.0 / XSum runs; only the paper's points are drawn")
 
 # %%
 for task, metric in curves:

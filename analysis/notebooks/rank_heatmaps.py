@@ -19,14 +19,16 @@
 # %%
 from analysis.collect import collect, select_records
 from analysis.figures import rank_heatmap_from_runs, rank_over_training
+from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import successful
 
 # %% tags=["parameters"]
-results_root = "outputs"
-out_dir = "outputs/figures"
+results_root = default_results_root()  # relative paths are taken against the repository root
+out_dir = default_out_dir()
 
 # %%
+results_root, out_dir = require_runs(results_root), in_repo(out_dir)
 report = Report(out_dir, "rank_heatmaps")
 df = successful(collect(results_root))
 groups = sorted(set(zip(df["task"], df["budget"], df["method"], strict=True)))

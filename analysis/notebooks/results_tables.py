@@ -18,14 +18,16 @@
 # %%
 from analysis.collect import collect, run_status, save
 from analysis.paper import KNOWN_INCONSISTENCIES
+from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import MAIN_TABLES, TABLE_TITLES, has_ours, results_table, summary_table
 
 # %% tags=["parameters"]
-results_root = "outputs"
-out_dir = "outputs/figures"
+results_root = default_results_root()  # relative paths are taken against the repository root
+out_dir = default_out_dir()
 
 # %%
+results_root, out_dir = require_runs(results_root), in_repo(out_dir)
 report = Report(out_dir, "results_tables")
 df = collect(results_root)
 status = run_status(results_root)
@@ -49,7 +51,7 @@ else:
 for name in MAIN_TABLES:
     for which in ("best", "final"):
         table = results_table(df, name, which=which)
-        report.table(table, f"{name}_{which}", f"{TABLE_TITLES[name]} ({which} eval)", latex=name == "table1")
+        report.table(table, f"{name}_{which}", f"{TABLE_TITLES[name]} ({which} eval)", latex=True)
         if not has_ours(table):
             report.note(f"{name} ({which}): no successful runs for its tasks; only the paper's numbers are shown")
 
