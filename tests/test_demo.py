@@ -153,8 +153,6 @@ def test_real_corpus_splits(tmp_path):
         assert Counter(r["label"] for r in pair_rows[split]) == {0: n[split], 1: n[split]}
         assert all(r["title_id"].split("/")[0] == r["id"].split("/")[0] for r in pair_rows[split])
     assert pair_manifest["labels"]["validation"] == {0: n["validation"], 1: n["validation"]}
-    # the demo evaluates a prefix of the validation pairs: still balanced
-    assert sum(r["label"] for r in pair_rows["validation"][:300]) == 150
 
 
 def _compose(overrides):
@@ -214,6 +212,8 @@ def test_cpu_profile_runs_every_method_and_three_seeds_of_the_matched_pair():
         assert {p["cfg"].task.max_seq_length for p in runs} == {length}
         # enough evaluations for the convergence check, the last one at T
         assert all(p["run"].train.max_steps // p["run"].train.eval_every >= 5 for p in runs)
+        # the whole validation split: a 300-pair subset's noise (~1.4 points) exceeds the 1-point tolerance
+        assert all(p["cfg"].task.get("max_eval_samples") is None for p in runs)
 
 
 def _fixed_settings(plan):
