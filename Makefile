@@ -80,7 +80,7 @@ demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds
 	esac; \
 	echo "[demo] profile $$profile: sweeps $$sweeps, $$jobs parallel jobs -> $(OUT)/$$dir"; \
 	status=0; for s in $$sweeps; do \
-	  $(DEMO_ENV) $(PYTHON) -m experiments.run sweep=$$s output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$$jobs $(ARGS) || status=1; \
+	  $(DEMO_ENV) $(PYTHON) -m experiments.run -m sweep=$$s output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$$jobs $(ARGS) || status=1; \
 	done; \
 	$(PYTHON) -m analysis.demo --results-root $(OUT)/$$dir --out-dir $(OUT)/$$dir || status=1; \
 	exit $$status
