@@ -35,7 +35,7 @@ from analysis.figures import (
     rank_over_training,
     save_figure,
 )
-from analysis.labels import budget_rank, method_label, task_label
+from analysis.labels import budget_rank, method_label, metric_label, task_label
 from analysis.tables import present, successful, summary_table, to_markdown, write_table
 from experiments.results import read_result
 
@@ -134,8 +134,9 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
         budgeted = sorted({r["run"]["budget"] for r in task_records} - {"none"}, key=budget_rank) or ["none"]
         for budget in budgeted:
             curve_records = [r for r in task_records if r["run"]["budget"] in (budget, "none")]
-            fig, curve = learning_curves(curve_records, title=f"{task_label(task)} @ {budget}: dev accuracy over "
-                                         "training (mean ± std over seeds; full FT and BitFit have no budget)")
+            unbudgeted = " (full FT, BitFit: no budget)" if any(r["run"]["budget"] == "none" for r in curve_records) else ""
+            title = f"{task_label(task)} @ {budget}{unbudgeted}: dev {metric_label(metric)}, mean ± std over seeds"
+            fig, curve = learning_curves(curve_records, title=title)
             written += save_figure(fig, out / f"{PREFIX}learning_curve_{task}_{budget}")
             curve.to_csv(out / f"{PREFIX}learning_curve_{task}_{budget}.csv", index=False)
         adalora = df[(df["task"] == task) & (df["method"] == "adalora")]

@@ -261,7 +261,8 @@ def learning_curves(records: Iterable[dict[str, Any]], metric: str | None = None
             label = method_label(method) + (f" @ {budget}" if method in several_budgets else "")
             label += f" (n={seeds})" if seeds > 1 else " (1 seed)"
             color = method_color(method)
-            ax.plot(curve["step"], curve["mean"], color=color, ls=styles[budgets.index(budget) % len(styles)],
+            style = styles[budgets.index(budget) % len(styles)] if method in several_budgets else "-"
+            ax.plot(curve["step"], curve["mean"], color=color, ls=style,
                     marker="o", ms=3, lw=1.8, label=label)
             if seeds > 1:
                 std = curve["std"].fillna(0).to_numpy()
