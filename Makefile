@@ -73,9 +73,28 @@ figures: ## rebuild tables, figures and one report page ($(OUT)/figures/index.ht
 install-browser: ## Debian's Chromium, for the report-page test (tests/test_report_page.py); needs root / apt
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-demo: ## offline CPU demo: MiniLM x BBC News x every method at 2 budgets, then tables and figures in outputs/demo (~15 min)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m experiments.run sweep=demo output_root=$(OUT) $(ARGS)
-	$(PYTHON) -m analysis.demo --results-root $(OUT)/demo --out-dir $(OUT)/demo
+# The demo has two profiles: cpu (the default without CUDA) and gpu (the default with CUDA, or PROFILE=gpu).
+# cpu: conf/sweep/demo.yaml, demo_seeds.yaml, demo_pair.yaml -> $(OUT)/demo; gpu: conf/sweep/demo_gpu.yaml -> $(OUT)/demo_gpu.
+# Both run their jobs in joblib workers: 2 single-threaded workers on a CPU (faster than one 2-thread job on
+# MiniLM's small matrices), DEMO_GPU_JOBS workers sharing one GPU.
+PROFILE ?=
+DEMO_CPU_JOBS ?= 2
+DEMO_GPU_JOBS ?= 8
+DEMO_ENV = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds, tables and figures (cpu: 18 min on 2 cores | gpu: full grid)
+	@profile="$(PROFILE)"; \
+	if [ -z "$$profile" ]; then profile=$$($(PYTHON) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')"); fi; \
+	case "$$profile" in \
+	  cpu) sweeps="demo demo_seeds demo_pair"; dir=demo; jobs=$(DEMO_CPU_JOBS);; \
+	  gpu) sweeps="demo_gpu"; dir=demo_gpu; jobs=$(DEMO_GPU_JOBS);; \
+	  *) echo "PROFILE must be cpu or gpu (or empty: gpu when CUDA is available), got '$$profile'"; exit 2;; \
+	esac; \
+	echo "[demo] profile $$profile: sweeps $$sweeps, $$jobs parallel jobs -> $(OUT)/$$dir"; \
+	status=0; for s in $$sweeps; do \
+	  $(DEMO_ENV) $(PYTHON) -m experiments.run -m sweep=$$s output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$$jobs $(ARGS) || status=1; \
+	done; \
+	$(PYTHON) -m analysis.demo --results-root $(OUT)/$$dir --out-dir $(OUT)/$$dir || status=1; \
+	exit $$status
 
 bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM; GPU: DeBERTaV3-base + BART-large) -> benchmarks/results/
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m benchmarks.step_time $(ARGS)

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
-from analysis.labels import budget_label, method_label, method_rank, metric_label, task_label
+from analysis.labels import budget_label, budget_rank, method_label, method_rank, metric_label, task_label
 from analysis.paper import paper_params, paper_percent, paper_results
 from analysis.tables import aggregate, successful
 from experiments.results import read_result
@@ -301,3 +301,67 @@ def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -
                      f"{budget_label(run['budget'])}, seed {run['seed']}")
         ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
         return _finish(fig, save)
+
+
+def learning_curve_table(records: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
+    """Eval histories -> one row per method x budget x step: mean, std (ddof=1) and n over seeds.
+
+    ``metric`` defaults to each run's main metric. Seeds of one configuration share the eval
+    schedule, so a step's ``n`` is the number of seeds that reached it.
+    """
+    rows = []
+    for record in records:
+        name = metric or record["metrics"]["main_metric"]
+        for entry in record["metrics"]["evals"]:
+            if entry.get(name) is not None:
+                rows.append({"method": record["run"]["method"], "budget": record["run"]["budget"],
+                             "seed": record["run"]["seed"], "step": entry["step"], "value": float(entry[name])})
+    columns = ["method", "budget", "step", "mean", "std", "n"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    grouped = pd.DataFrame(rows).groupby(["method", "budget", "step"])["value"]
+    table = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    order = sorted(set(zip(table["method"], table["budget"], strict=True)),
+                   key=lambda mb: (method_rank(mb[0]), budget_rank(mb[1])))
+    table["_order"] = [order.index(mb) for mb in zip(table["method"], table["budget"], strict=True)]
+    return table.sort_values(["_order", "step"]).drop(columns="_order").reset_index(drop=True)[columns]
+
+
+def learning_curves(records: Iterable[dict[str, Any]], metric: str | None = None, title: str | None = None,
+                    save: str | Path | None = None) -> tuple[Figure, pd.DataFrame]:
+    """Dev metric vs optimiser step, one line per method (x budget): the mean over seeds, a ±1 std band.
+
+    Shows whether each run had stopped improving when it ended: a fixed-step comparison of
+    methods says little about what they reach if some curves are still climbing.
+    Returns the figure and the ``learning_curve_table`` it draws.
+    """
+    records = list(records)
+    table = learning_curve_table(records, metric)
+    name = metric or (records[0]["metrics"]["main_metric"] if records else "metric")
+    tasks = sorted({r["run"]["task"] for r in records})
+    several_budgets = {m for m, group in table.groupby("method") if group["budget"].nunique() > 1}
+    styles = ("-", "--", ":", "-.")
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN, 5))
+        ax = fig.subplots()
+        budgets = sorted(set(table["budget"]), key=budget_rank)
+        for (method, budget), curve in table.groupby(["method", "budget"], sort=False):
+            seeds = int(curve["n"].max())
+            label = method_label(method) + (f" @ {budget}" if method in several_budgets else "")
+            label += f" (n={seeds})" if seeds > 1 else " (1 seed)"
+            color = method_color(method)
+            style = styles[budgets.index(budget) % len(styles)] if method in several_budgets else "-"
+            ax.plot(curve["step"], curve["mean"], color=color, ls=style,
+                    marker="o", ms=3, lw=1.8, label=label)
+            if seeds > 1:
+                std = curve["std"].fillna(0).to_numpy()
+                ax.fill_between(curve["step"], curve["mean"] - std, curve["mean"] + std, color=color, alpha=0.18, lw=0)
+        if table.empty:
+            ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center")
+        else:
+            ax.legend(loc="lower right", ncol=2)
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(_metric_axis_label(tasks[0], name) if len(tasks) == 1 else metric_label(name))
+        ax.set_title(title or f"{', '.join(task_label(t) for t in tasks)}: dev {metric_label(name)} over training "
+                              "(mean ± std over seeds)")
+        return _finish(fig, save), table

@@ -3,6 +3,7 @@ cut-down demo through the real sweep path (Hydra multirun in a subprocess) and t
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -11,13 +12,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adalora.methods import apply_method
-from experiments.runner import PROJECT_ROOT, register_resolvers, resolve
+from analysis.convergence import convergence_table, convergence_verdict
+from analysis.demo import adalora_vs_lora
+from analysis.figures import learning_curves
+from experiments.runner import PROJECT_ROOT, _schedule_in_steps, register_resolvers, resolve
+from experiments.sweeps import expand_sweep
 from experiments.tasks import bbc, build_task
 from experiments.tasks.glue import custom_metrics
 
@@ -147,13 +153,35 @@ def test_real_corpus_splits(tmp_path):
         assert Counter(r["label"] for r in pair_rows[split]) == {0: n[split], 1: n[split]}
         assert all(r["title_id"].split("/")[0] == r["id"].split("/")[0] for r in pair_rows[split])
     assert pair_manifest["labels"]["validation"] == {0: n["validation"], 1: n["validation"]}
-    # the demo evaluates a prefix of the validation pairs: still balanced
-    assert sum(r["label"] for r in pair_rows["validation"][:300]) == 150
 
 
 def _compose(overrides):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
+
+
+CPU_SWEEPS = ("demo", "demo_seeds", "demo_pair")
+ALL_METHODS = {"full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "adalora"}
+
+
+def _jobs(sweep: str) -> list[list[str]]:
+    """The job list Hydra's basic sweeper forms from a sweep file (what the sweep summary counts)."""
+    params = OmegaConf.load(PROJECT_ROOT / "conf" / "sweep" / f"{sweep}.yaml").hydra.sweeper.params
+    return expand_sweep(OmegaConf.to_container(params), [])
+
+
+@functools.cache
+def _plan(sweeps: tuple[str, ...]) -> dict[str, dict]:
+    """run_dir -> (composed config, resolved run, AdaLoRA schedule in steps) for every job of the sweeps."""
+    plan = {}
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        for sweep in sweeps:
+            for job in _jobs(sweep):
+                cfg = compose(config_name="config", overrides=[f"sweep={sweep}", *job])
+                resolved = resolve(cfg)
+                schedule = _schedule_in_steps(resolved.method, resolved.train.max_steps)
+                plan.setdefault(cfg.run_dir, {"cfg": cfg, "run": resolved, "schedule": schedule})
+    return plan
 
 
 def test_demo_configs_give_every_method_the_same_steps_and_batches():
@@ -165,9 +193,84 @@ def test_demo_configs_give_every_method_the_same_steps_and_batches():
         resolved = resolve(_compose([f"task={task}", "model=minilm", "method=adalora", "budget=glue_1.2m"]))
         assert resolved.train.max_steps == hparams.default.max_steps
         assert (resolved.method["init_r"], resolved.method["target_r"]) == (12, 8)
-    sweep = OmegaConf.load(PROJECT_ROOT / "conf" / "sweep" / "demo.yaml")
-    assert set(str(sweep.hydra.sweeper.params.method).split(",")) == {
-        "full_ft", "bitfit", "lora", "adapter_houlsby", "adapter_pfeiffer", "adalora"}
+    for sweep in (*CPU_SWEEPS, "demo_gpu"):
+        assert "trainer.max_steps" not in str(_jobs(sweep)), sweep  # T per task or per profile, never per method
+
+
+def test_cpu_profile_runs_every_method_and_three_seeds_of_the_matched_pair():
+    plan = _plan(CPU_SWEEPS)
+    keys = {(p["cfg"].task.name, p["cfg"].method.name, p["cfg"].seed) for p in plan.values()}
+    assert len(plan) == 12 and all(d.startswith("outputs/demo/") for d in plan)
+    assert {m for t, m, s in keys if t == "bbc_topic" and s == 0} == ALL_METHODS
+    for method in ("lora", "adalora"):  # AdaLoRA vs LoRA at the matched budget: 3 seeds on bbc_topic
+        assert {s for t, m, s in keys if (t, m) == ("bbc_topic", method)} == {0, 1, 2}
+        assert ("bbc_pair", method, 0) in keys
+    assert {p["cfg"].budget.name for p in plan.values()} == {"glue_0.3m"}
+    for task, steps, length in (("bbc_topic", 400, 32), ("bbc_pair", 300, 40)):
+        runs = [p for p in plan.values() if p["cfg"].task.name == task]
+        assert {p["run"].train.max_steps for p in runs} == {steps}
+        assert {p["cfg"].task.max_seq_length for p in runs} == {length}
+        # enough evaluations for the convergence check, the last one at T
+        assert all(p["run"].train.max_steps // p["run"].train.eval_every >= 5 for p in runs)
+        # the whole validation split: a 300-pair subset's noise (~1.4 points) exceeds the 1-point tolerance
+        assert all(p["cfg"].task.get("max_eval_samples") is None for p in runs)
+
+
+def _fixed_settings(plan):
+    """What must not move between profiles or after looking at results: lrs and AdaLoRA's schedule shape."""
+    out = {}
+    for p in plan.values():
+        cfg, run, schedule = p["cfg"], p["run"], p["schedule"]
+        key = (cfg.task.name, cfg.method.name)
+        fractions = None
+        if cfg.method.name == "adalora":
+            fractions = (schedule["tinit"] / run.train.max_steps, schedule["tfinal"] / run.train.max_steps,
+                         schedule["deltaT"], schedule["orth_reg_weight"], schedule["alpha"])
+        out.setdefault(key, set()).add((run.train.lr, run.train.batch_size, fractions))
+    return out
+
+
+def test_gpu_profile_is_the_full_grid_offline_with_the_same_settings():
+    jobs = _jobs("demo_gpu")
+    assert len(jobs) == 2 * 6 * 2 * 3
+    plan = _plan(("demo_gpu",))
+    # full FT and BitFit have no budget knob: 2 tasks x (4 x 2 budgets + 2) x 3 seeds distinct runs
+    assert len(plan) == 60 and all(d.startswith("outputs/demo_gpu/") for d in plan)
+    for p in plan.values():
+        cfg, run = p["cfg"], p["run"]
+        assert (run.train.max_steps, run.train.eval_every, cfg.task.max_seq_length) == (1000, 100, 64)
+        # offline: the weights from the installed package, the text from the corpus package, no hub id
+        assert cfg.model.source == "package" and cfg.model.pretrained is None
+        assert cfg.task.dataset.builder == cfg.task.name and cfg.task.dataset.path is None
+    adalora = [p["schedule"] for p in plan.values() if p["cfg"].method.name == "adalora"]
+    assert {(s["tinit"], s["tfinal"]) for s in adalora} == {(150, 450)}
+    # learning rates and AdaLoRA's schedule proportions are those of the CPU profile
+    gpu, cpu = _fixed_settings(plan), _fixed_settings(_plan(CPU_SWEEPS))
+    for key, settings in cpu.items():
+        assert gpu[key] == settings and len(settings) == 1, key
+    assert cpu[("bbc_topic", "adalora")] == {(1e-3, 16, (0.15, 0.45, 5, 0.1, 32))}
+    assert {lr for (t, m), v in gpu.items() for lr, *_ in v if m == "full_ft"} == {5e-5}
+
+
+@pytest.mark.parametrize("profile, expected", [
+    ("cpu", ["sweep=demo ", "sweep=demo_seeds ", "sweep=demo_pair ", "--results-root out/demo "]),
+    ("gpu", ["sweep=demo_gpu ", "--results-root out/demo_gpu "]),
+])
+def test_make_demo_picks_the_sweeps_of_a_profile(profile, expected):
+    """``make demo`` with PYTHON=echo prints the commands it would run, in order."""
+    proc = subprocess.run(["make", "-s", "demo", f"PROFILE={profile}", "PYTHON=echo", "OUT=out"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line + " " for line in proc.stdout.splitlines() if line.startswith("-m ")]
+    assert len(lines) == len(expected) and all(e in line for e, line in zip(expected, lines, strict=True))
+    jobs = "hydra.launcher.n_jobs=2 " if profile == "cpu" else "hydra.launcher.n_jobs=8 "
+    assert all("launcher=joblib " in line and jobs in line for line in lines[:-1])
+
+
+def test_make_demo_rejects_an_unknown_profile():
+    proc = subprocess.run(["make", "-s", "demo", "PROFILE=tpu", "PYTHON=echo"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "PROFILE must be cpu or gpu" in proc.stdout
 
 
 @needs_minilm
@@ -200,26 +303,90 @@ def test_demo_budgets_are_matched_on_minilm(budget):
     assert max(counts.values()) / min(counts.values()) < 1.15, counts
 
 
+# ------------------------------------------------------------------------- the demo's analysis
+def _record(method, seed, accuracies, budget="glue_0.3m", task="bbc_topic", step=40):
+    evals = [{"step": step * (i + 1), "epoch": 0, "accuracy": a} for i, a in enumerate(accuracies)]
+    best = max(evals, key=lambda e: e["accuracy"])
+    return {"status": "success", "run": {"task": task, "method": method, "budget": budget, "seed": seed},
+            "metrics": {"evals": evals, "best": best, "final": evals[-1], "main_metric": "accuracy"},
+            "train": {"steps": evals[-1]["step"]}}
+
+
+@pytest.mark.parametrize("values, verdict, gap", [
+    ([60.0, 85.0, 90.2, 91.0, 90.4], "converged", 0.6),  # last two within 1 point of each other and of the best
+    ([60.0, 80.0, 86.0, 88.5], "rising", 2.5),            # still gaining: more steps would help
+    ([70.0, 93.0, 91.5, 91.8], "fell", 1.5),              # flat at the end, but 1.5 below an earlier peak
+    ([70.0, 91.0, 89.5], "fell", 1.5),                    # dropped at the last eval
+    ([70.0, 91.0], "too few evals", None),
+])
+def test_convergence_verdicts(values, verdict, gap):
+    result = convergence_verdict(values)
+    assert result["verdict"] == verdict and result["best"] == max(values)
+    if gap is not None:
+        assert result["gap"] == pytest.approx(gap) and result["last"] == values[-1]
+    assert convergence_verdict([60.0, 85.0, 88.0, 89.5], tolerance=2.0)["verdict"] == "converged"
+
+
+def test_convergence_table_one_row_per_run_in_table_order():
+    records = [_record("adalora", 1, [70, 88, 90.5, 91.0]), _record("lora", 0, [84, 88, 91.8, 91.1, 91.6]),
+               _record("adalora", 0, [79, 86, 88, 90.7])]
+    table = convergence_table(records)
+    assert list(zip(table["method"], table["seed"], strict=True)) == [("lora", 0), ("adalora", 0), ("adalora", 1)]
+    assert list(table["verdict"]) == ["converged", "rising", "converged"]
+    assert list(table["best_step"]) == [120, 160, 160] and list(table["evals"]) == [5, 4, 4]
+
+
+def test_learning_curves_average_seeds_per_step():
+    records = [_record("lora", 0, [80, 90, 91]), _record("lora", 1, [84, 88, 93]), _record("bitfit", 0, [85, 86, 86],
+                                                                                          budget="none")]
+    fig, table = learning_curves(records)
+    lora = table[table["method"] == "lora"]
+    assert list(lora["step"]) == [40, 80, 120] and list(lora["mean"]) == [82.0, 89.0, 92.0]
+    assert lora["std"].tolist() == pytest.approx([8 ** 0.5, 2 ** 0.5, 2 ** 0.5]) and set(lora["n"]) == {2}
+    assert list(dict.fromkeys(table["method"])) == ["bitfit", "lora"]  # the tables' method order
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["BitFit (1 seed)", "LoRA (n=2)"]
+    assert len(ax.collections) == 1  # one ±std band: only LoRA has seeds to spread
+
+
+def test_adalora_vs_lora_pairs_seeds():
+    rows = []
+    for method, values in (("lora", [91.6, 90.0, 92.0]), ("adalora", [90.7, 91.0, 91.5])):
+        for seed, value in enumerate(values):
+            rows.append({"task": "bbc_topic", "method": method, "budget": "glue_0.3m", "seed": seed, "metric": "accuracy",
+                         "is_main": True, "value_best": value, "value_final": value - 0.5, "trainable_params": 82944,
+                         "status": "success"})
+    table = adalora_vs_lora(pd.DataFrame(rows))
+    assert list(table["method"]) == ["LoRA", "AdaLoRA", "AdaLoRA − LoRA (paired by seed)"]
+    assert list(table["n"]) == [3, 3, 3]
+    assert table["best"].iloc[0] == "91.20 ± 1.06" and table["best"].iloc[1] == "91.07 ± 0.40"
+    assert table["best per seed"].iloc[2] == "-0.90 / +1.00 / -0.50" and table["best"].iloc[2] == "-0.13 ± 1.00"
+
+
 # ------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 @needs_corpus
 @needs_minilm
 def test_cut_down_demo_through_the_sweep_and_the_analysis(tmp_path):
+    """The CPU profile's pair sweep, cut to 6 steps and 2 seeds, in joblib workers as make demo runs it."""
     env = {**os.environ, "ADALORA_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "experiments.run", "sweep=demo", "task=bbc_pair", "method=lora,adalora",
-           "budget=glue_0.3m", f"output_root={tmp_path}", "trainer.max_steps=6", "trainer.eval_every=3",
-           "trainer.batch_size=4", "trainer.progress=false", "+task.max_train_samples=48", "task.max_eval_samples=16"]
+    cmd = [sys.executable, "-m", "experiments.run", "-m", "sweep=demo_pair", "seed=0,1", f"output_root={tmp_path}",
+           "launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.max_steps=6", "trainer.eval_every=2",
+           "trainer.batch_size=4", "++task.max_train_samples=48", "++task.max_eval_samples=16"]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[sweep] 4 jobs: 4 done" in proc.stdout
     # The command-line trainer/task overrides name one sub-directory per run (experiments.identity).
-    runs = sorted((tmp_path / "demo" / "bbc_pair").glob("*/glue_0.3m/seed=0/*/result.json"))
-    assert [p.parts[-5] for p in runs] == ["adalora", "lora"]
+    runs = sorted((tmp_path / "demo" / "bbc_pair").glob("*/glue_0.3m/seed=*/*/result.json"))
+    assert [(p.parts[-5], p.parts[-3]) for p in runs] == [("adalora", "seed=0"), ("adalora", "seed=1"),
+                                                          ("lora", "seed=0"), ("lora", "seed=1")]
     for path in runs:
         record = json.loads(path.read_text())
         assert record["status"] == "success", record["reason"]
         assert record["run"]["model"] == "minilm" and record["train"]["steps"] == 6
-        assert [e["step"] for e in record["metrics"]["evals"]] == [3, 6]
+        assert [e["step"] for e in record["metrics"]["evals"]] == [2, 4, 6]
+        assert record["config"]["task"]["max_seq_length"] == 40
     adalora = json.loads(runs[0].read_text())
     assert sum(adalora["ranks"]["pattern"].values()) == 2 * 36  # r̄ = 2 over 6 layers x 6 weight types
 
@@ -227,10 +394,19 @@ def test_cut_down_demo_through_the_sweep_and_the_analysis(tmp_path):
 
     out = tmp_path / "report"
     report = write_demo_report(tmp_path / "demo", out)
-    for name in ("demo_results.md", "demo_results_final.md", "demo_budget_curve_bbc_pair.png",
+    for name in ("demo_results.md", "demo_results_final.md", "demo_adalora_vs_lora.md", "demo_convergence.md",
+                 "demo_learning_curve_bbc_pair_glue_0.3m.png", "demo_budget_curve_bbc_pair.png",
                  "demo_rank_heatmap_bbc_pair_glue_0.3m.png", "demo_rank_over_training_bbc_pair_glue_0.3m.png"):
         assert (out / name).is_file(), name
     heatmap = (out / "demo_rank_heatmap_bbc_pair_glue_0.3m.csv").read_text().splitlines()
     assert len(heatmap) == 1 + 6 and heatmap[0].count(",") == 6  # 6 weight types x 6 layers
+    convergence = pd.read_csv(out / "demo_convergence.csv")
+    assert len(convergence) == 4 and set(convergence["evals"]) == {3}
+    curve = pd.read_csv(out / "demo_learning_curve_bbc_pair_glue_0.3m.csv")
+    assert list(curve["step"]) == [2, 4, 6, 2, 4, 6] and set(curve["n"]) == {2}
+    pair = report["tables"]["pair"]
+    assert list(pair["n"]) == [2, 2, 2]
     text = summary_text(report, out)
     assert "LoRA" in text and "AdaLoRA" in text and "bbc pair" in text
+    verdict_lines = [line for line in text.splitlines() if line.lstrip().startswith(("[ok ]", "[NOT]"))]
+    assert len(verdict_lines) == 4 and "runs converged" in text
