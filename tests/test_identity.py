@@ -69,7 +69,7 @@ def test_identity_of_full_ft_is_the_same_at_every_budget_and_uses_this_methods_h
     # Another method's hyperparameters in the task file do not make this run different.
     lora = run_identity_block(_cfg(tmp_path))
     assert run_identity_block(_cfg(tmp_path, "task.hparams.full_ft.lr=0.1"))["hash"] == lora["hash"]
-    assert run_identity_block(_cfg(tmp_path, "+task.hparams.lora.lr=0.1"))["hash"] != lora["hash"]
+    assert run_identity_block(_cfg(tmp_path, "++task.hparams.lora.lr=0.1"))["hash"] != lora["hash"]
     data = lora["keys"]["task"]["dataset"]["data_files"]["train"]
     assert data.startswith(PROJECT_ROOT_TOKEN + "/tests/fixtures/")  # a moved checkout is the same run
 
