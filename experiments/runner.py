@@ -57,6 +57,7 @@ from experiments.training import (
     Trainer,
     TrainSettings,
     checkpoint_identity,
+    eval_score,
     set_seed,
     total_optimizer_steps,
 )
@@ -494,14 +495,10 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
 def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """The evaluation with the highest ``metric``; NaN or missing values never win.
 
-    (``max`` with NaN keys keeps whichever element came first, so a NaN first evaluation
-    would otherwise be "best" for the whole run.) All NaN: the first evaluation.
+    (:func:`eval_score`, shared with the trainer's best-weights snapshot.) All NaN: the first
+    evaluation.
     """
-    def key(e: dict[str, Any]) -> float:
-        value = e.get(metric)
-        return float("-inf") if value is None or math.isnan(value) else value
-
-    return max(evals, key=key)
+    return max(evals, key=lambda e: eval_score(e, metric))
 
 
 def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,13 @@ from experiments.results import move_aside
 from experiments.weights import saves_weights, trained_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def eval_score(record: Mapping[str, Any], metric: str) -> float:
+    """An evaluation's ``metric`` for choosing the best one: a NaN or missing value ranks below any
+    number, so it never wins (``max`` with NaN keys would keep a NaN first evaluation)."""
+    value = record.get(metric)
+    return -math.inf if value is None or math.isnan(value) else value
 
 
 class Diverged(RuntimeError):
@@ -272,10 +279,11 @@ class Trainer:
         return record
 
     def _snapshot_if_best(self, record: dict[str, Any]) -> None:
-        """Keep the trained state of a new best evaluation (strictly better, NaN never), so that the
-        reported best metric has its model; the first of equal evaluations stays best."""
-        value = record.get(self.main_metric)
-        if not self._track_best or not self.accelerator.is_main_process or value is None or value != value:
+        """Keep the trained state of a new best evaluation (by :func:`eval_score`: strictly better,
+        NaN never), so that the reported best metric has its model; the first of equal evaluations
+        stays best, as in the runner's ``best_eval``."""
+        value = eval_score(record, self.main_metric)
+        if not self._track_best or not self.accelerator.is_main_process or value == -math.inf:
             return
         if self.best is None or value > self.best["value"]:
             model = self.accelerator.unwrap_model(self.model)
