@@ -16,6 +16,17 @@ _RANKNUM_EPS = 1e-5
 _INIT_STD = 0.02
 
 
+def exact_rounding_by_default(device: torch.device) -> bool:
+    """Whether AdaLoRA computes with PEFT's exact roundings when ``exact_rounding`` is unset.
+
+    On a CPU yes: runs there are bit-identical to PEFT's and to this suite's earlier results.
+    On an accelerator the step is bound by launching kernels from the host, and the fused forms
+    (``SVDLinear``, the orthogonality penalty) save most of AdaLoRA's extra launches; CUDA kernels
+    round differently from CPU ones anyway.
+    """
+    return device.type == "cpu"
+
+
 class LoRALinear(nn.Module):
     """``y = W x + b + (alpha / r) * B A x`` (Hu et al.), A ~ N(0, 0.02), B = 0.
 
@@ -90,9 +101,22 @@ class SVDLinear(nn.Module):
       "Prune LoRA" ablation of Table 4): E = 1 and is not trained, B = 0 like LoRA, so
       ``ΔW = (alpha / r) Σ_i gate_i B[:, i] A[i, :]`` and the allocator prunes a whole doublet
       by setting its gate to 0.
+
+    Two ways to compute the same forward, chosen by ``exact_rounding`` (``None``: by device):
+
+    * exact (default on a CPU): PEFT's ``result + (x (A⊙E)ᵀ Bᵀ) · α / (ranknum + 1e-5)`` with its
+      roundings, so a CPU run is bit-identical to PEFT's (tests/test_peft_equivalence.py).
+    * fused (default on a GPU): the scale α / (ranknum + 1e-5), a constant, goes into the small
+      ``A ⊙ (Λ · scale)`` (computed for all layers at once by ``adalora.fused.BatchedProducts``
+      when the method attached it), then ``result + (x Pᵀ) Bᵀ``: one pass over the layer's output
+      fewer than LoRA's ``(B A x) · scaling``, and only native autograd nodes. On a GPU
+      the step is bound by the host launching kernels one by one (benchmarks/README.md), where the
+      exact form's Python autograd Function costs more than LoRA's whole adapter. It differs from
+      the exact form by rounding only, as CUDA kernels already differ from CPU ones.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, train_lambda: bool = True):
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, train_lambda: bool = True,
+                 exact_rounding: bool | None = None):
         super().__init__()
         if r <= 0:
             raise ValueError(f"AdaLoRA init_r must be positive, got {r}")
@@ -116,6 +140,9 @@ class SVDLinear(nn.Module):
         # step on a GPU); recomputed whenever ``ranknum`` is loaded. 0-dim, so that under bf16/fp16
         # autocast it takes the activations' dtype in ``addcdiv`` instead of promoting them to fp32.
         self.register_buffer("scale_denominator", self._denominator(), persistent=False)
+        self.scale = self._scale()
+        self.exact_rounding = exact_rounding
+        self.batched_product: torch.Tensor | None = None  # A ⊙ (Λ · scale) of this forward pass, if batched
         self.register_load_state_dict_post_hook(_refresh_denominator)
 
     @property
@@ -129,6 +156,14 @@ class SVDLinear(nn.Module):
     def _denominator(self) -> torch.Tensor:
         return (self.ranknum + _RANKNUM_EPS).reshape(())
 
+    def _scale(self) -> float:
+        """α / (ranknum + 1e-5) as a Python number, so the fused form launches no kernel for it."""
+        ranknum = float(self.r) if self.ranknum.is_meta else self.ranknum.item()
+        return self.scale_numerator / (ranknum + _RANKNUM_EPS)
+
+    def uses_exact_rounding(self, x: torch.Tensor) -> bool:
+        return exact_rounding_by_default(x.device) if self.exact_rounding is None else self.exact_rounding
+
     def rank(self) -> int:
         """Number of kept triplets: the paper's final rank of this incremental matrix."""
         return int(torch.count_nonzero(self.lora_E).item())
@@ -140,13 +175,19 @@ class SVDLinear(nn.Module):
         # The matmuls as in loralib/PEFT; their ``result += y * alpha / (ranknum + 1e-5)`` (three
         # activation-sized kernels) as one addcdiv with the same roundings.
         result = self.base_layer(x)
-        y = x @ (self.lora_A * self.lora_E).T @ self.lora_B.T
-        return _AddScaled.apply(result, y, self.scale_denominator, self.scale_numerator)
+        if self.uses_exact_rounding(x):
+            y = x @ (self.lora_A * self.lora_E).T @ self.lora_B.T
+            return _AddScaled.apply(result, y, self.scale_denominator, self.scale_numerator)
+        product = self.batched_product
+        if product is None:
+            product = self.lora_A * (self.lora_E * self.scale)
+        return result + F.linear(F.linear(x, product), self.lora_B)
 
 
 def _refresh_denominator(module: SVDLinear, _incompatible_keys) -> None:
     with torch.no_grad():
         module.scale_denominator = module._denominator()
+    module.scale = module._scale()
 
 
 _ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}

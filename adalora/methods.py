@@ -29,8 +29,9 @@ from adalora.architectures import (
     replace_module,
 )
 from adalora.budget import count_parameters
+from adalora.fused import BatchedProducts
 from adalora.layers import ADAPTER_UP_INITS, AdaptedOutput, LoRALinear, SVDLinear
-from adalora.regularizers import ORTH_REG_FORMS, orthogonal_regularization
+from adalora.regularizers import ORTH_REG_FORMS, OrthogonalPenalty
 
 
 @dataclass
@@ -73,6 +74,9 @@ class AdaLoRASettings:
     allocate: bool = True
     train_lambda: bool = True  # False: LoRA doublets behind a fixed 0/1 gate (prune_lora)
     targets: tuple[str, ...] = ENCODER_WEIGHT_TYPES
+    # PEFT's exact roundings (True) or the fused forms (False); None: exact on a CPU, fused on a
+    # GPU (adalora.layers.exact_rounding_by_default). Same mathematics, rounding differs.
+    exact_rounding: bool | None = None
 
     def __post_init__(self) -> None:
         if self.orth_reg_weight < 0:
@@ -194,6 +198,7 @@ class MethodHandle:
     adapted: dict[str, nn.Module] = field(default_factory=dict)
     weight_types: dict[str, tuple[int, str]] = field(default_factory=dict)
     allocator: RankAllocator | None = None
+    _penalty: OrthogonalPenalty | None = field(default=None, repr=False)
 
     @property
     def svd_modules(self) -> dict[str, SVDLinear]:
@@ -209,9 +214,11 @@ class MethodHandle:
         weight = getattr(self.settings, "orth_reg_weight", 0.0)
         if self.kind not in ("adalora", "lora") or weight == 0.0:
             return None
-        mods = list(self.adapted.values())
-        reg = orthogonal_regularization([m.lora_A for m in mods], [m.lora_B for m in mods], self.settings.orth_reg)
-        return weight * reg
+        if self._penalty is None:
+            mods = list(self.adapted.values())
+            self._penalty = OrthogonalPenalty([m.lora_A for m in mods], [m.lora_B for m in mods],
+                                              self.settings.orth_reg, getattr(self.settings, "exact_rounding", None))
+        return weight * self._penalty()
 
     def step(self, global_step: int) -> int | None:
         """Run the allocator after ``optimizer.step()``; returns b(t) or None."""
@@ -324,8 +331,10 @@ def apply_method(model: nn.Module, cfg: Mapping[str, Any]) -> MethodHandle:
     elif kind == "adalora":
         handle.adapted, handle.weight_types = _wrap_targets(
             model, arch, settings.targets,
-            lambda lin: SVDLinear(lin, settings.init_r, settings.alpha, train_lambda=settings.train_lambda),
+            lambda lin: SVDLinear(lin, settings.init_r, settings.alpha, train_lambda=settings.train_lambda,
+                                  exact_rounding=settings.exact_rounding),
         )
+        BatchedProducts(list(handle.svd_modules.values())).attach(model)
         if settings.allocate:
             handle.allocator = RankAllocator(
                 handle.adapted,

@@ -16,6 +16,13 @@ and one for plain LoRA (the paper's Table 5 "LoRA_regu"):
 
 Matrices of the same shape are stacked and handled by one batched matmul, so the penalty
 costs a handful of kernels instead of 2n small ones.
+
+With ``exact_rounding=False`` (the default off a CPU, see ``adalora.layers``) the official and
+paper forms take a closed-form backward: autograd would hand each A and B its slice of the
+stacked gradient and add it to the task-loss gradient with one kernel per matrix; instead the
+penalty's gradient, ``∂‖G‖_F/∂M = 2 G M / ‖G‖_F`` (A: G = AAᵀ − I; B: ``2 M G / ‖G‖_F``, G = BᵀB − I),
+is computed per shape group and added to every ``.grad`` with one multi-tensor add once the
+whole backward pass has run. It is the same gradient up to rounding (tests/test_launch_overhead.py).
 """
 
 from __future__ import annotations
@@ -25,18 +32,23 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from adalora.layers import exact_rounding_by_default
+
 ORTH_REG_FORMS = ("official", "paper", "frd")
 # Added to the product of norms, as in the official frd code, so a zero row (LoRA's B = 0 at
 # init) gives a cosine of 0 instead of 0/0.
 _FRD_EPS = 1e-30
 
 
+def _gram_minus_identity(stacked: torch.Tensor, left: bool) -> torch.Tensor:
+    """``M Mᵀ - I`` (left) or ``Mᵀ M - I`` for a stack of same-shape matrices."""
+    gram = stacked @ stacked.transpose(1, 2) if left else stacked.transpose(1, 2) @ stacked
+    return gram - torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+
+
 def _gram_minus_identity_norms(mats: Sequence[torch.Tensor], left: bool) -> torch.Tensor:
     """Frobenius norms of ``M Mᵀ - I`` (left) or ``Mᵀ M - I`` for same-shape matrices."""
-    stacked = torch.stack(list(mats))
-    gram = stacked @ stacked.transpose(1, 2) if left else stacked.transpose(1, 2) @ stacked
-    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
-    return torch.linalg.matrix_norm(gram - eye, ord="fro")
+    return torch.linalg.matrix_norm(_gram_minus_identity(torch.stack(list(mats)), left), ord="fro")
 
 
 def _offdiag_abs_cosine_means(mats: Sequence[torch.Tensor], left: bool) -> torch.Tensor:
@@ -52,21 +64,103 @@ def _offdiag_abs_cosine_means(mats: Sequence[torch.Tensor], left: bool) -> torch
     return off_diagonal / (r * r - r)
 
 
+class _GramPenalty(torch.autograd.Function):
+    """The official / paper penalty with a closed-form backward added to ``.grad`` after the backward pass.
+
+    Inputs are the matrices (so the node is in the graph); their autograd gradients are None and
+    the real ones go in with one ``_foreach_add_`` from an engine callback, when every task-loss
+    gradient has been accumulated. The upstream gradient (the weight γ, accelerate's division by
+    the accumulation steps, a loss scale) multiplies them first, so accumulation and scaling work
+    as with autograd. Only ``loss.backward()`` is supported (not ``torch.autograd.grad``).
+    """
+
+    @staticmethod
+    def forward(ctx, form: str, groups: list[tuple[bool, int]], *mats: torch.Tensor) -> torch.Tensor:
+        stacks, residuals, norms, start = [], [], [], 0
+        for left, count in groups:
+            stacked = torch.stack(mats[start:start + count])
+            start += count
+            residual = _gram_minus_identity(stacked, left)
+            stacks.append(stacked)
+            residuals.append(residual)
+            norms.append(torch.linalg.matrix_norm(residual, ord="fro"))
+        values = torch.cat(norms)
+        ctx.form, ctx.groups, ctx.mats = form, groups, mats
+        ctx.stacks, ctx.residuals, ctx.norms = stacks, residuals, norms
+        return values.mean() if form == "official" else values.square().sum()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        n_mats = len(ctx.mats)
+        grads: list[torch.Tensor] = []
+        for (left, _), stacked, residual, norm in zip(ctx.groups, ctx.stacks, ctx.residuals, ctx.norms):
+            # official: d(mean ‖G‖)/dM = 2 G M / (n ‖G‖), 0 where G = 0 (autograd's norm gradient there);
+            # paper: d(Σ ‖G‖²)/dM = 4 G M
+            if ctx.form == "official":
+                coef = torch.where(norm > 0, (2.0 / n_mats) / norm, torch.zeros_like(norm))
+            else:
+                coef = torch.full_like(norm, 4.0)
+            product = residual @ stacked if left else stacked @ residual
+            grads.extend((product * (coef * grad_out).view(-1, 1, 1)).unbind(0))
+        mats = ctx.mats
+        torch.autograd.Variable._execution_engine.queue_callback(lambda: _add_to_grads(mats, grads))
+        return (None, None) + (None,) * n_mats
+
+
+def _add_to_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+    trained = [i for i, p in enumerate(params) if p.requires_grad]
+    have = [i for i in trained if params[i].grad is not None]
+    if have:
+        torch._foreach_add_([params[i].grad for i in have], [grads[i] for i in have])
+    for i in trained:
+        if params[i].grad is None:
+            params[i].grad = grads[i].clone()
+
+
+class OrthogonalPenalty:
+    """R over a fixed set of ``lora_A`` (r×d_in, uses A Aᵀ) and ``lora_B`` (d_out×r, uses Bᵀ B) matrices.
+
+    The grouping by shape is worked out once, not at every step (the method handle keeps one).
+    ``exact_rounding``: autograd through the batched forward (True) or the closed-form backward
+    (False; official and paper forms); None chooses by device (exact on a CPU).
+    """
+
+    def __init__(self, a_mats: Iterable[torch.Tensor], b_mats: Iterable[torch.Tensor], form: str = "official",
+                 exact_rounding: bool | None = None):
+        if form not in ORTH_REG_FORMS:
+            raise ValueError(f"orth_reg must be one of {ORTH_REG_FORMS}, got {form!r}")
+        groups: dict[tuple[bool, torch.Size], list[torch.Tensor]] = defaultdict(list)
+        for mat in a_mats:
+            groups[(True, mat.shape)].append(mat)
+        for mat in b_mats:
+            groups[(False, mat.shape)].append(mat)
+        if not groups:
+            raise ValueError("orthogonal_regularization needs at least one lora_A or lora_B matrix")
+        self.form = form
+        self.exact_rounding = exact_rounding
+        self.groups = [(left, mats) for (left, _), mats in groups.items()]
+        self._spec = [(left, len(mats)) for left, mats in self.groups]
+        self._flat = [m for _, mats in self.groups for m in mats]
+
+    def _exact(self) -> bool:
+        if self.exact_rounding is not None:
+            return self.exact_rounding
+        return exact_rounding_by_default(self._flat[0].device)
+
+    def __call__(self) -> torch.Tensor:
+        if (self.form != "frd" and not self._exact() and torch.is_grad_enabled()
+                and any(m.requires_grad for m in self._flat)):
+            return _GramPenalty.apply(self.form, self._spec, *self._flat)
+        per_matrix = _offdiag_abs_cosine_means if self.form == "frd" else _gram_minus_identity_norms
+        values = torch.cat([per_matrix(mats, left) for left, mats in self.groups])
+        if self.form in ("official", "frd"):
+            return values.mean()
+        return values.square().sum()
+
+
 def orthogonal_regularization(
-    a_mats: Iterable[torch.Tensor], b_mats: Iterable[torch.Tensor], form: str = "official"
+    a_mats: Iterable[torch.Tensor], b_mats: Iterable[torch.Tensor], form: str = "official",
+    exact_rounding: bool | None = None,
 ) -> torch.Tensor:
-    """R over all ``lora_A`` (r×d_in, uses A Aᵀ) and ``lora_B`` (d_out×r, uses Bᵀ B) matrices."""
-    if form not in ORTH_REG_FORMS:
-        raise ValueError(f"orth_reg must be one of {ORTH_REG_FORMS}, got {form!r}")
-    groups: dict[tuple[bool, torch.Size], list[torch.Tensor]] = defaultdict(list)
-    for mat in a_mats:
-        groups[(True, mat.shape)].append(mat)
-    for mat in b_mats:
-        groups[(False, mat.shape)].append(mat)
-    if not groups:
-        raise ValueError("orthogonal_regularization needs at least one lora_A or lora_B matrix")
-    per_matrix = _offdiag_abs_cosine_means if form == "frd" else _gram_minus_identity_norms
-    values = torch.cat([per_matrix(mats, left) for (left, _), mats in groups.items()])
-    if form in ("official", "frd"):
-        return values.mean()
-    return values.square().sum()
+    """R over all ``lora_A`` and ``lora_B`` matrices (see :class:`OrthogonalPenalty`)."""
+    return OrthogonalPenalty(a_mats, b_mats, form, exact_rounding)()

@@ -30,6 +30,11 @@ BART_LARGE = {
     "decoder_start_token_id": 2, "forced_eos_token_id": 2,
 }
 
+NARROW = {"vocab_size": 1000, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128,
+          "position_buckets": 32}
+NARROW_BART = {"vocab_size": 1000, "d_model": 64, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
+               "encoder_attention_heads": 2, "decoder_attention_heads": 2}
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -53,6 +58,13 @@ MODELS: dict[str, ModelSpec] = {
                                  note="DeBERTaV3-base dimensions, random init"),
     "bart_large": ModelSpec(config=BART_LARGE, arch="bart", seq2seq=True, level="nlg_1.10",
                             note="BART-large dimensions, random init"),
+    # The paper models' depth (as many adapted matrices, the same ranks) at width 64: the step's
+    # arithmetic is negligible, so its time on a CPU is the host's per-step cost (Python, dispatch,
+    # autograd), which bounds a GPU step when kernels are small (see benchmarks/README.md).
+    "deberta_v3_base_narrow": ModelSpec(config={**DEBERTA_V3_BASE, **NARROW}, arch="deberta-v2",
+                                        note="DeBERTaV3-base depth at width 64: host cost per step"),
+    "bart_large_narrow": ModelSpec(config={**BART_LARGE, **NARROW_BART}, arch="bart", seq2seq=True, level="nlg_1.10",
+                                   note="BART-large depth at width 64: host cost per step"),
 }
 
 

@@ -43,6 +43,7 @@ def summarize(run: Run, sched: Schedule, reg: tuple[float, float] | None) -> dic
         "q3_step_ms": q3 * 1e3,
         "min_step_ms": min(walls) * 1e3,
         "median_cpu_ms": med_cpu * 1e3,
+        "median_host_ms": statistics.median(t.host for t in run.timings) * 1e3,
         "allocator_ms_mean": statistics.fmean(t.alloc_wall for t in run.timings) * 1e3 if has_alloc else None,
         "allocator_ms_plain_median": alloc_ms([t for t in run.timings if t.step not in masking]),
         "allocator_ms_mask_median": alloc_ms([t for t in run.timings if t.step in masking]),

@@ -82,6 +82,7 @@ class StepTiming:
     cpu: float
     alloc_wall: float
     alloc_cpu: float
+    host: float = 0.0  # until the optimiser step is enqueued: ≈ wall when the GPU waits for the host
 
 
 @dataclass
@@ -208,6 +209,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None
     torch.nn.utils.clip_grad_norm_(run.params, 1.0)
     mark("optimizer")
     run.optimizer.step()
+    host = time.perf_counter() - t0
     sync()
     t1, c1 = time.perf_counter(), time.process_time()
     if run.alloc_fn is not None:
@@ -217,7 +219,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None
     t2, c2 = time.perf_counter(), time.process_time()
     mark("zero_grad")
     run.optimizer.zero_grad(set_to_none=True)
-    timing = StepTiming(run.step, time.perf_counter() - t0, time.process_time() - c0, t2 - t1, c2 - c1)
+    timing = StepTiming(run.step, time.perf_counter() - t0, time.process_time() - c0, t2 - t1, c2 - c1, host)
     run.step += 1
     return timing
 

@@ -1,0 +1,83 @@
+"""AdaLoRA's fused path: every layer's ``A ⊙ Λ · scale`` of a forward pass in a few kernels.
+
+On a GPU a training step of AdaLoRA is bound by the host launching small kernels one at a time
+(benchmarks/README.md). Per adapted matrix and forward, ``A ⊙ Λ`` is one tiny kernel and its
+backward three more (``g ⊙ Λ``, ``g ⊙ A``, a row sum), launched once per layer call: 384 launches
+per step on DeBERTaV3-base, 768 on BART-large, each costing launch latency, not arithmetic.
+:class:`BatchedProducts` computes the products of all matrices of one shape at the start of the
+model's forward (a forward pre-hook) with one stacked multiply, hands each layer its slice, and
+drops them when the forward ends; the backward of a shape group is a handful of kernels too. A
+layer called outside the model's forward (an encoder run on its own by ``generate``, activation
+checkpointing's recomputation) computes its own product, the same numbers, so results never
+depend on the hook having run. Used only where ``SVDLinear`` takes the fused form (see
+``adalora.layers``): the exact form on a CPU keeps PEFT's per-layer roundings.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adalora.layers import SVDLinear
+
+
+class _ScaledProducts(torch.autograd.Function):
+    """``A_i ⊙ (Λ_i · s)`` for n same-shape triplets; returns one (r, d_in) tensor per triplet."""
+
+    @staticmethod
+    def forward(ctx, scale: float, count: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = torch.stack(tensors[:count])
+        e_scaled = torch.stack(tensors[count:]) * scale
+        ctx.save_for_backward(a, e_scaled)
+        ctx.scale, ctx.count = scale, count
+        return (a * e_scaled).unbind(0)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        a, e_scaled = ctx.saved_tensors
+        g = torch.stack([torch.zeros_like(a[i]) if grad is None else grad for i, grad in enumerate(grads)])
+        need_a = any(ctx.needs_input_grad[2:2 + ctx.count])
+        need_e = any(ctx.needs_input_grad[2 + ctx.count:])
+        grad_a = (g * e_scaled).unbind(0) if need_a else (None,) * ctx.count
+        grad_e = ((g * a).sum(dim=-1, keepdim=True) * ctx.scale).unbind(0) if need_e else (None,) * ctx.count
+        return (None, None, *grad_a, *grad_e)
+
+
+class BatchedProducts:
+    """Fills ``SVDLinear.batched_product`` for one forward pass of the model it is attached to."""
+
+    def __init__(self, modules: Sequence[SVDLinear]):
+        self.modules = list(modules)
+        self._group()
+
+    def _group(self) -> None:
+        """Same shapes and the same scale (a loaded ``ranknum`` may change a module's scale)."""
+        groups: dict[tuple[Any, ...], list[SVDLinear]] = defaultdict(list)
+        for module in self.modules:
+            groups[(tuple(module.lora_A.shape), tuple(module.lora_E.shape), module.scale)].append(module)
+        self.groups = list(groups.values())
+        self._scales = [m.scale for m in self.modules]
+
+    def attach(self, model: nn.Module) -> None:
+        model.register_forward_pre_hook(self.fill)
+        model.register_forward_hook(self.clear, always_call=True)
+
+    def fill(self, *_: Any) -> None:
+        if [m.scale for m in self.modules] != self._scales:
+            self._group()
+        for group in self.groups:
+            first = group[0]
+            if first.uses_exact_rounding(first.lora_A):
+                continue
+            products = _ScaledProducts.apply(first.scale, len(group), *(m.lora_A for m in group),
+                                             *(m.lora_E for m in group))
+            for module, product in zip(group, products):
+                module.__dict__["batched_product"] = product  # nn.Module.__setattr__ costs µs per call
+
+    def clear(self, *_: Any) -> None:
+        for module in self.modules:
+            module.__dict__["batched_product"] = None
