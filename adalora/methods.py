@@ -87,6 +87,8 @@ class AdaLoRASettings:
             raise ValueError(f"method.importance must be one of {IMPORTANCE_METRICS}, got {self.importance!r}")
         if self.target_r > self.init_r:
             raise ValueError(f"method.target_r ({self.target_r}) must be <= method.init_r ({self.init_r})")
+        if self.exact_rounding not in (None, True, False):
+            raise ValueError(f"method.exact_rounding must be true, false or null, got {self.exact_rounding!r}")
         if not self.train_lambda and self.importance == "magnitude":
             raise ValueError("method.importance=magnitude ranks by |λ| and needs method.train_lambda=true")
 

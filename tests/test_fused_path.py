@@ -94,7 +94,7 @@ def test_batched_products_serve_the_forward_and_are_dropped_after_it():
 def test_products_are_dropped_when_the_forward_fails():
     model = build_model("tiny", CPU)
     handle = apply_method(model, {**ADALORA, "exact_rounding": False})
-    with pytest.raises(Exception):
+    with pytest.raises(IndexError, match="index out of range"):
         model(input_ids=torch.full((2, 4), 10_000))  # token id outside the vocabulary
     assert all(m.batched_product is None for m in handle.svd_modules.values())
 
@@ -175,3 +175,8 @@ def test_fused_form_under_bf16_autocast_and_with_fixed_gates():
     (loss + handle.regularization_loss()).backward()
     mods = list(handle.svd_modules.values())
     assert all(m.lora_E.grad is None and m.lora_A.grad is not None for m in mods)
+
+
+def test_exact_rounding_must_be_a_boolean_or_null():
+    with pytest.raises(ValueError, match="method.exact_rounding must be true, false or null, got 'maybe'"):
+        apply_method(build_model("tiny", CPU), {**ADALORA, "exact_rounding": "maybe"})
