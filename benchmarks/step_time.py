@@ -23,7 +23,10 @@ configuration (same target matrices, ranks, alpha, schedule, orthogonality weigh
   timed steps, masking steps included, divided by the median step time. The schedule puts every
   timed step in the budget-decrease phase (t_i = warm-up // 2, T = warm-up + timed + t_f), so the
   timed steps mask every ΔT steps exactly as in training; the JSON records which steps masked.
-* **regulariser share**: forward + backward of γ·R(P, Q) alone, median, over the median step time.
+  The warm-up runs at least one masking step, so that one-off costs of a first mask (CUDA loads
+  a kernel's module at its first launch) are not timed.
+* **regulariser share**: forward + backward of γ·R(P, Q) alone, median, over the median step time,
+  with the task loss's gradients already in ``.grad`` as in a step.
 * **peak memory**: each method in a fresh subprocess: peak RSS on CPU (``VmHWM``, with glibc told
   to unmap freed blocks of 64 KiB and more, so that it follows the live tensors), CUDA max
   allocated on a GPU; also the growth over the built model ("train" column).
@@ -221,7 +224,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=6, help="untimed steps per method (t_i = warmup // 2)")
+    p.add_argument("--warmup", type=int, default=12,
+                   help="untimed steps per method (t_i = warmup // 2); must include a masking step")
     p.add_argument("--rounds", type=int, default=24, help="round-robin rounds")
     p.add_argument("--block", type=int, default=1, help="consecutive timed steps per method and round")
     p.add_argument("--delta-t", type=int, default=10, help="AdaLoRA's ΔT (masking interval) during the timing")
@@ -241,6 +245,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.models is None:
         args.models = ["deberta_v3_base", "bart_large"] if args.device.startswith("cuda") else ["tiny", "minilm"]
+    if not Schedule(args.warmup, args.rounds * args.block, args.delta_t).warmup_masking_steps():
+        p.error(f"--warmup {args.warmup} runs no masking step (t > warmup // 2 with t % ΔT == 0) before the timing, "
+                f"so the first mask's one-off costs would be timed; use --warmup > 2 * --delta-t "
+                f"(here >= {2 * args.delta_t + 1})")
     return args
 
 

@@ -47,7 +47,15 @@ class Schedule:
 
     def masking_steps(self) -> list[int]:
         """Timed steps on which the allocator masks (decrease phase, ``t % ΔT == 0``)."""
-        return [t for t in range(self.warmup, self.warmup + self.timed) if t > self.tinit and t % self.delta_t == 0]
+        return self._masking(range(self.warmup, self.warmup + self.timed))
+
+    def warmup_masking_steps(self) -> list[int]:
+        """Untimed steps that mask: at least one is needed, or the first mask's one-off costs (CUDA
+        loads a kernel's module at its first launch) land in the timed steps."""
+        return self._masking(range(self.warmup))
+
+    def _masking(self, steps: range) -> list[int]:
+        return [t for t in steps if t > self.tinit and t % self.delta_t == 0]
 
 
 def method_config(method: str, level_name: str, sched: Schedule, alpha: float = 16.0,
@@ -225,9 +233,17 @@ def train_step(run: Run, batch: dict[str, torch.Tensor], sync: Callable[[], None
 
 
 def regularizer_seconds(run: Run, sync: Callable[[], None], reps: int) -> tuple[float, float] | None:
-    """Median (wall, CPU) seconds of γ·R forward + backward alone (our AdaLoRA only)."""
+    """Median (wall, CPU) seconds of γ·R forward + backward alone (our AdaLoRA only).
+
+    Every ``.grad`` holds a gradient first, as in a training step, where the task loss's gradients
+    are there when the penalty's are added: with empty ``.grad`` the timing would count a fresh
+    gradient tensor per matrix that training never allocates.
+    """
     if run.reg_fn is None or run.reg_fn() is None:
         return None
+    for p in run.params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     walls, cpus = [], []
     for _ in range(reps):
         sync()
@@ -236,7 +252,7 @@ def regularizer_seconds(run: Run, sync: Callable[[], None], reps: int) -> tuple[
         sync()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-        run.optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     return statistics.median(walls), statistics.median(cpus)
 
 

@@ -18,7 +18,7 @@ EXPECTED = step_time.ALL_METHODS if HAS_PEFT else step_time.OUR_METHODS
 
 def _args(tmp_path, *extra: str):
     return step_time.parse_args([
-        "--models", "tiny", "--device", "cpu", "--batch", "2", "--length", "8", "--warmup", "2",
+        "--models", "tiny", "--device", "cpu", "--batch", "2", "--length", "8", "--warmup", "3",
         "--rounds", "1", "--block", "2", "--delta-t", "1", "--reg-reps", "2", "--threads", "1", "--out", str(tmp_path),
         *extra,
     ])
@@ -79,6 +79,40 @@ def test_step_time_smoke_every_method(tmp_path):
 def test_memory_probe_runs_in_a_fresh_subprocess(tmp_path):
     mem = step_time.memory_in_subprocess("tiny", "adalora", _args(tmp_path, "--memory-steps", "1"))
     assert mem["kind"] == "peak_rss" and mem["peak_mb"] > mem["train_mb"] >= 0
+
+
+def test_warmup_must_run_a_masking_step(capsys):
+    """A first mask's one-off costs (lazy kernel loading on CUDA) must fall in the warm-up, not the timing."""
+    sched = step_time.Schedule(warmup=12, timed=20, delta_t=10)
+    assert sched.warmup_masking_steps() == [10] and sched.masking_steps() == [20, 30]
+    assert step_time.Schedule(warmup=6, timed=20, delta_t=10).warmup_masking_steps() == []
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--warmup", "6", "--delta-t", "10"])
+    assert "--warmup 6 runs no masking step" in capsys.readouterr().err
+    assert step_time.parse_args([]).warmup == 12  # the default warms a mask up with the default ΔT
+
+
+def test_regularizer_is_timed_with_task_gradients_present():
+    """As in a step, the penalty's gradient is added to existing .grad; they are cleared afterwards."""
+    import torch
+
+    from benchmarks.steps import build_our_run, regularizer_seconds, sync_fn
+
+    sched = step_time.Schedule(warmup=3, timed=2, delta_t=1)
+    cfg = step_time.method_config("adalora", "glue_1.2m", sched)
+    run, handle = build_our_run("adalora", "tiny", cfg, sched, torch.device("cpu"))
+    seen = []
+    penalty = run.reg_fn
+
+    def reg_fn():
+        seen.append(all(p.grad is not None for p in run.params))
+        return penalty()
+
+    run.reg_fn = reg_fn
+    wall, cpu = regularizer_seconds(run, sync_fn(torch.device("cpu")), reps=2)
+    assert wall > 0 and cpu >= 0
+    assert seen[1:] == [True, True]  # seen[0]: the probe call that decides whether there is a penalty
+    assert all(p.grad is None for p in run.params)
 
 
 def test_nlg_budget_skips_adapters():
@@ -155,7 +189,7 @@ def run(*argv):
         pass
 run("--help")
 run("--models", "tiny", "--methods", "lora", "adalora", "--device", "cpu", "--batch", "2", "--length", "8",
-    "--warmup", "2", "--rounds", "1", "--reg-reps", "1", "--memory", "none", "--threads", "1",
+    "--warmup", "3", "--delta-t", "1", "--rounds", "1", "--reg-reps", "1", "--memory", "none", "--threads", "1",
     "--precision", "bf16", "--out", {str(tmp_path)!r})
 print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "omegaconf", "datasets", "wandb"}}))
 """
