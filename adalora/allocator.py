@@ -100,6 +100,9 @@ class RankAllocator:
         self._final_mask: list[torch.Tensor] | None = None
         self._final_keep: list[torch.Tensor] | None = None  # the final mask as 0/1 factors (see _apply)
         self._last_mask: list[torch.Tensor] | None = None
+        self._pattern_of: list[torch.Tensor] | None = None  # the mask that self._pattern counts
+        self._pattern: dict[str, int] = {}
+        self._segments: torch.Tensor | None = None  # module index of every triplet, for _kept_counts
         self._group_by_shape()
 
     @classmethod
@@ -283,8 +286,20 @@ class RankAllocator:
         """
         if self._last_mask is None:
             return {n: m.lora_E.shape[0] for n, m in zip(self.names, self.modules)}
-        counts = torch.stack([(~mask).sum() for mask in self._last_mask]).tolist()
-        return dict(zip(self.names, counts))
+        if self._pattern_of is not self._last_mask:  # the final phase reuses one mask: count it once
+            self._pattern = dict(zip(self.names, self._kept_counts(self._last_mask)))
+            self._pattern_of = self._last_mask
+        return dict(self._pattern)
+
+    def _kept_counts(self, masks: list[torch.Tensor]) -> list[int]:
+        """Kept triplets per module in a few kernels and one host read (training records the pattern
+        after every mask, and ΔT may be 1)."""
+        pruned = torch.cat(masks)
+        if self._segments is None or self._segments.device != pruned.device:
+            self._segments = torch.repeat_interleave(torch.arange(len(self._ranks)),
+                                                     torch.tensor(self._ranks)).to(pruned.device)
+        kept = torch.zeros(len(self._ranks), dtype=torch.long, device=pruned.device)
+        return kept.index_add_(0, self._segments, (~pruned).long()).tolist()
 
     def state_dict(self) -> dict[str, Any]:
         return {

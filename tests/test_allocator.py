@@ -180,3 +180,28 @@ def test_magnitude_importance_ranks_by_abs_lambda():
     alloc._mask(2, final=False)  # keep the 2 largest |λ|: -3.0 and -2.0
     assert alloc.rank_pattern() == {"m0": 1, "m1": 1}
     assert mods["m0"].lora_E.view(-1).tolist() == [0.0, -3.0, 0.0]
+
+
+def test_rank_pattern_counts_unequal_ranks_and_is_counted_once_per_mask():
+    """Training records the pattern after every mask (every step of the final phase): one count per
+    new mask, none for the final phase's re-applied pattern, and a copy the caller may change."""
+    from benchmarks.op_count import OpCounter
+
+    torch.manual_seed(0)
+    mods = {"a": SVDLinear(nn.Linear(6, 5), r=3, alpha=8), "b": SVDLinear(nn.Linear(6, 5), r=5, alpha=8),
+            "c": SVDLinear(nn.Linear(6, 5), r=2, alpha=8)}
+    alloc = RankAllocator(mods, target_r=1, init_warmup=1, final_warmup=3, mask_interval=1, total_step=10,
+                          target_total_rank=4)
+    history, _ = _train(mods, alloc, 10)
+    pattern = alloc.rank_pattern()
+    assert pattern == {n: int((m.lora_E != 0).sum()) for n, m in mods.items()} and sum(pattern.values()) == 4
+    pattern["a"] = 99  # the caller's copy
+    counter = OpCounter()
+    with counter:
+        again = alloc.rank_pattern()
+    assert again == {n: int((m.lora_E != 0).sum()) for n, m in mods.items()}
+    assert sum(counter.counts.values()) == 0  # the final pattern was counted already
+    alloc.update_and_mask(9)  # the final phase re-applies the same mask: still nothing to count
+    with counter:
+        alloc.rank_pattern()
+    assert sum(counter.counts.values()) == 0
