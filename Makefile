@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop clean
 
 help: ## list the targets
 	@grep -E '^[.a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds
 
 bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM; GPU: DeBERTaV3-base + BART-large) -> benchmarks/results/
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m benchmarks.step_time $(ARGS)
+
+bench-loop: ## per-step time of the real loop (experiments.run), LoRA vs AdaLoRA, MiniLM x bbc_pair -> benchmarks/results/
+	$(PYTHON) -m benchmarks.real_loop $(ARGS)
 
 clean: ## remove caches (keeps outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

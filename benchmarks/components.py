@@ -1,0 +1,105 @@
+"""Where AdaLoRA's extra step time goes: its step with the penalty, the allocator or both left out.
+
+::
+
+    python -m benchmarks.components --device cuda --models deberta_v3_base bart_large --batch 32
+    python -m benchmarks.components --models deberta_v3_base_narrow --batch 1 --length 16   # CPU host proxy
+
+Steps, round-robin in one process: LoRA, AdaLoRA, AdaLoRA without γ·R ("no penalty"), without the
+allocator ("no allocator"), and without both ("bare": the SVD-form layers, Λ in the optimiser).
+The variants share one model and optimiser, so "bare" − LoRA is the cost of the layers and the
+extra parameters, and each step that leaves a part out shows what that part costs inside a step,
+where :mod:`benchmarks.step_time` times the allocator and the penalty on their own. Steps are
+:func:`benchmarks.steps.train_step`'s: *host* is the time until the optimiser step is enqueued (on
+a GPU, host ≈ wall means the device waits for the host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from collections.abc import Sequence
+
+import torch
+
+from benchmarks.models import MODELS, make_batches
+from benchmarks.steps import PRECISIONS, Run, Schedule, build_our_run, method_config, sync_fn, train_step
+
+VARIANTS = {  # name -> (method, keep the penalty, keep the allocator)
+    "lora": ("lora", True, True),
+    "adalora": ("adalora", True, True),
+    "adalora, no penalty": ("adalora", False, True),
+    "adalora, no allocator": ("adalora", True, False),
+    "adalora, bare": ("adalora", False, False),
+}
+
+
+def variant_runs(model_name: str, sched: Schedule, device: torch.device, precision: str) -> dict[str, Run]:
+    """One LoRA and one AdaLoRA run; the AdaLoRA variants share its model, optimiser and allocator."""
+    spec = MODELS[model_name]
+    built = {m: build_our_run(m, model_name, method_config(m, spec.level, sched), sched, device,
+                              precision=precision)[0] for m in ("lora", "adalora")}
+    return {name: dataclasses.replace(built[m], reg_fn=built[m].reg_fn if reg else None,
+                                      alloc_fn=built[m].alloc_fn if alloc else None)
+            for name, (m, reg, alloc) in VARIANTS.items()}
+
+
+def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Median host and wall ms per variant, and wall over LoRA's."""
+    device, spec = torch.device(args.device), MODELS[model_name]
+    sched = Schedule(args.warmup, args.rounds * len(VARIANTS), args.delta_t)
+    runs = variant_runs(model_name, sched, device, args.precision)
+    built = {"lora": runs["lora"], "adalora": runs["adalora"]}
+    batches = make_batches(built["lora"].model, spec.seq2seq, args.batch, args.length, device)
+    sync = sync_fn(device)
+    for i in range(args.warmup):
+        for run in built.values():
+            train_step(run, batches[i % len(batches)], sync)
+    for run in runs.values():  # the AdaLoRA variants step one shared allocator: keep its clock in one place
+        run.step = args.warmup
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    names = list(runs)
+    for k in range(args.rounds):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            run = runs[name]
+            timing = train_step(run, batches[run.step % len(batches)], sync)
+            times[name].append((timing.host, timing.wall))
+            for other in runs.values():
+                other.step = max(other.step, run.step)
+    lora_wall = statistics.median(w for _, w in times["lora"])
+    return {name: {"host_ms": statistics.median(h for h, _ in t) * 1e3,
+                   "wall_ms": statistics.median(w for _, w in t) * 1e3,
+                   "wall_over_lora": statistics.median(w for _, w in t) / lora_wall}
+            for name, t in times.items()}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.components", description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["deberta_v3_base_narrow"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--length", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=12)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--delta-t", type=int, default=10)
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for model_name in args.models:
+        rows = measure(model_name, args)
+        print(f"{model_name}, {args.device}, {args.precision}, batch {args.batch} x {args.length}, "
+              f"median of {args.rounds} steps per variant")
+        print("| step | host ms | wall ms | × LoRA |\n|---|---:|---:|---:|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['host_ms']:.1f} | {r['wall_ms']:.1f} | {r['wall_over_lora']:.3f} |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()

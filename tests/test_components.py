@@ -1,0 +1,32 @@
+"""``benchmarks.components``: AdaLoRA's step with its parts left out, next to LoRA's (never a timing threshold)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks import components
+from benchmarks.steps import Schedule
+
+
+def test_variants_share_one_adalora_run_and_leave_out_their_part():
+    runs = components.variant_runs("tiny", Schedule(warmup=12, timed=10, delta_t=10), torch.device("cpu"), "fp32")
+    ada = runs["adalora"]
+    assert ada.reg_fn is not None and ada.alloc_fn is not None
+    for name in ("adalora, no penalty", "adalora, no allocator", "adalora, bare"):
+        assert runs[name].model is ada.model and runs[name].optimizer is ada.optimizer, name
+    assert runs["adalora, no penalty"].reg_fn is None and runs["adalora, no penalty"].alloc_fn is ada.alloc_fn
+    assert runs["adalora, no allocator"].alloc_fn is None and runs["adalora, no allocator"].reg_fn is ada.reg_fn
+    assert runs["adalora, bare"].reg_fn is None and runs["adalora, bare"].alloc_fn is None
+    assert runs["lora"].model is not ada.model and runs["lora"].reg_fn is None
+
+
+def test_measure_reports_every_variant_against_lora(capsys):
+    args = components.parse_args(["--models", "tiny", "--rounds", "2", "--warmup", "12", "--threads", "1"])
+    rows = components.measure("tiny", args)
+    assert list(rows) == list(components.VARIANTS)
+    assert rows["lora"]["wall_over_lora"] == 1.0
+    for name, r in rows.items():
+        assert 0 < r["host_ms"] <= r["wall_ms"] * 1.0001 and r["wall_over_lora"] > 0, name
+    components.main(["--models", "tiny", "--rounds", "1", "--warmup", "12", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "| adalora, bare |" in out and "| step | host ms | wall ms | × LoRA |" in out
