@@ -22,7 +22,9 @@ paper forms take a closed-form backward: autograd would hand each A and B its sl
 stacked gradient and add it to the task-loss gradient with one kernel per matrix; instead the
 penalty's gradient, ``∂‖G‖_F/∂M = 2 G M / ‖G‖_F`` (A: G = AAᵀ − I; B: ``2 M G / ‖G‖_F``, G = BᵀB − I),
 is computed per shape group and added to every ``.grad`` with one multi-tensor add once the
-whole backward pass has run. It is the same gradient up to rounding (tests/test_launch_overhead.py).
+whole backward pass has run. It is the same gradient up to rounding (tests/test_fused_path.py).
+Under ``torch.distributed`` (DDP reduces gradients from per-parameter hooks) the closed-form
+gradient goes through autograd instead.
 """
 
 from __future__ import annotations
@@ -102,9 +104,22 @@ class _GramPenalty(torch.autograd.Function):
                 coef = torch.full_like(norm, 4.0)
             product = residual @ stacked if left else stacked @ residual
             grads.extend((product * (coef * grad_out).view(-1, 1, 1)).unbind(0))
+        if _gradients_reduced_by_hooks():
+            return (None, None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[2:])))
         mats = ctx.mats
         torch.autograd.Variable._execution_engine.queue_callback(lambda: _add_to_grads(mats, grads))
         return (None, None) + (None,) * n_mats
+
+
+def _gradients_reduced_by_hooks() -> bool:
+    """Whether data-parallel training may be reducing gradients as they are accumulated.
+
+    DDP (and FSDP) hook every parameter's gradient accumulation and, at the end of the backward,
+    write the reduced bucket back into ``.grad``: a gradient added from an engine callback would be
+    overwritten or race with the reduction. Under ``torch.distributed`` the penalty's gradient
+    therefore goes through autograd, one add per matrix, as in the exact form.
+    """
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _add_to_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:

@@ -3,7 +3,7 @@
 ::
 
     python -m benchmarks.components --device cuda --models deberta_v3_base bart_large --batch 32
-    python -m benchmarks.components --models deberta_v3_base_narrow --batch 1 --length 16   # CPU host proxy
+    python -m benchmarks.components --models deberta_v3_base_narrow --form fused   # host-cost proxy on a CPU
 
 Steps, round-robin in one process: LoRA, AdaLoRA, AdaLoRA without γ·R ("no penalty"), without the
 allocator ("no allocator"), and without both ("bare": the SVD-form layers, Λ in the optimiser).
@@ -26,6 +26,7 @@ import torch
 from benchmarks.models import MODELS, make_batches
 from benchmarks.steps import PRECISIONS, Run, Schedule, build_our_run, method_config, sync_fn, train_step
 
+FORMS = {"fused": False, "exact": True, "device": None}  # --form -> method.exact_rounding
 VARIANTS = {  # name -> (method, keep the penalty, keep the allocator)
     "lora": ("lora", True, True),
     "adalora": ("adalora", True, True),
@@ -35,11 +36,14 @@ VARIANTS = {  # name -> (method, keep the penalty, keep the allocator)
 }
 
 
-def variant_runs(model_name: str, sched: Schedule, device: torch.device, precision: str) -> dict[str, Run]:
-    """One LoRA and one AdaLoRA run; the AdaLoRA variants share its model, optimiser and allocator."""
+def variant_runs(model_name: str, sched: Schedule, device: torch.device, precision: str,
+                 exact_rounding: bool | None = None) -> dict[str, Run]:
+    """One LoRA and one AdaLoRA run; the AdaLoRA variants share its model, optimiser and allocator.
+    ``exact_rounding``: AdaLoRA's form (None: the device's)."""
     spec = MODELS[model_name]
-    built = {m: build_our_run(m, model_name, method_config(m, spec.level, sched), sched, device,
-                              precision=precision)[0] for m in ("lora", "adalora")}
+    configs = {m: method_config(m, spec.level, sched) for m in ("lora", "adalora")}
+    configs["adalora"]["exact_rounding"] = exact_rounding
+    built = {m: build_our_run(m, model_name, cfg, sched, device, precision=precision)[0] for m, cfg in configs.items()}
     return {name: dataclasses.replace(built[m], reg_fn=built[m].reg_fn if reg else None,
                                       alloc_fn=built[m].alloc_fn if alloc else None)
             for name, (m, reg, alloc) in VARIANTS.items()}
@@ -49,7 +53,7 @@ def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, fl
     """Median host and wall ms per variant, and wall over LoRA's."""
     device, spec = torch.device(args.device), MODELS[model_name]
     sched = Schedule(args.warmup, args.rounds * len(VARIANTS), args.delta_t)
-    runs = variant_runs(model_name, sched, device, args.precision)
+    runs = variant_runs(model_name, sched, device, args.precision, FORMS[args.form])
     built = {"lora": runs["lora"], "adalora": runs["adalora"]}
     batches = make_batches(built["lora"].model, spec.seq2seq, args.batch, args.length, device)
     sync = sync_fn(device)
@@ -84,6 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--delta-t", type=int, default=10)
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--form", choices=sorted(FORMS), default="device",
+                   help="AdaLoRA's form: the device's (default; exact on a CPU), fused or exact")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     return p.parse_args(argv)
 
@@ -93,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     for model_name in args.models:
         rows = measure(model_name, args)
-        print(f"{model_name}, {args.device}, {args.precision}, batch {args.batch} x {args.length}, "
+        print(f"{model_name}, {args.device}, {args.precision}, {args.form} form, batch {args.batch} x {args.length}, "
               f"median of {args.rounds} steps per variant")
         print("| step | host ms | wall ms | × LoRA |\n|---|---:|---:|---:|")
         for name, r in rows.items():

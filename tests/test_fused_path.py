@@ -180,3 +180,40 @@ def test_fused_form_under_bf16_autocast_and_with_fixed_gates():
 def test_exact_rounding_must_be_a_boolean_or_null():
     with pytest.raises(ValueError, match="method.exact_rounding must be true, false or null, got 'maybe'"):
         apply_method(build_model("tiny", CPU), {**ADALORA, "exact_rounding": "maybe"})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fused_gradients_survive_data_parallel_reduction():
+    """DDP writes its reduced gradient buckets back into .grad at the end of the backward, so the
+    penalty's gradient must not be added after the backward there: with DDP (a one-process gloo
+    group) every gradient equals the plain model's, the penalty's included."""
+    import torch.distributed as dist
+
+    models = []
+    for _ in range(2):
+        model = build_model("tiny", CPU)
+        handle = apply_method(model, {**ADALORA, "exact_rounding": False})
+        _nonzero_lambda(model)
+        models.append((model, handle))
+    batch = make_batches(models[0][0], False, 4, 8, CPU)[0]
+    (plain, plain_handle), (wrapped, wrapped_handle) = models
+    torch.manual_seed(1)  # the same dropout masks in both forwards
+    (plain(**batch).loss + plain_handle.regularization_loss()).backward()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(wrapped)
+        torch.manual_seed(1)
+        (ddp(**batch).loss + wrapped_handle.regularization_loss()).backward()
+    finally:
+        dist.destroy_process_group()
+    expected, got = _grads(plain), _grads(wrapped)
+    assert expected.keys() == got.keys() and any(".lora_A" in n for n in got)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-8, msg=lambda m, name=name: f"{name}: {m}")
