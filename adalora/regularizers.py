@@ -69,15 +69,20 @@ def _offdiag_abs_cosine_means(mats: Sequence[torch.Tensor], left: bool) -> torch
 class _GramPenalty(torch.autograd.Function):
     """The official / paper penalty with a closed-form backward added to ``.grad`` after the backward pass.
 
-    Inputs are the matrices (so the node is in the graph); their autograd gradients are None and
-    the real ones go in with one ``_foreach_add_`` from an engine callback, when every task-loss
-    gradient has been accumulated. The upstream gradient (the weight γ, accelerate's division by
-    the accumulation steps, a loss scale) multiplies them first, so accumulation and scaling work
-    as with autograd. Only ``loss.backward()`` is supported (not ``torch.autograd.grad``).
+    The matrices come in as one tuple (not autograd inputs) plus ``tracked``, the tensors autograd
+    sees: one trained matrix (``anchor``), so the node is in the graph with a single edge, or,
+    under ``torch.distributed``, every matrix, whose gradients then flow through autograd (see
+    :func:`_gradients_reduced_by_hooks`). With the anchor, the gradients go in with one
+    ``_foreach_add_`` from an engine callback, when every task-loss gradient has been accumulated:
+    per step that saves the autograd bookkeeping of one edge per matrix (two of them per adapted
+    layer), which is host time on a GPU. The upstream gradient (the weight γ, accelerate's
+    division by the accumulation steps, a loss scale) multiplies them first, so accumulation and
+    scaling work as with autograd. Only ``loss.backward()`` is supported (not ``torch.autograd.grad``).
     """
 
     @staticmethod
-    def forward(ctx, form: str, groups: list[tuple[bool, int]], *mats: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, form: str, groups: list[tuple[bool, int]], mats: tuple[torch.Tensor, ...],
+                *tracked: torch.Tensor) -> torch.Tensor:
         stacks, residuals, norms, start = [], [], [], 0
         for left, count in groups:
             stacked = torch.stack(mats[start:start + count])
@@ -87,7 +92,7 @@ class _GramPenalty(torch.autograd.Function):
             residuals.append(residual)
             norms.append(torch.linalg.matrix_norm(residual, ord="fro"))
         values = torch.cat(norms)
-        ctx.form, ctx.groups, ctx.mats = form, groups, mats
+        ctx.form, ctx.groups, ctx.mats, ctx.n_tracked = form, groups, mats, len(tracked)
         ctx.stacks, ctx.residuals, ctx.norms = stacks, residuals, norms
         return values.mean() if form == "official" else values.square().sum()
 
@@ -104,11 +109,11 @@ class _GramPenalty(torch.autograd.Function):
                 coef = torch.full_like(norm, 4.0)
             product = residual @ stacked if left else stacked @ residual
             grads.extend((product * (coef * grad_out).view(-1, 1, 1)).unbind(0))
-        if _gradients_reduced_by_hooks():
-            return (None, None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[2:])))
+        if ctx.n_tracked == n_mats:  # every matrix is an input: autograd accumulates (and reduces) them
+            return (None, None, None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[3:])))
         mats = ctx.mats
         torch.autograd.Variable._execution_engine.queue_callback(lambda: _add_to_grads(mats, grads))
-        return (None, None) + (None,) * n_mats
+        return (None, None, None) + (None,) * ctx.n_tracked
 
 
 def _gradients_reduced_by_hooks() -> bool:
@@ -165,7 +170,9 @@ class OrthogonalPenalty:
     def __call__(self) -> torch.Tensor:
         if (self.form != "frd" and not self._exact() and torch.is_grad_enabled()
                 and any(m.requires_grad for m in self._flat)):
-            return _GramPenalty.apply(self.form, self._spec, *self._flat)
+            mats = tuple(self._flat)
+            tracked = mats if _gradients_reduced_by_hooks() else (next(m for m in mats if m.requires_grad),)
+            return _GramPenalty.apply(self.form, self._spec, mats, *tracked)
         per_matrix = _offdiag_abs_cosine_means if self.form == "frd" else _gram_minus_identity_norms
         values = torch.cat([per_matrix(mats, left) for left, mats in self.groups])
         if self.form in ("official", "frd"):

@@ -24,9 +24,17 @@ from collections.abc import Sequence
 import torch
 
 from benchmarks.models import MODELS, make_batches
-from benchmarks.steps import PRECISIONS, Run, Schedule, build_our_run, method_config, sync_fn, train_step
+from benchmarks.steps import (
+    FORMS,
+    PRECISIONS,
+    Run,
+    Schedule,
+    build_our_run,
+    method_config,
+    sync_fn,
+    train_step,
+)
 
-FORMS = {"fused": False, "exact": True, "device": None}  # --form -> method.exact_rounding
 VARIANTS = {  # name -> (method, keep the penalty, keep the allocator)
     "lora": ("lora", True, True),
     "adalora": ("adalora", True, True),
@@ -41,8 +49,7 @@ def variant_runs(model_name: str, sched: Schedule, device: torch.device, precisi
     """One LoRA and one AdaLoRA run; the AdaLoRA variants share its model, optimiser and allocator.
     ``exact_rounding``: AdaLoRA's form (None: the device's)."""
     spec = MODELS[model_name]
-    configs = {m: method_config(m, spec.level, sched) for m in ("lora", "adalora")}
-    configs["adalora"]["exact_rounding"] = exact_rounding
+    configs = {m: method_config(m, spec.level, sched, exact_rounding=exact_rounding) for m in ("lora", "adalora")}
     built = {m: build_our_run(m, model_name, cfg, sched, device, precision=precision)[0] for m, cfg in configs.items()}
     return {name: dataclasses.replace(built[m], reg_fn=built[m].reg_fn if reg else None,
                                       alloc_fn=built[m].alloc_fn if alloc else None)

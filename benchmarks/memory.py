@@ -42,10 +42,10 @@ def _proc_status_bytes(field: str) -> int:
 
 
 def probe_memory(model_name: str, method: str, sched: Schedule, batch: int, length: int, device: torch.device,
-                 steps: int, precision: str = "fp32") -> dict[str, float]:
+                 steps: int, precision: str = "fp32", exact_rounding: bool | None = None) -> dict[str, float]:
     """Peak memory of ``steps`` training steps of one method, in this (fresh) process."""
     spec = MODELS[model_name]
-    cfg = method_config(method, spec.level, sched)
+    cfg = method_config(method, spec.level, sched, exact_rounding=exact_rounding)
     run = build_peft_run(method, model_name, cfg, sched, device, precision=precision) if method in PEFT_METHODS \
         else build_our_run(method, model_name, cfg, sched, device, precision=precision)[0]
     run.step = sched.warmup  # same phase as the timed steps: decrease phase, masking every ΔT
@@ -76,7 +76,7 @@ def memory_in_subprocess(model_name: str, method: str, args: argparse.Namespace)
            "--methods", method, "--device", args.device, "--batch", str(args.batch), "--length", str(args.length),
            "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--block", str(args.block),
            "--delta-t", str(args.delta_t), "--memory-steps", str(args.memory_steps), "--threads", str(args.threads),
-           "--precision", args.precision] + (["--tf32"] if args.tf32 else [])
+           "--precision", args.precision, "--form", args.form] + (["--tf32"] if args.tf32 else [])
     # glibc malloc: return every block >= 64 KiB to the OS when freed, so that the peak RSS follows
     # the live tensors rather than heap fragmentation (which differs from method to method).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}

@@ -31,7 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.models import MODELS, make_batches
-from benchmarks.steps import Schedule, build_our_run, method_config, sync_fn, train_step
+from benchmarks.steps import FORMS, Schedule, build_our_run, method_config, sync_fn, train_step
 
 PHASES = ("forward", "penalty", "backward", "clip", "optimizer", "allocator", "zero_grad")
 
@@ -81,9 +81,7 @@ def count_step_ops(model_name: str, method: str, device: torch.device, batch: in
         fx_config.meta_nonzero_assume_all_nonzero = True
     spec = MODELS[model_name]
     sched = Schedule(warmup=4, timed=4, delta_t=4)
-    cfg = method_config(method, spec.level, sched)
-    if cfg["name"] == "adalora":
-        cfg["exact_rounding"] = exact_rounding
+    cfg = method_config(method, spec.level, sched, exact_rounding=exact_rounding)
     run = build_our_run(method, model_name, cfg, sched, device)[0]
     batches = make_batches(run.model, spec.seq2seq, batch, length, device)
     sync = sync_fn(device)
@@ -168,11 +166,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--length", type=int, default=16)
     p.add_argument("--ops", type=int, default=0, help="also list the N ops AdaLoRA adds most")
     p.add_argument("--all-ops", action="store_true", help="count views and host scalar reads too")
-    p.add_argument("--form", choices=("fused", "exact", "device"), default="fused",
+    p.add_argument("--form", choices=sorted(FORMS), default="fused",
                    help="AdaLoRA's form: fused (what a GPU runs, default), exact (a CPU), or the device's")
     args = p.parse_args(argv)
     report = op_report(args.models, torch.device(args.device), args.batch, args.length, top=args.ops,
-                       kernels=not args.all_ops, exact_rounding={"fused": False, "exact": True}.get(args.form))
+                       kernels=not args.all_ops, exact_rounding=FORMS[args.form])
     print(to_markdown(report))
     for name, e in report.items():
         for op, k in e.get("top_extra_ops", []):

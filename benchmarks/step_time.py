@@ -56,6 +56,7 @@ from benchmarks.op_count import op_report
 from benchmarks.report import TARGETS, paired, ratio, round_medians, summarize, write_report
 from benchmarks.steps import (
     ALL_METHODS,
+    FORMS,
     OUR_METHODS,
     PEFT_METHODS,
     PRECISIONS,
@@ -95,7 +96,7 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
     skipped: dict[str, str] = {}
     handle = None
     for method in methods:
-        cfg = method_config(method, spec.level, sched)
+        cfg = method_config(method, spec.level, sched, exact_rounding=FORMS[args.form])
         if cfg is None:
             skipped[method] = f"no {method} at budget level {spec.level} in the paper"
             continue
@@ -138,7 +139,7 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
     if args.memory != "none":
         for method in results:
             mem = probe_memory(model_name, method, sched, args.batch, args.length, device, args.memory_steps,
-                               args.precision) \
+                               args.precision, FORMS[args.form]) \
                 if args.memory == "inprocess" else memory_in_subprocess(model_name, method, args)
             results[method].update({"peak_memory_mb": mem["peak_mb"], "train_memory_mb": mem["train_mb"],
                                     "memory_kind": mem["kind"]})
@@ -238,6 +239,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="bf16: the forward under autocast, as trainer.precision=bf16 (results file <device>-bf16.*)")
+    p.add_argument("--form", choices=sorted(FORMS), default="device",
+                   help="our AdaLoRA's form: the device's (default: exact on a CPU, fused on a GPU), fused or exact")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA; off by default, as in training)")
     p.add_argument("--op-counts", action=argparse.BooleanOptionalAction, default=True,
                    help="count kernels per step, LoRA vs AdaLoRA (benchmarks/op_count.py; the launch-overhead proxy)")
@@ -291,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         sched = Schedule(args.warmup, args.rounds * args.block, args.delta_t)
         mem = probe_memory(args.models[0], args.methods[0], sched, args.batch, args.length,
-                           torch.device(args.device), args.memory_steps, args.precision)
+                           torch.device(args.device), args.memory_steps, args.precision, FORMS[args.form])
         print("MEMORY " + json.dumps(mem), flush=True)
         return
     report = run_benchmark(args, log=lambda s: print(s, flush=True))

@@ -58,9 +58,14 @@ class Schedule:
         return [t for t in steps if t > self.tinit and t % self.delta_t == 0]
 
 
+# --form -> AdaLoRA's method.exact_rounding: fused (what a GPU runs), exact (a CPU), or the device's
+FORMS = {"fused": False, "exact": True, "device": None}
+
+
 def method_config(method: str, level_name: str, sched: Schedule, alpha: float = 16.0,
-                  orth_reg_weight: float = 0.1) -> dict[str, Any] | None:
-    """Our method config at the budget level, or None when the paper has no such run (NLG adapters)."""
+                  orth_reg_weight: float = 0.1, exact_rounding: bool | None = None) -> dict[str, Any] | None:
+    """Our method config at the budget level, or None when the paper has no such run (NLG adapters).
+    ``exact_rounding`` is our AdaLoRA's form (None: the device's)."""
     level = get_budget(level_name)
     base = method.removeprefix("peft_")
     if base in ("full_ft", "bitfit"):
@@ -70,7 +75,7 @@ def method_config(method: str, level_name: str, sched: Schedule, alpha: float = 
     if base == "adalora":
         return {"name": "adalora", "init_r": level.adalora_init_r, "target_r": level.adalora_target_r,
                 "alpha": alpha, "tinit": sched.tinit, "tfinal": sched.tfinal, "deltaT": sched.delta_t,
-                "orth_reg_weight": orth_reg_weight}
+                "orth_reg_weight": orth_reg_weight, "exact_rounding": exact_rounding}
     size = level.houlsby_bottleneck if base == "adapter_houlsby" else level.pfeiffer_bottleneck
     return None if size is None else {"name": base, "bottleneck": size}
 

@@ -131,6 +131,22 @@ def test_closed_form_penalty_sets_a_missing_gradient():
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
+def test_closed_form_penalty_is_one_graph_edge_whatever_the_number_of_matrices():
+    """Autograd bookkeeping per matrix is host time on a GPU: the penalty's node has a single edge
+    (a trained matrix, here not the first one), and the gradients of all matrices still arrive."""
+    torch.manual_seed(0)
+    a = [torch.randn(3, 8)] + [torch.randn(3, 8, requires_grad=True) for _ in range(5)]
+    b = [torch.randn(8, 3, requires_grad=True) for _ in range(6)]
+    value = orthogonal_regularization(a, b, exact_rounding=False)
+    assert len(value.grad_fn.next_functions) == 1
+    assert value.grad_fn.next_functions[0][0].variable is a[1]
+    value.backward()
+    expected = torch.autograd.grad(orthogonal_regularization(a, b, exact_rounding=True), a[1:] + b)
+    assert a[0].grad is None
+    for p, g in zip(a[1:] + b, expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
 def _train(model: nn.Module, handle, steps: int) -> tuple[list[float], list[dict[str, int]]]:
     handle.set_total_steps(steps)
     params = [p for p in model.parameters() if p.requires_grad]
