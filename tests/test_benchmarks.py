@@ -49,6 +49,7 @@ def test_step_time_smoke_every_method(tmp_path):
             assert 0 <= r["allocator_share"] <= 1 and r["allocator_ms_mask_median"] > 0, method
         assert (r["regularizer_share"] is not None) == (method == "adalora"), method
     ours = tiny["methods"]["adalora"]
+    assert ours["config"]["exact_rounding"] is None  # --form device: the exact form on a CPU
     assert 0 < ours["regularizer_share"] <= 1 and 0 <= ours["regularizer_share_cpu"] <= 1
     assert 0 <= ours["allocator_share_cpu"] <= 1
     ratios = tiny["ratios"]
@@ -190,7 +191,7 @@ def run(*argv):
 run("--help")
 run("--models", "tiny", "--methods", "lora", "adalora", "--device", "cpu", "--batch", "2", "--length", "8",
     "--warmup", "3", "--delta-t", "1", "--rounds", "1", "--reg-reps", "1", "--memory", "none", "--threads", "1",
-    "--precision", "bf16", "--out", {str(tmp_path)!r})
+    "--precision", "bf16", "--form", "fused", "--out", {str(tmp_path)!r})
 print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "omegaconf", "datasets", "wandb"}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=step_time.ROOT, capture_output=True, text=True,
@@ -199,5 +200,6 @@ print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "om
     assert "LOADED []" in proc.stdout, proc.stdout[-2000:]
     report = json.loads((tmp_path / "cpu-bf16.json").read_text())
     assert report["environment"]["precision"] == "bf16" and set(report["models"]["tiny"]["methods"]) == {"lora", "adalora"}
+    assert report["models"]["tiny"]["methods"]["adalora"]["config"]["exact_rounding"] is False  # --form fused
     ops = report["models"]["tiny"]["op_counts"]
     assert ops["adalora_total"] > ops["lora_total"] > 0 and ops["adapted_matrices"] == 12
