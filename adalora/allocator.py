@@ -15,8 +15,12 @@ fixed gate, the "Prune LoRA" ablation) take the same path: E has no gradient, so
 importance stays 0 and S_i = mean_j s(A_ij) + mean_j s(B_ji); a mask sets the gate to 1 for
 kept and 0 for pruned doublets, so the gate can reopen exactly as a pruned λ can regrow.
 
-The EMA updates use multi-tensor ``torch._foreach_*`` kernels (fused launches on CUDA; on CPU
-a C++ loop that measured faster than concatenating everything into one flat buffer). A mask
+The EMAs of one kind (A, Λ or B) of all matrices of one shape are one stacked tensor, so a step
+stacks the parameters and gradients of each such group and updates every EMA with eight
+multi-tensor ``torch._foreach_*`` calls over a handful of tensors: on a GPU the host work per
+call no longer grows with the number of matrices (it was three tensors per matrix, and measured
+proportional to them), and every element sees the same arithmetic as before, so the EMAs are
+bit-identical. A mask
 (every ΔT steps) is the per-matrix scores, one ``cat``, one global ``kthvalue``, one comparison
 and one multi-tensor multiply of every λ by its 0/1 keep factors (in the final phase, which masks
 every step with a frozen pattern, only that multiply). Nothing synchronises host and device, and the EMAs follow the
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 IMPORTANCE_METRICS = ("sensitivity_uncertainty", "sensitivity", "magnitude")
+_KINDS = ("lora_A", "lora_E", "lora_B")
 
 
 class RankAllocator:
@@ -93,10 +98,7 @@ class RankAllocator:
         self.total_step: int | None = None
         if total_step is not None:
             self.set_total_step(total_step)
-        self._params = [p for m in self.modules for p in (m.lora_A, m.lora_E, m.lora_B)]
         self._ranks = init_ranks
-        self._ema_ipt = [torch.zeros_like(p) for p in self._params]
-        self._ema_unc = [torch.zeros_like(p) for p in self._params]
         self._final_mask: list[torch.Tensor] | None = None
         self._final_keep: list[torch.Tensor] | None = None  # the final mask as 0/1 factors (see _apply)
         self._last_mask: list[torch.Tensor] | None = None
@@ -104,6 +106,14 @@ class RankAllocator:
         self._pattern: dict[str, int] = {}
         self._segments: torch.Tensor | None = None  # module index of every triplet, for _kept_counts
         self._group_by_shape()
+        # The EMAs of one kind (A, Λ or B) of one shape group are one stacked tensor ("slot"), so a
+        # step's update is a few multi-tensor calls over a handful of tensors, not three per matrix;
+        # _ema_ipt / _ema_unc are per-matrix views of them, in module order (A, Λ, B per module).
+        self._slots = [[getattr(self.modules[i], kind) for i in idx] for idx in self._groups for kind in _KINDS]
+        self._ipt_stacks = [torch.zeros(len(slot), *slot[0].shape, dtype=slot[0].dtype, device=slot[0].device)
+                            for slot in self._slots]
+        self._unc_stacks = [torch.zeros_like(t) for t in self._ipt_stacks]
+        self._make_views()
 
     @classmethod
     def from_model(cls, model: nn.Module, **kwargs: Any) -> RankAllocator:
@@ -134,9 +144,18 @@ class RankAllocator:
 
     def _follow_params(self) -> None:
         """Keep the EMAs on the parameters' device: the model may move after the allocator is built."""
-        if self._ema_ipt[0].device != self._params[0].device:
-            self._ema_ipt = [e.to(p.device) for e, p in zip(self._ema_ipt, self._params)]
-            self._ema_unc = [e.to(p.device) for e, p in zip(self._ema_unc, self._params)]
+        device = self._slots[0][0].device
+        if self._ipt_stacks[0].device != device:
+            self._ipt_stacks = [t.to(device) for t in self._ipt_stacks]
+            self._unc_stacks = [t.to(device) for t in self._unc_stacks]
+            self._make_views()
+
+    def _make_views(self) -> None:
+        where = {(i, k): (g * len(_KINDS) + k, j) for g, idx in enumerate(self._groups) for j, i in enumerate(idx)
+                 for k in range(len(_KINDS))}
+        order = [where[(i, k)] for i in range(len(self.modules)) for k in range(len(_KINDS))]
+        self._ema_ipt = [self._ipt_stacks[slot][j] for slot, j in order]
+        self._ema_unc = [self._unc_stacks[slot][j] for slot, j in order]
 
     def _require_total_step(self) -> int:
         if self.total_step is None:
@@ -162,17 +181,23 @@ class RankAllocator:
     def _update_importance(self) -> None:
         if self.importance == "magnitude":
             return
-        params, ema_ipt, ema_unc = self._params, self._ema_ipt, self._ema_unc
-        if not all(p.requires_grad for p in params):  # frozen gates (Prune LoRA): importance stays 0
-            keep = [i for i, p in enumerate(params) if p.requires_grad]
-            params, ema_ipt, ema_unc = ([seq[i] for i in keep] for seq in (params, ema_ipt, ema_unc))
-        grads = [p.grad for p in params]
-        if any(g is None for g in grads):
-            missing = [n for n, m in zip(self.names, self.modules)
-                       if any(p.requires_grad and p.grad is None for p in (m.lora_A, m.lora_E, m.lora_B))]
-            raise RuntimeError(
-                f"AdaLoRA parameters without a gradient (module not in the forward graph?): {missing[:5]}"
-            )
+        params, grads, ema_ipt, ema_unc = [], [], [], []
+        for slot, ipt_stack, unc_stack in zip(self._slots, self._ipt_stacks, self._unc_stacks):
+            if not slot[0].requires_grad:  # frozen gates (Prune LoRA): importance stays 0
+                continue
+            slot_grads = [p.grad for p in slot]
+            if any(g is None for g in slot_grads):
+                missing = [n for n, m in zip(self.names, self.modules)
+                           if any(p.requires_grad and p.grad is None for p in (m.lora_A, m.lora_E, m.lora_B))]
+                raise RuntimeError(
+                    f"AdaLoRA parameters without a gradient (module not in the forward graph?): {missing[:5]}"
+                )
+            params.append(torch.stack(slot))
+            grads.append(torch.stack(slot_grads))
+            ema_ipt.append(ipt_stack)
+            ema_unc.append(unc_stack)
+        if not params:
+            return
         ipt = torch._foreach_mul(params, grads)
         torch._foreach_abs_(ipt)
         torch._foreach_mul_(ema_ipt, self.beta1)
@@ -198,15 +223,13 @@ class RankAllocator:
         if self.importance == "magnitude":
             return torch.cat([m.lora_E.detach().abs().view(-1) for m in self.modules])
         if self.importance == "sensitivity":
-            elem = self._ema_ipt
+            elem = self._ipt_stacks
         else:
-            elem = torch._foreach_mul(self._ema_ipt, self._ema_unc)
+            elem = torch._foreach_mul(self._ipt_stacks, self._unc_stacks)
         parts = []
-        for idx in self._groups:
-            s_a = torch.stack([elem[3 * i] for i in idx]).mean(dim=2)
-            s_e = torch.stack([elem[3 * i + 1] for i in idx]).flatten(1)
-            s_b = torch.stack([elem[3 * i + 2] for i in idx]).mean(dim=1)
-            parts.append((s_e + (s_a + s_b)).view(-1))
+        for g in range(len(self._groups)):
+            a, e, b = elem[3 * g:3 * g + 3]
+            parts.append((e.flatten(1) + (a.mean(dim=2) + b.mean(dim=1))).view(-1))
         grouped = torch.cat(parts)
         if self._order is None:
             return grouped
@@ -218,8 +241,9 @@ class RankAllocator:
         """Module indices grouped by (A, Λ, B) shape, and the permutation back to module order
         (None when the groups already follow module order)."""
         by_shape: dict[tuple, list[int]] = {}
-        for i, m in enumerate(self.modules):
-            by_shape.setdefault((m.lora_A.shape, m.lora_E.shape, m.lora_B.shape), []).append(i)
+        for i, m in enumerate(self.modules):  # trained and frozen apart (fixed gates): a slot is one or the other
+            key = tuple((p.shape, p.requires_grad) for p in (m.lora_A, m.lora_E, m.lora_B))
+            by_shape.setdefault(key, []).append(i)
         self._groups = list(by_shape.values())
         starts = [0]
         for r in self._ranks:

@@ -88,11 +88,12 @@ def test_global_threshold_prunes_ties_and_lowest_scores():
 def test_triplet_score_combines_e_and_row_col_means():
     mods = _modules(n=1, r=2)
     alloc = _allocator(mods, target_r=1)
-    alloc._ema_ipt = [torch.ones_like(t) for t in alloc._ema_ipt]
+    for t in alloc._ema_ipt:  # per-matrix views of the allocator's stacked EMAs: written in place
+        t.fill_(1.0)
     # s(A) = 2 in row 0, 4 in row 1 -> row means 2, 4; s(B) col 0 = 1, col 1 = 3; s(E) = 0.5, 0.25
-    alloc._ema_unc[0] = torch.tensor([[2.0] * 6, [4.0] * 6])
-    alloc._ema_unc[1] = torch.tensor([[0.5], [0.25]])
-    alloc._ema_unc[2] = torch.tensor([[1.0, 3.0]] * 5)
+    alloc._ema_unc[0].copy_(torch.tensor([[2.0] * 6, [4.0] * 6]))
+    alloc._ema_unc[1].copy_(torch.tensor([[0.5], [0.25]]))
+    alloc._ema_unc[2].copy_(torch.tensor([[1.0, 3.0]] * 5))
     (score,) = alloc.triplet_scores()
     torch.testing.assert_close(score, torch.tensor([2 + 1 + 0.5, 4 + 3 + 0.25]))
 
@@ -205,3 +206,16 @@ def test_rank_pattern_counts_unequal_ranks_and_is_counted_once_per_mask():
     with counter:
         alloc.rank_pattern()
     assert sum(counter.counts.values()) == 0
+
+
+def test_emas_are_stacked_per_shape_group_with_per_matrix_views():
+    """One stacked EMA per shape group and kind (A, Λ, B), whatever the number of matrices; the
+    per-matrix views (state_dict, tests) read and write the stacks."""
+    mods = {**_modules(n=3), "wide": SVDLinear(nn.Linear(9, 5), r=4, alpha=8)}
+    alloc = _allocator(mods)
+    assert [tuple(t.shape) for t in alloc._ipt_stacks] == [(3, 4, 6), (3, 4, 1), (3, 5, 4), (1, 4, 9), (1, 4, 1), (1, 5, 4)]
+    assert len(alloc._ema_ipt) == len(alloc._ema_unc) == 3 * len(mods)
+    alloc._ema_unc[3 * 3].fill_(2.0)  # the "wide" module's A, module order: m0 m1 m2 wide
+    assert alloc._unc_stacks[3].eq(2.0).all() and alloc._unc_stacks[0].eq(0.0).all()
+    for view in alloc._ema_ipt + alloc._ema_unc:
+        assert any(view._base is stack for stack in alloc._ipt_stacks + alloc._unc_stacks)

@@ -38,7 +38,10 @@ def test_adalora_extra_kernels_do_not_grow_with_layers():
     assert two["optimizer"] == 0  # multi-tensor AdamW: Λ joins the same _foreach_ calls
     for phase in ("forward", "backward"):  # A⊙Λ batched per shape group; the scale folded into it
         assert four[phase] <= two[phase], (phase, two[phase], four[phase])
-    assert sum(four.values()) <= sum(two.values()) <= 64, (two, four)
+    # penalty 28 + allocator 26 (two stacks per shape group and kind, 8 multi-tensor EMA updates)
+    # + the backward of the batched products, less LoRA's per-layer scaling in the forward
+    assert sum(four.values()) <= sum(two.values()) <= 80, (two, four)
+    assert two["allocator"] == 2 * 3 * 3 + 8  # tiny: 3 shape groups x (A, Λ, B)
 
 
 def test_exact_form_keeps_its_per_layer_kernels():
