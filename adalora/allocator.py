@@ -21,7 +21,7 @@ multi-tensor ``torch._foreach_*`` calls over a handful of tensors: on a GPU the 
 call no longer grows with the number of matrices (it was three tensors per matrix, and measured
 proportional to them), and every element sees the same arithmetic as before, so the EMAs are
 bit-identical. A mask
-(every ΔT steps) is the per-matrix scores, one ``cat``, one global ``kthvalue``, one comparison
+(every ΔT steps) is the triplet scores per shape group, one ``cat``, one global ``kthvalue``, one comparison
 and one multi-tensor multiply of every λ by its 0/1 keep factors (in the final phase, which masks
 every step with a frozen pattern, only that multiply). Nothing synchronises host and device, and the EMAs follow the
 parameters when the model is moved after the allocator was built (``accelerate.prepare``).

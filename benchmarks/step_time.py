@@ -53,7 +53,7 @@ import torch
 from benchmarks.memory import memory_in_subprocess, probe_memory
 from benchmarks.models import MODELS, ROOT, make_batches
 from benchmarks.op_count import op_report
-from benchmarks.report import TARGETS, paired, ratio, round_medians, summarize, write_report
+from benchmarks.report import paired, ratio, round_medians, summarize, targets_for, write_report
 from benchmarks.steps import (
     ALL_METHODS,
     FORMS,
@@ -72,7 +72,7 @@ from benchmarks.steps import (
 )
 
 __all__ = ["ALL_METHODS", "OUR_METHODS", "PEFT_METHODS", "RATIO_PAIRS", "Schedule", "method_config",
-           "memory_in_subprocess", "parse_args", "run_benchmark", "write_report", "main"]
+           "memory_in_subprocess", "parse_args", "run_benchmark", "targets_for", "write_report", "main"]
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 
@@ -279,7 +279,7 @@ def _run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> dict
         "environment": environment(device, args.threads, args.precision),
         "settings": {k: (os.path.relpath(v, ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("probe_memory",)},
-        "targets_at_most": TARGETS,
+        "targets_at_most": targets_for(device.type),
         "models": {},
     }
     for model_name in args.models:
