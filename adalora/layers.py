@@ -16,15 +16,16 @@ _RANKNUM_EPS = 1e-5
 _INIT_STD = 0.02
 
 
-def exact_rounding_by_default(device: torch.device) -> bool:
-    """Whether AdaLoRA computes with PEFT's exact roundings when ``exact_rounding`` is unset.
+def exact_rounding_on(device: torch.device, setting: bool | None) -> bool:
+    """Whether AdaLoRA computes with PEFT's exact roundings on ``device``: ``setting`` when set, else
+    by device.
 
     On a CPU yes: runs there are bit-identical to PEFT's and to this suite's earlier results.
     On an accelerator the step is bound by launching kernels from the host, and the fused forms
     (``SVDLinear``, the orthogonality penalty) save most of AdaLoRA's extra launches; CUDA kernels
     round differently from CPU ones anyway.
     """
-    return device.type == "cpu"
+    return device.type == "cpu" if setting is None else setting
 
 
 class LoRALinear(nn.Module):
@@ -162,7 +163,7 @@ class SVDLinear(nn.Module):
         return self.scale_numerator / (ranknum + _RANKNUM_EPS)
 
     def uses_exact_rounding(self, x: torch.Tensor) -> bool:
-        return exact_rounding_by_default(x.device) if self.exact_rounding is None else self.exact_rounding
+        return exact_rounding_on(x.device, self.exact_rounding)
 
     def rank(self) -> int:
         """Number of kept triplets: the paper's final rank of this incremental matrix."""

@@ -75,7 +75,7 @@ class AdaLoRASettings:
     train_lambda: bool = True  # False: LoRA doublets behind a fixed 0/1 gate (prune_lora)
     targets: tuple[str, ...] = ENCODER_WEIGHT_TYPES
     # PEFT's exact roundings (True) or the fused forms (False); None: exact on a CPU, fused on a
-    # GPU (adalora.layers.exact_rounding_by_default). Same mathematics, rounding differs.
+    # GPU (adalora.layers.exact_rounding_on). Same mathematics, rounding differs.
     exact_rounding: bool | None = None
 
     def __post_init__(self) -> None:

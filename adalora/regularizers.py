@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from adalora.layers import exact_rounding_by_default
+from adalora.layers import exact_rounding_on
 
 ORTH_REG_FORMS = ("official", "paper", "frd")
 # Added to the product of norms, as in the official frd code, so a zero row (LoRA's B = 0 at
@@ -162,14 +162,9 @@ class OrthogonalPenalty:
         self._spec = [(left, len(mats)) for left, mats in self.groups]
         self._flat = [m for _, mats in self.groups for m in mats]
 
-    def _exact(self) -> bool:
-        if self.exact_rounding is not None:
-            return self.exact_rounding
-        return exact_rounding_by_default(self._flat[0].device)
-
     def __call__(self) -> torch.Tensor:
-        if (self.form != "frd" and not self._exact() and torch.is_grad_enabled()
-                and any(m.requires_grad for m in self._flat)):
+        if (self.form != "frd" and not exact_rounding_on(self._flat[0].device, self.exact_rounding)
+                and torch.is_grad_enabled() and any(m.requires_grad for m in self._flat)):
             mats = tuple(self._flat)
             tracked = mats if _gradients_reduced_by_hooks() else (next(m for m in mats if m.requires_grad),)
             return _GramPenalty.apply(self.form, self._spec, mats, *tracked)
