@@ -15,6 +15,7 @@ from adalora import apply_method, orthogonal_regularization
 from adalora.layers import SVDLinear
 from adalora.optim import make_adamw
 from benchmarks.models import build_model, make_batches
+from tests.ports import free_port
 
 CPU = torch.device("cpu")
 ADALORA = {"name": "adalora", "init_r": 4, "target_r": 2, "alpha": 8, "tinit": 4, "tfinal": 6, "deltaT": 3,
@@ -198,14 +199,6 @@ def test_exact_rounding_must_be_a_boolean_or_null():
         apply_method(build_model("tiny", CPU), {**ADALORA, "exact_rounding": "maybe"})
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fused_gradients_survive_data_parallel_reduction():
     """DDP writes its reduced gradient buckets back into .grad at the end of the backward, so the
     penalty's gradient must not be added after the backward there: with DDP (a one-process gloo
@@ -222,7 +215,7 @@ def test_fused_gradients_survive_data_parallel_reduction():
     (plain, plain_handle), (wrapped, wrapped_handle) = models
     torch.manual_seed(1)  # the same dropout masks in both forwards
     (plain(**batch).loss + plain_handle.regularization_loss()).backward()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         ddp = nn.parallel.DistributedDataParallel(wrapped)
         torch.manual_seed(1)

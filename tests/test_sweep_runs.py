@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from experiments.results import read_result
 from experiments.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
 from experiments.sweeps import expand_sweep, read_ledger, summarize
+from tests.ports import free_port
 
 register_resolvers()
 RTE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
@@ -219,12 +219,6 @@ def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
 
 
 # ------------------------------------------------------------------------------ data parallel
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _probe(out: Path, nproc: int, batch_size: int) -> list[dict]:
     out.mkdir(parents=True)
     overrides = ["task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
@@ -232,7 +226,7 @@ def _probe(out: Path, nproc: int, batch_size: int) -> list[dict]:
                  "trainer.eval_every=6", "trainer.log_every=2",
                  *(f"+model.tiny_config.{key}=0.0" for key in
                    ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
            str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
