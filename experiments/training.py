@@ -2,7 +2,9 @@
 
 Per optimiser step, in the official code's order (DESIGN §3):
 backward(task loss + γ·R) → clip → optimizer.step → scheduler.step →
-method.step(global_step) (AdaLoRA's allocator) → zero_grad.
+method.step(global_step) (AdaLoRA's allocator) → zero_grad, then one host read (the loss and the
+divergence check together), the step's only wait for the device apart from the rank pattern
+after an AdaLoRA mask.
 
 Checkpoints hold everything a resumed run needs to continue *exactly*: trainable weights,
 optimiser and scheduler state, the allocator's EMAs and masks, RNG states and the position
@@ -150,6 +152,21 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _keep_nonfinite(kept: torch.Tensor | None, total: torch.Tensor) -> torch.Tensor:
+    """``kept`` (0 at a step's first micro-batch), replaced by ``total`` if that is NaN or ±inf and
+    ``kept`` is still finite: the step's first non-finite loss, on the device.
+
+    Checking ``torch.isfinite(total)`` on the host would wait for the forward pass to finish before
+    the backward could be enqueued, a second host-device synchronisation per step besides the
+    loss read that ends it; the loop reads this value with the loss instead, after the optimiser
+    step. A diverged run then takes that one (NaN) update before it stops, which changes nothing:
+    it records ``diverged`` and keeps no weights.
+    """
+    if kept is None:
+        kept = total.new_zeros((), dtype=torch.float32)
+    return torch.where(torch.isfinite(kept) & ~torch.isfinite(total), total.detach().float(), kept)
 
 
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
@@ -318,6 +335,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state.global_step, disable=not (s.progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
         budget, masked = None, False
+        nonfinite: torch.Tensor | None = None  # the step's first non-finite total loss, else 0
         self.model.train()
         step_started = time.perf_counter()
         while state.global_step < self.total_steps:
@@ -329,8 +347,7 @@ class Trainer:
                     loss = self.model(**batch).loss
                     reg = self.handle.regularization_loss()
                     total = loss if reg is None else loss + reg
-                    if not torch.isfinite(total):
-                        raise Diverged(f"loss is {total.item()} at step {state.global_step}")
+                    nonfinite = _keep_nonfinite(nonfinite, total)
                     acc.backward(total)
                     state.batch_in_epoch += 1
                     if not acc.sync_gradients:
@@ -342,9 +359,13 @@ class Trainer:
                     budget = self.handle.step(state.global_step)
                     masked = self._masks_at(state.global_step)
                     self.optimizer.zero_grad(set_to_none=True)
+                # The step's one host read: it waits for the device, so the step time below is complete.
+                state.train_loss, nonfinite_value = torch.stack([loss.detach().float(), nonfinite]).tolist()
+                if not math.isfinite(nonfinite_value):
+                    raise Diverged(f"loss is {nonfinite_value} at step {state.global_step}")
+                nonfinite = None
                 state.global_step += 1
                 steps_this_call += 1
-                state.train_loss = loss.item()  # waits for the device: the step time below is complete
                 state.step_times_s.append(time.perf_counter() - step_started)
                 state.elapsed_s = time.perf_counter() - started
                 bar.update(1)
