@@ -35,6 +35,7 @@ from analysis.figures import (
     rank_over_training,
     save_figure,
 )
+from analysis.grouping import configurations
 from analysis.labels import budget_rank, method_label, metric_label, task_label
 from analysis.tables import present, successful, summary_table, to_markdown, write_table
 from experiments.results import read_result
@@ -142,12 +143,13 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
         adalora = df[(df["task"] == task) & (df["method"] == "adalora")]
         for budget in sorted(set(adalora["budget"]), key=budget_rank):
             ranked = [r for r in select_records(records, task=task, budget=budget, method="adalora") if r.get("ranks")]
-            if not ranked:
-                continue
-            fig, matrix = rank_heatmap_from_runs(ranked, task, budget)
-            written += save_figure(fig, out / f"{PREFIX}rank_heatmap_{task}_{budget}")
-            matrix.to_csv(out / f"{PREFIX}rank_heatmap_{task}_{budget}.csv")
-            written += save_figure(rank_over_training(ranked[0]), out / f"{PREFIX}rank_over_training_{task}_{budget}")
+            groups = configurations(ranked)
+            for (_, group), runs in groups.items():  # one heatmap per configuration, never a mean across them
+                stem = f"{task}_{budget}" + (f"_{group}" if len(groups) > 1 else "")
+                fig, matrix = rank_heatmap_from_runs(runs, task, budget, config_group=group)
+                written += save_figure(fig, out / f"{PREFIX}rank_heatmap_{stem}")
+                matrix.to_csv(out / f"{PREFIX}rank_heatmap_{stem}.csv")
+                written += save_figure(rank_over_training(runs[0]), out / f"{PREFIX}rank_over_training_{stem}")
     counts = status["status"].value_counts().to_dict()
     wall = status.drop_duplicates("run_dir")["wall_time_s"].sum()
     return {"tables": tables, "written": written, "counts": counts, "train_wall_s": float(wall),

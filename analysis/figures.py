@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
+from analysis.grouping import one_configuration, one_configuration_per_label
 from analysis.labels import budget_label, budget_rank, method_label, method_rank, metric_label, task_label
 from analysis.paper import paper_params, paper_percent, paper_results
 from analysis.tables import aggregate, successful
@@ -247,11 +248,15 @@ def rank_heatmap(ranks_pattern: dict[str, float], weight_types: dict[str, Any], 
 
 
 def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: str, budget: str,
-                           method: str = "adalora", save: str | Path | None = None) -> tuple[Figure, pd.DataFrame]:
-    """The heatmap for one task x budget, each cell the mean final rank over the successful seeds."""
+                           method: str = "adalora", save: str | Path | None = None,
+                           config_group: str | None = None) -> tuple[Figure, pd.DataFrame]:
+    """The heatmap for one task x budget, each cell the mean final rank over the successful seeds of
+    one configuration (``config_group`` picks one when the runs hold several; a seed run twice counts
+    once)."""
     records = [r for r in select_records(runs, task=task, budget=budget, method=method) if r.get("ranks")]
     if not records:
         raise LookupError(f"no successful {method} run with a rank pattern for {task} @ {budget}")
+    records = one_configuration(records, f"rank heatmap {task}/{method}/{budget}", config_group)
     matrices = [rank_matrix(r["ranks"]["pattern"], r["ranks"]["weight_types"]) for r in records]
     matrix = pd.concat(matrices).groupby(level=0, sort=False).mean()
     matrix = matrix.reindex(matrices[0].index)
@@ -307,10 +312,12 @@ def learning_curve_table(records: Iterable[dict[str, Any]], metric: str | None =
     """Eval histories -> one row per method x budget x step: mean, std (ddof=1) and n over seeds.
 
     ``metric`` defaults to each run's main metric. Seeds of one configuration share the eval
-    schedule, so a step's ``n`` is the number of seeds that reached it.
+    schedule, so a step's ``n`` is the number of seeds that reached it. Runs of a method x budget
+    must be one configuration (a seed run twice counts once); a label with several is left out with
+    a warning that names what differs.
     """
     rows = []
-    for record in records:
+    for record in one_configuration_per_label(list(records), "learning curves"):
         name = metric or record["metrics"]["main_metric"]
         for entry in record["metrics"]["evals"]:
             if entry.get(name) is not None:

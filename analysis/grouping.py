@@ -10,6 +10,10 @@ the keys that differ, in ``run_status``'s ``conflict`` column.
 
 Within a configuration, ``n`` counts distinct seeds: a seed run twice (two sweeps with the same
 configuration) counts once, with the mean of its repeats (identical on a deterministic device).
+
+Figures drawn from records (the final-rank heatmap, learning curves) follow the same rule through
+:func:`configurations` and :func:`one_configuration`: one configuration per drawn mean, one
+record per seed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.identity import differing_keys
+from experiments.identity import differing_keys, identity_hash, record_identity
 
 LABEL_KEYS = ("task", "method", "budget")
 CONFIG_KEYS = ("model", "config_group")  # with the label: one configuration
@@ -86,3 +90,62 @@ def conflict_notes(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         notes.append(f"{len(configs)} configurations of {'/'.join(map(str, label))}, not pooled; "
                      f"they differ in: {differ}")
     return notes
+
+
+# ---------------------------------------------------------------------------- records (figures)
+def record_configuration(record: Mapping[str, Any]) -> tuple[str, str]:
+    """(model, ``config_group``) of a run record: the key its runs must share to be averaged."""
+    identity = record_identity(record)
+    model = (record.get("run") or {}).get("model") or ""
+    return model, identity_hash(identity, with_seed=False) if identity is not None else ""
+
+
+def configurations(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """Records by :func:`record_configuration`, in first-seen order, one record per seed (the first:
+    a seed run twice in one configuration gives the same result on a deterministic device)."""
+    by_config: dict[tuple[str, str], dict[Any, Mapping[str, Any]]] = {}
+    for record in records:
+        by_config.setdefault(record_configuration(record), {}).setdefault(record["run"]["seed"], record)
+    return {config: list(seeds.values()) for config, seeds in by_config.items()}
+
+
+def one_configuration(records: Sequence[Mapping[str, Any]], what: str,
+                      config_group: str | None = None) -> list[Mapping[str, Any]]:
+    """The records of ``what`` (e.g. "glue_rte/adalora/glue_0.3m") if they are one configuration,
+    one per seed; ``config_group`` picks one of several. Several configurations are an error that
+    names the keys in which they differ: a figure must not average different experiments."""
+    groups = configurations(records)
+    if config_group is not None:
+        groups = {config: recs for config, recs in groups.items() if config[1] == config_group}
+        if not groups:
+            raise LookupError(f"{what}: no run of configuration config_group={config_group!r}")
+    if len(groups) <= 1:
+        return next(iter(groups.values()), [])
+    identities = {config: {k: v for k, v in (record_identity(recs[0]) or {}).items() if k != "seed"}
+                  for config, recs in groups.items()}
+    first, *others = identities
+    keys = sorted({k for other in others for k in differing_keys(identities[first], identities[other])})
+    if len({model for model, _ in groups}) > 1 and "model" not in keys:
+        keys.insert(0, "model")
+    raise ValueError(
+        f"{what}: runs of {len(groups)} configurations, which must not be averaged; they differ in: "
+        f"{', '.join(keys) or 'unknown keys (the records store no configuration)'}. Pick one with "
+        f"config_group= one of {[group for _, group in groups]} (run_status's config_group column), "
+        "or pass only the runs of one configuration"
+    )
+
+
+def one_configuration_per_label(records: Sequence[Mapping[str, Any]], what: str) -> list[Mapping[str, Any]]:
+    """:func:`one_configuration` for every task x method x budget among ``records``, concatenated; a
+    label with several configurations is left out with a warning that names what differs, as in
+    :func:`pool_seeds` (a figure with several labels still draws the others)."""
+    labels: dict[tuple, list[Mapping[str, Any]]] = {}
+    for record in records:
+        labels.setdefault(tuple(record["run"].get(k) for k in LABEL_KEYS), []).append(record)
+    kept: list[Mapping[str, Any]] = []
+    for label, recs in labels.items():
+        try:
+            kept += one_configuration(recs, f"{what} {'/'.join(map(str, label))}")
+        except ValueError as err:
+            warnings.warn(f"not drawn: {err}", stacklevel=3)
+    return kept

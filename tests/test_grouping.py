@@ -1,13 +1,17 @@
-"""Tables pool one configuration over distinct seeds; what differs is listed, never averaged."""
+"""Tables and figures pool one configuration over distinct seeds; what differs is listed, never averaged."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.collect import collect, run_status
+from analysis.demo import write_demo_report
+from analysis.figures import learning_curve_table, rank_heatmap_from_runs, rank_matrix
+from analysis.grouping import configurations
 from analysis.tables import aggregate
 from experiments.runner import PROJECT_ROOT
 
@@ -87,3 +91,65 @@ def test_override_sub_directories_are_runs_and_their_seed_directory_is_not(tmp_p
     assert sorted(status.index) == [0, 1, 2]
     assert status.loc[1, "run_dir"] == str(sub) and status.loc[1, "status"] == "success"
     assert status.loc[2, "status"] == "missing" and status.loc[2, "method"] == "lora"
+
+
+# ------------------------------------------------------------------------- figures from records
+ADALORA = PROJECT_ROOT / "tests" / "fixtures" / "runs" / "fixtures" / "tiny_glue_rte" / "adalora" / "glue_0.3m"
+
+
+def _adalora(seed: int, lr: float | None = None, sweep: str = "a") -> dict:
+    """A committed real AdaLoRA record (schema 1, with its rank pattern), optionally at another lr."""
+    record = json.loads((ADALORA / f"seed={seed}" / "result.json").read_text())
+    record["run"]["sweep"] = record["config"]["sweep_name"] = sweep
+    if lr is not None:
+        record["config"]["trainer"]["lr"] = lr
+        record["ranks"]["pattern"] = {name: 0 for name in record["ranks"]["pattern"]}  # tells the configs apart
+    return record
+
+
+def test_rank_heatmap_draws_one_configuration_and_counts_a_repeated_seed_once():
+    s0, s1 = _adalora(0), _adalora(1)
+    assert s0["ranks"]["pattern"] != s1["ranks"]["pattern"]  # else a double-counted seed would not show
+    repeat = _adalora(0, sweep="b")  # the same configuration and seed from another sweep
+    _, matrix = rank_heatmap_from_runs([s0, s1, repeat], "tiny_glue_rte", "glue_0.3m")
+    expected = (rank_matrix(s0["ranks"]["pattern"], s0["ranks"]["weight_types"])
+                + rank_matrix(s1["ranks"]["pattern"], s1["ranks"]["weight_types"])) / 2
+    pd.testing.assert_frame_equal(matrix, expected, check_dtype=False)
+
+
+def test_rank_heatmap_refuses_to_average_configurations_and_draws_the_chosen_one():
+    runs = [_adalora(0), _adalora(1), _adalora(0, lr=0.05, sweep="c")]
+    with pytest.raises(ValueError, match=r"2 configurations.*differ in: trainer\.lr.*config_group="):
+        rank_heatmap_from_runs(runs, "tiny_glue_rte", "glue_0.3m")
+    groups = list(configurations(runs))
+    assert len(groups) == 2
+    _, other = rank_heatmap_from_runs(runs, "tiny_glue_rte", "glue_0.3m", config_group=groups[1][1])
+    assert (other.to_numpy() == 0).all()  # only the lr=0.05 run, whose pattern is all zeros
+    _, main = rank_heatmap_from_runs(runs, "tiny_glue_rte", "glue_0.3m", config_group=groups[0][1])
+    assert main.to_numpy().sum() > 0
+    with pytest.raises(LookupError, match="config_group='nope'"):
+        rank_heatmap_from_runs(runs, "tiny_glue_rte", "glue_0.3m", config_group="nope")
+
+
+def test_learning_curves_leave_a_conflicting_label_out_and_draw_the_rest():
+    lora = json.loads((SOURCE / "seed=0" / "result.json").read_text())
+    runs = [_adalora(0), _adalora(0, lr=0.05, sweep="c"), lora, _adalora(1), _adalora(1, sweep="b")]
+    with pytest.warns(UserWarning, match=r"not drawn: learning curves tiny_glue_rte/adalora/glue_0.3m.*trainer\.lr"):
+        table = learning_curve_table(runs)
+    assert set(table["method"]) == {"lora"}
+    table = learning_curve_table([_adalora(0), _adalora(1), _adalora(1, sweep="b")])
+    assert set(table["n"]) == {2}  # seed 1 twice counts once
+
+
+def test_demo_report_draws_a_heatmap_per_configuration(tmp_path):
+    root = tmp_path / "runs"
+    for record in (_adalora(0), _adalora(1), _adalora(0, lr=0.05, sweep="c")):
+        run = record["run"]
+        path = root / run["sweep"] / run["task"] / "adalora" / run["budget"] / f"seed={run['seed']}" / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="not"):
+        report = write_demo_report(root, tmp_path / "out")
+    heatmaps = sorted(p.name for p in report["written"] if "rank_heatmap" in p.name and p.suffix == ".png")
+    groups = [group for _, group in configurations([_adalora(0), _adalora(0, lr=0.05, sweep="c")])]
+    assert heatmaps == sorted(f"demo_rank_heatmap_tiny_glue_rte_glue_0.3m_{g}.png" for g in groups)

@@ -14,11 +14,13 @@
 # # Final ranks (paper Figure 3) and rank allocation over training
 # For every task × budget × method whose runs record a rank pattern: the final rank of each
 # adapted matrix (weight type × layer, mean over seeds), and for one seed the budget b(t)
-# with the total rank per weight type along training.
+# with the total rank per weight type along training. Runs of different configurations under
+# one label (another learning rate, another model) get a heatmap each, named by `config_group`.
 
 # %%
 from analysis.collect import collect, select_records
 from analysis.figures import rank_heatmap_from_runs, rank_over_training
+from analysis.grouping import configurations
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import successful
@@ -37,14 +39,14 @@ groups = sorted(set(zip(df["task"], df["budget"], df["method"], strict=True)))
 drawn = 0
 for task, budget, method in groups:
     records = [r for r in select_records(df, task=task, budget=budget, method=method) if r.get("ranks")]
-    if not records:
-        continue
-    stem = f"{task}_{method}_{budget}"
-    fig, matrix = rank_heatmap_from_runs(records, task, budget, method=method)
-    report.figure(fig, f"rank_heatmap_{stem}")
-    matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv")
-    first = records[0]
-    report.figure(rank_over_training(first), f"rank_over_training_{stem}_seed{first['run']['seed']}")
-    drawn += 1
+    groups = configurations(records)
+    for (_, group), runs in groups.items():
+        stem = f"{task}_{method}_{budget}" + (f"_{group}" if len(groups) > 1 else "")
+        fig, matrix = rank_heatmap_from_runs(runs, task, budget, method=method, config_group=group)
+        report.figure(fig, f"rank_heatmap_{stem}")
+        matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv")
+        first = runs[0]
+        report.figure(rank_over_training(first), f"rank_over_training_{stem}_seed{first['run']['seed']}")
+        drawn += 1
 if not drawn:
     report.note("no successful run records a rank pattern (AdaLoRA-like methods do)")
