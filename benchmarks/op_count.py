@@ -31,7 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.models import MODELS, make_batches
-from benchmarks.steps import FORMS, Schedule, build_our_run, method_config, sync_fn, train_step
+from benchmarks.steps import FORM_NAMES, FORMS, Schedule, build_our_run, method_config, sync_fn, train_step
 
 PHASES = ("forward", "penalty", "backward", "clip", "optimizer", "allocator", "zero_grad")
 
@@ -122,7 +122,7 @@ def op_report(model_names: Sequence[str], device: torch.device, batch: int = 2, 
         lora_p, ada_p, mask_p = by_phase(lora), by_phase(ada), by_phase(ada_mask)
         entry: dict[str, Any] = {
             "counted": "kernels (no views, no host scalar reads)" if kernels else "all ATen op calls",
-            "adalora_form": {False: "fused", True: "exact"}.get(exact_rounding, "by device"),
+            "adalora_form": FORM_NAMES[exact_rounding],
             "adapted_matrices": n,
             "lora": lora_p,
             "adalora": ada_p,

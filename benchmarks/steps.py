@@ -60,6 +60,7 @@ class Schedule:
 
 # --form -> AdaLoRA's method.exact_rounding: fused (what a GPU runs), exact (a CPU), or the device's
 FORMS = {"fused": False, "exact": True, "device": None}
+FORM_NAMES = {setting: name for name, setting in FORMS.items()}  # exact_rounding -> --form name
 
 
 def method_config(method: str, level_name: str, sched: Schedule, alpha: float = 16.0,
