@@ -15,7 +15,9 @@ and one for plain LoRA (the paper's Table 5 "LoRA_regu"):
   contributes 0 (the official code divides 0 by 0 there and gets NaN).
 
 Matrices of the same shape are stacked and handled by one batched matmul, so the penalty
-costs a handful of kernels instead of 2n small ones.
+costs a handful of kernels instead of 2n small ones; in the closed-form path below, the r x r
+grams of all shape groups (AdaLoRA gives every matrix the same r) then share one subtraction of
+I, one norm and one gradient coefficient.
 
 With ``exact_rounding=False`` (the default off a CPU, see ``adalora.layers``) the official and
 paper forms take a closed-form backward: autograd would hand each A and B its slice of the
@@ -83,37 +85,62 @@ class _GramPenalty(torch.autograd.Function):
     @staticmethod
     def forward(ctx, form: str, groups: list[tuple[bool, int]], mats: tuple[torch.Tensor, ...],
                 *tracked: torch.Tensor) -> torch.Tensor:
-        stacks, residuals, norms, start = [], [], [], 0
+        stacks, grams, start = [], [], 0
         for left, count in groups:
             stacked = torch.stack(mats[start:start + count])
             start += count
-            residual = _gram_minus_identity(stacked, left)
             stacks.append(stacked)
-            residuals.append(residual)
-            norms.append(torch.linalg.matrix_norm(residual, ord="fro"))
-        values = torch.cat(norms)
+            grams.append(torch.bmm(stacked, stacked.transpose(1, 2)) if left else torch.bmm(stacked.transpose(1, 2), stacked))
+        # Every gram is r x r, and AdaLoRA gives every matrix the same r: the grams of all shape
+        # groups then take one subtraction of I and one norm instead of one each per group.
+        buckets = _same_size(grams)
+        residuals: list[torch.Tensor] = [grams[0]] * len(grams)
+        norms: list[torch.Tensor] = [grams[0]] * len(grams)
+        bucket_norms = []
+        for members in buckets:
+            gram = grams[members[0]] if len(members) == 1 else torch.cat([grams[i] for i in members])
+            residual = gram - torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+            norm = torch.linalg.matrix_norm(residual, ord="fro")
+            bucket_norms.append(norm)
+            sizes = [len(stacks[i]) for i in members]
+            for i, res, nrm in zip(members, residual.split(sizes), norm.split(sizes)):
+                residuals[i], norms[i] = res, nrm
+        # The norms in group order (the exact form's order, so the mean adds them up the same way).
+        values = bucket_norms[0] if len(buckets) == 1 else torch.cat(norms)
         ctx.form, ctx.groups, ctx.mats, ctx.n_tracked = form, groups, mats, len(tracked)
-        ctx.stacks, ctx.residuals, ctx.norms = stacks, residuals, norms
+        ctx.stacks, ctx.residuals, ctx.buckets, ctx.bucket_norms = stacks, residuals, buckets, bucket_norms
         return values.mean() if form == "official" else values.square().sum()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         n_mats = len(ctx.mats)
-        grads: list[torch.Tensor] = []
-        for (left, _), stacked, residual, norm in zip(ctx.groups, ctx.stacks, ctx.residuals, ctx.norms):
+        coefs: list[torch.Tensor] = [grad_out] * len(ctx.groups)
+        for members, norm in zip(ctx.buckets, ctx.bucket_norms):
             # official: d(mean ‖G‖)/dM = 2 G M / (n ‖G‖), 0 where G = 0 (autograd's norm gradient there);
             # paper: d(Σ ‖G‖²)/dM = 4 G M
             if ctx.form == "official":
-                coef = torch.where(norm > 0, (2.0 / n_mats) / norm, torch.zeros_like(norm))
+                coef = torch.where(norm > 0, (2.0 / n_mats) / norm, torch.zeros_like(norm)) * grad_out
             else:
-                coef = torch.full_like(norm, 4.0)
-            product = residual @ stacked if left else stacked @ residual
-            grads.extend((product * (coef * grad_out).view(-1, 1, 1)).unbind(0))
+                coef = (4.0 * grad_out).expand_as(norm)
+            for i, part in zip(members, coef.split([len(ctx.stacks[i]) for i in members])):
+                coefs[i] = part
+        grads: list[torch.Tensor] = []
+        for (left, _), stacked, residual, coef in zip(ctx.groups, ctx.stacks, ctx.residuals, coefs):
+            product = torch.bmm(residual, stacked) if left else torch.bmm(stacked, residual)
+            grads.extend((product * coef.view(-1, 1, 1)).unbind(0))
         if ctx.n_tracked == n_mats:  # every matrix is an input: autograd accumulates (and reduces) them
             return (None, None, None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[3:])))
         mats = ctx.mats
         torch.autograd.Variable._execution_engine.queue_callback(lambda: _add_to_grads(mats, grads))
         return (None, None, None) + (None,) * ctx.n_tracked
+
+
+def _same_size(grams: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of the grams, grouped by their size r (first-seen order)."""
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i, gram in enumerate(grams):
+        buckets[gram.shape[-1]].append(i)
+    return list(buckets.values())
 
 
 def _gradients_reduced_by_hooks() -> bool:

@@ -101,22 +101,27 @@ def test_products_are_dropped_when_the_forward_fails():
 
 
 @pytest.mark.parametrize("form", ["official", "paper"])
-def test_closed_form_penalty_gradient_equals_autograd(form):
+@pytest.mark.parametrize("mixed_ranks", [False, True])
+def test_closed_form_penalty_gradient_equals_autograd(form, mixed_ranks):
+    """One rank r (AdaLoRA's case: all grams take one subtraction and one norm) or two (one each)."""
     torch.manual_seed(0)
     a = [torch.randn(4, 10, requires_grad=True) for _ in range(3)] + [torch.randn(4, 20, requires_grad=True)]
     b = [torch.randn(10, 4, requires_grad=True) for _ in range(2)] + [torch.randn(10, 4)]  # last one frozen
+    if mixed_ranks:
+        a.insert(1, torch.randn(6, 10, requires_grad=True))
+        b.insert(0, torch.randn(20, 6, requires_grad=True))
     with torch.no_grad():  # orthonormal rows: G = 0 exactly, the norm's kink
         a[0].zero_()
         a[0][:, :4] = torch.eye(4)
     results = {}
     for exact in (True, False):
-        for p in a + b[:2]:
+        for p in a + b[:-1]:
             p.grad = torch.ones_like(p)  # the task loss's gradient is already there
         for _ in range(2):  # gradient accumulation: two backward passes, each scaled like accelerate does
             value = orthogonal_regularization(a, b, form, exact_rounding=exact)
             (0.1 * value / 2).backward()
-        results[exact] = (value.detach(), [p.grad.clone() for p in a + b[:2]])
-    assert b[2].grad is None
+        results[exact] = (value.detach(), [p.grad.clone() for p in a + b[:-1]])
+    assert b[-1].grad is None
     torch.testing.assert_close(results[False][0], results[True][0], rtol=1e-6, atol=0)
     for fused, exact in zip(results[False][1], results[True][1]):
         torch.testing.assert_close(fused, exact, rtol=1e-5, atol=1e-6)
