@@ -196,12 +196,17 @@ def override_dir() -> str:
     if not HydraConfig.initialized():
         return ""
     keep = dirname_overrides(list(HydraConfig.get().overrides.task))
-    if not keep:
-        return ""
-    name = ",".join(keep).replace("/", "%2F")
+    return "/" + override_dirname(keep) if keep else ""
+
+
+def override_dirname(overrides: list[str]) -> str:
+    """One directory name for ``overrides``: ``k=v,k2=v2`` with ``/`` as ``%2F``; past 150 characters
+    (file systems allow 255 bytes) the first 137 and a hash of the whole name, so that two long
+    override lists that differ only at their end still get two directories."""
+    name = ",".join(overrides).replace("/", "%2F")
     if len(name) > _MAX_DIRNAME:
         name = f"{name[:_MAX_DIRNAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-    return "/" + name
+    return name
 
 
 # ---------------------------------------------------------------------------- code version

@@ -17,6 +17,7 @@ from experiments.identity import (
     PROJECT_ROOT_TOKEN,
     dirname_overrides,
     identity_hash,
+    override_dirname,
     record_identity,
 )
 from experiments.results import atomic_write_json, read_result
@@ -91,6 +92,16 @@ def test_override_dirname_keeps_result_changing_keys_only():
     assert dirname_overrides(overrides) == ["+model.tiny_config.cls_dropout=0.0", "model=tiny_deberta",
                                             "task.max_seq_length=32", "trainer.lr=0.005"]
     assert dirname_overrides(["task=a", "method=b", "budget=c", "seed=0"]) == []  # standard runs: today's path
+
+
+def test_override_dirname_escapes_slashes_and_shortens_long_names_uniquely():
+    assert override_dirname(["model.name=microsoft/deberta-v3-base", "trainer.lr=0.005"]) == \
+        "model.name=microsoft%2Fdeberta-v3-base,trainer.lr=0.005"
+    long = [f"+method.extra_{i}=some_long_value_{i}" for i in range(8)]
+    a, b = override_dirname(long + ["trainer.lr=0.001"]), override_dirname(long + ["trainer.lr=0.002"])
+    assert len(",".join(long)) > 150 and len(a) == len(b) == 150
+    assert a != b and a[:137] == b[:137] == ",".join(long)[:137]  # same prefix, the hash tells them apart
+    assert override_dirname(long + ["trainer.lr=0.001"]) == a  # stable: a rerun finds its directory
 
 
 # ------------------------------------------------------------------------------ skip / resume rules
