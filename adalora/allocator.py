@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from adalora.grouping import group_by
+
 IMPORTANCE_METRICS = ("sensitivity_uncertainty", "sensitivity", "magnitude")
 _KINDS = ("lora_A", "lora_E", "lora_B")
 
@@ -240,11 +242,11 @@ class RankAllocator:
     def _group_by_shape(self) -> None:
         """Module indices grouped by (A, Λ, B) shape, and the permutation back to module order
         (None when the groups already follow module order)."""
-        by_shape: dict[tuple, list[int]] = {}
-        for i, m in enumerate(self.modules):  # trained and frozen apart (fixed gates): a slot is one or the other
-            key = tuple((p.shape, p.requires_grad) for p in (m.lora_A, m.lora_E, m.lora_B))
-            by_shape.setdefault(key, []).append(i)
-        self._groups = list(by_shape.values())
+        def shapes(i: int) -> tuple:  # trained and frozen apart (fixed gates): a slot is one or the other
+            return tuple((getattr(self.modules[i], kind).shape, getattr(self.modules[i], kind).requires_grad)
+                         for kind in _KINDS)
+
+        self._groups = group_by(range(len(self.modules)), shapes)
         starts = [0]
         for r in self._ranks:
             starts.append(starts[-1] + r)

@@ -15,13 +15,13 @@ depend on the hook having run. Used only where ``SVDLinear`` takes the fused for
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from adalora.grouping import group_by
 from adalora.layers import SVDLinear
 
 
@@ -56,10 +56,7 @@ class BatchedProducts:
 
     def _group(self) -> None:
         """Same shapes and the same scale (a loaded ``ranknum`` may change a module's scale)."""
-        groups: dict[tuple[Any, ...], list[SVDLinear]] = defaultdict(list)
-        for module in self.modules:
-            groups[(tuple(module.lora_A.shape), tuple(module.lora_E.shape), module.scale)].append(module)
-        self.groups = list(groups.values())
+        self.groups = group_by(self.modules, lambda m: (tuple(m.lora_A.shape), tuple(m.lora_E.shape), m.scale))
         self._scales = [m.scale for m in self.modules]
 
     def attach(self, model: nn.Module) -> None:

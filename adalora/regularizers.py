@@ -31,11 +31,11 @@ gradient goes through autograd instead.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import torch
 
+from adalora.grouping import group_by
 from adalora.layers import exact_rounding_on
 
 ORTH_REG_FORMS = ("official", "paper", "frd")
@@ -93,7 +93,7 @@ class _GramPenalty(torch.autograd.Function):
             grams.append(torch.bmm(stacked, stacked.transpose(1, 2)) if left else torch.bmm(stacked.transpose(1, 2), stacked))
         # Every gram is r x r, and AdaLoRA gives every matrix the same r: the grams of all shape
         # groups then take one subtraction of I and one norm instead of one each per group.
-        buckets = _same_size(grams)
+        buckets = group_by(range(len(grams)), lambda i: grams[i].shape[-1])  # indices by size r
         residuals: list[torch.Tensor] = [grams[0]] * len(grams)
         norms: list[torch.Tensor] = [grams[0]] * len(grams)
         bucket_norms = []
@@ -135,14 +135,6 @@ class _GramPenalty(torch.autograd.Function):
         return (None, None, None) + (None,) * ctx.n_tracked
 
 
-def _same_size(grams: Sequence[torch.Tensor]) -> list[list[int]]:
-    """Indices of the grams, grouped by their size r (first-seen order)."""
-    buckets: dict[int, list[int]] = defaultdict(list)
-    for i, gram in enumerate(grams):
-        buckets[gram.shape[-1]].append(i)
-    return list(buckets.values())
-
-
 def _gradients_reduced_by_hooks() -> bool:
     """Whether data-parallel training may be reducing gradients as they are accumulated.
 
@@ -176,16 +168,12 @@ class OrthogonalPenalty:
                  exact_rounding: bool | None = None):
         if form not in ORTH_REG_FORMS:
             raise ValueError(f"orth_reg must be one of {ORTH_REG_FORMS}, got {form!r}")
-        groups: dict[tuple[bool, torch.Size], list[torch.Tensor]] = defaultdict(list)
-        for mat in a_mats:
-            groups[(True, mat.shape)].append(mat)
-        for mat in b_mats:
-            groups[(False, mat.shape)].append(mat)
-        if not groups:
+        tagged = [(True, m) for m in a_mats] + [(False, m) for m in b_mats]  # True: A (uses A Aᵀ)
+        if not tagged:
             raise ValueError("orthogonal_regularization needs at least one lora_A or lora_B matrix")
         self.form = form
         self.exact_rounding = exact_rounding
-        self.groups = [(left, mats) for (left, _), mats in groups.items()]
+        self.groups = [(group[0][0], [m for _, m in group]) for group in group_by(tagged, lambda t: (t[0], t[1].shape))]
         self._spec = [(left, len(mats)) for left, mats in self.groups]
         self._flat = [m for _, mats in self.groups for m in mats]
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from adalora import RankAllocator, SVDLinear
+from adalora.grouping import group_by
 
 
 def _modules(n: int = 3, r: int = 4, seed: int = 0) -> dict[str, SVDLinear]:
@@ -219,3 +220,10 @@ def test_emas_are_stacked_per_shape_group_with_per_matrix_views():
     assert alloc._unc_stacks[3].eq(2.0).all() and alloc._unc_stacks[0].eq(0.0).all()
     for view in alloc._ema_ipt + alloc._ema_unc:
         assert any(view._base is stack for stack in alloc._ipt_stacks + alloc._unc_stacks)
+
+
+def test_group_by_keeps_first_seen_group_order_and_input_order():
+    """Stacking a group and splitting it back rely on this order (allocator, penalty, fused products)."""
+    words = ["bb", "a", "cc", "d", "eee", "ff"]
+    assert group_by(words, len) == [["bb", "cc", "ff"], ["a", "d"], ["eee"]]
+    assert group_by([], len) == []
