@@ -3,7 +3,8 @@
 The page is static (no server, no network: it opens from disk) and embeds what the notebooks
 wrote: each Markdown table (``<stem>.md``, rendered as an HTML table), each PNG figure, the
 notes on what could not be drawn, and the provenance of the runs: git sha(s), package
-versions, config hashes where the records hold them, and the status of every run.
+versions, training precision (``trainer.precision`` / ``trainer.tf32``), config hashes (stored,
+or computed from the stored config for schema-1 records), and the status of every run.
 
 A script on the page checks itself once loaded: every image decoded (``complete`` and a
 non-zero ``naturalWidth``) and every table has rows. It writes the verdict to ``<body>``'s
@@ -23,6 +24,7 @@ from typing import Any
 
 from analysis.collect import load_records, run_status
 from analysis.paths import REPO_ROOT
+from experiments.identity import identity_hash, record_identity
 
 INDEX = "index.html"
 # Section order of the page: (heading, file-name prefixes). Anything else goes under "Other".
@@ -142,7 +144,7 @@ def _version(package: str) -> str:
 
 def provenance(results_root: str | Path) -> dict[str, Any]:
     """What produced the runs (from their records) and this page (from this checkout)."""
-    shas, versions, hashes = Counter(), Counter(), Counter()
+    shas, versions, hashes, precisions = Counter(), Counter(), Counter(), Counter()
     for _, record, _ in load_records(results_root):
         if record is None:
             continue
@@ -150,16 +152,25 @@ def provenance(results_root: str | Path) -> dict[str, Any]:
         shas[env.get("git_sha") or "unknown"] += 1
         for name, version in (env.get("versions") or {}).items():
             versions[f"{name}=={version}"] += 1
-        config_hash = record.get("config_hash") or (record.get("run") or {}).get("config_hash")
-        if config_hash:
-            hashes[str(config_hash)] += 1
+        identity = record_identity(record)  # stored (schema 2) or computed from the stored config (schema 1)
+        if identity is not None:
+            hashes[identity_hash(identity)] += 1
+        precisions[_precision(record.get("train") or {})] += 1
     return {
         "runs_git_sha": dict(shas), "runs_versions": dict(sorted(versions.items())),
-        "config_hashes": dict(hashes),
+        "config_hashes": dict(hashes), "runs_precision": dict(precisions),
         "page_git_sha": _git_sha(),
         "page_versions": {p: _version(p) for p in ANALYSIS_PACKAGES},
         "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _precision(train: dict[str, Any]) -> str:
+    """``trainer.precision`` and ``trainer.tf32`` of a run; records written before they existed trained
+    in fp32 without TF32 (the defaults) but do not say so."""
+    if "precision" not in train:
+        return "not recorded (fp32 by default)"
+    return f"{train['precision']}, tf32 {'on' if train.get('tf32') else 'off'}"
 
 
 def _dl(items: dict[str, Any]) -> str:
@@ -198,6 +209,7 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
               f"<p>This page: git <code>{html.escape(prov['page_git_sha'])}</code></p>", _dl(prov["page_versions"]),
               "<h3>Git sha of the runs (runs per sha)</h3>", _dl(prov["runs_git_sha"]),
               "<h3>Package versions of the runs (runs per version)</h3>", _dl(prov["runs_versions"]),
+              "<h3>Precision (trainer.precision, trainer.tf32; runs per setting)</h3>", _dl(prov["runs_precision"]),
               "<h3>Config hashes (runs per hash)</h3>", _dl(prov["config_hashes"])]
     prov_json = json.dumps(prov).replace("</", "<\\/")  # cannot close the script element early
     page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>AdaLoRA reproduction report</title>"

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.index_page import parse_markdown_table, write_index
+from analysis.index_page import parse_markdown_table, provenance, write_index
 from analysis.paths import REPO_ROOT, RESULTS_ENV, NoRuns, default_results_root, in_repo, require_runs
+from experiments.identity import identity_hash, record_identity
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,3 +134,21 @@ def test_report_page_opens_in_chromium_with_every_image_and_table(figures, tmp_p
         assert f"<code>{record['env']['git_sha']}</code>" in page
         assert f"torch=={record['env']['versions']['torch']}" in page
     assert f"{len(records)} ({len(records)} success)" in page  # the run status
+
+
+def test_provenance_counts_config_hashes_and_precision_of_old_and_new_records(tmp_path):
+    """Schema-1 records (no stored identity, no precision) get their hash from their config; newer
+    ones carry both. (The page read a ``config_hash`` key no record has, and showed none.)"""
+    source = next(RUNS.rglob("result.json"))
+    old = json.loads(source.read_text())
+    new = json.loads(source.read_text())
+    new["run"]["seed"] = new["config"]["seed"] = 7
+    identity = record_identity(new)
+    new.update(schema_version=2, identity={"hash": identity_hash(identity), "group": "g", "keys": identity})
+    new["train"].update(precision="bf16", tf32=True)
+    for name, record in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(record))
+    prov = provenance(tmp_path)
+    assert prov["config_hashes"] == {identity_hash(record_identity(old)): 1, identity_hash(identity): 1}
+    assert prov["runs_precision"] == {"not recorded (fp32 by default)": 1, "bf16, tf32 on": 1}
