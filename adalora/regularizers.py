@@ -44,21 +44,24 @@ ORTH_REG_FORMS = ("official", "paper", "frd")
 _FRD_EPS = 1e-30
 
 
-def _gram_minus_identity(stacked: torch.Tensor, left: bool) -> torch.Tensor:
-    """``M Mᵀ - I`` (left) or ``Mᵀ M - I`` for a stack of same-shape matrices."""
-    gram = stacked @ stacked.transpose(1, 2) if left else stacked.transpose(1, 2) @ stacked
+def _gram(stacked: torch.Tensor, left: bool) -> torch.Tensor:
+    """``M Mᵀ`` (left: the rows of A) or ``Mᵀ M`` (the columns of B) for a stack of same-shape matrices."""
+    return torch.bmm(stacked, stacked.transpose(1, 2)) if left else torch.bmm(stacked.transpose(1, 2), stacked)
+
+
+def _minus_identity(gram: torch.Tensor) -> torch.Tensor:
     return gram - torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
 
 
 def _gram_minus_identity_norms(mats: Sequence[torch.Tensor], left: bool) -> torch.Tensor:
     """Frobenius norms of ``M Mᵀ - I`` (left) or ``Mᵀ M - I`` for same-shape matrices."""
-    return torch.linalg.matrix_norm(_gram_minus_identity(torch.stack(list(mats)), left), ord="fro")
+    return torch.linalg.matrix_norm(_minus_identity(_gram(torch.stack(list(mats)), left)), ord="fro")
 
 
 def _offdiag_abs_cosine_means(mats: Sequence[torch.Tensor], left: bool) -> torch.Tensor:
     """Mean |cosine| over the off-diagonal pairs of rows (left: A) or columns (B), per matrix."""
     stacked = torch.stack(list(mats))
-    gram = stacked @ stacked.transpose(1, 2) if left else stacked.transpose(1, 2) @ stacked
+    gram = _gram(stacked, left)
     r = gram.shape[-1]
     if r == 1:
         return gram.new_zeros(gram.shape[0])  # no pair of directions: nothing to decorrelate
@@ -90,7 +93,7 @@ class _GramPenalty(torch.autograd.Function):
             stacked = torch.stack(mats[start:start + count])
             start += count
             stacks.append(stacked)
-            grams.append(torch.bmm(stacked, stacked.transpose(1, 2)) if left else torch.bmm(stacked.transpose(1, 2), stacked))
+            grams.append(_gram(stacked, left))
         # Every gram is r x r, and AdaLoRA gives every matrix the same r: the grams of all shape
         # groups then take one subtraction of I and one norm instead of one each per group.
         buckets = group_by(range(len(grams)), lambda i: grams[i].shape[-1])  # indices by size r
@@ -99,7 +102,7 @@ class _GramPenalty(torch.autograd.Function):
         bucket_norms = []
         for members in buckets:
             gram = grams[members[0]] if len(members) == 1 else torch.cat([grams[i] for i in members])
-            residual = gram - torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+            residual = _minus_identity(gram)
             norm = torch.linalg.matrix_norm(residual, ord="fro")
             bucket_norms.append(norm)
             sizes = [len(stacks[i]) for i in members]
