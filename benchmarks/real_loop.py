@@ -30,11 +30,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks import report as benchmark_report
 from benchmarks.models import ROOT
 from benchmarks.step_time import environment
 
@@ -123,13 +125,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / report["environment"]["device"]
-    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(to_markdown(report))
-    return json_path, md_path
+write_report = partial(benchmark_report.write_report, markdown=to_markdown)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

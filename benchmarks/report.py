@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +181,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def write_report(report: dict[str, Any], out: Path,
+                 markdown: Callable[[dict[str, Any]], str] = to_markdown) -> tuple[Path, Path]:
+    """``<out>/<device label>.json`` and ``.md`` (``markdown`` renders it: step time's by default)."""
     out.mkdir(parents=True, exist_ok=True)
     label = report["environment"]["device"]
     json_path, md_path = out / f"{label}.json", out / f"{label}.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(to_markdown(report))
+    md_path.write_text(markdown(report))
     return json_path, md_path
