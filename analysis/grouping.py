@@ -70,12 +70,11 @@ def pool_seeds(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFr
 def conflict_notes(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
     """For each run row (label keys, status, ``model``, ``config_group``, ``identity``): a note naming
     the keys in which other successful configurations of its label differ, or None."""
-    by_label: dict[tuple, dict[tuple, Mapping[str, Any]]] = {}
+    by_label: dict[tuple, dict[tuple, Mapping[str, Any] | None]] = {}
     for row in rows:
         if row.get("status") == "success":
             config = (row.get("model") or "", row.get("config_group") or "")
-            seedless = {k: v for k, v in (row.get("identity") or {}).items() if k != "seed"}
-            by_label.setdefault(tuple(row.get(k) for k in LABEL_KEYS), {}).setdefault(config, seedless)
+            by_label.setdefault(tuple(row.get(k) for k in LABEL_KEYS), {}).setdefault(config, row.get("identity"))
     notes: list[str | None] = []
     for row in rows:
         label = tuple(row.get(k) for k in LABEL_KEYS)
@@ -84,12 +83,20 @@ def conflict_notes(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         if row.get("status") != "success" or len(configs) < 2:
             notes.append(None)
             continue
-        keys = sorted({k for other, ident in configs.items() if other != mine
-                       for k in differing_keys(configs[mine], ident)})
-        differ = ", ".join(keys) if keys else "model (the records store no configuration)"
+        differ = difference(configs[mine], [ident for other, ident in configs.items() if other != mine])
         notes.append(f"{len(configs)} configurations of {'/'.join(map(str, label))}, not pooled; "
                      f"they differ in: {differ}")
     return notes
+
+
+def difference(mine: Mapping[str, Any] | None, others: Sequence[Mapping[str, Any] | None]) -> str:
+    """The identity keys (seed aside) in which ``others`` differ from ``mine``; none means the
+    configurations differ in their model only, as records without a stored configuration do."""
+    def seedless(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (identity or {}).items() if k != "seed"}
+
+    keys = sorted({k for other in others for k in differing_keys(seedless(mine), seedless(other))})
+    return ", ".join(keys) if keys else "model (the records store no configuration)"
 
 
 # ---------------------------------------------------------------------------- records (figures)
@@ -121,15 +128,10 @@ def one_configuration(records: Sequence[Mapping[str, Any]], what: str,
             raise LookupError(f"{what}: no run of configuration config_group={config_group!r}")
     if len(groups) <= 1:
         return next(iter(groups.values()), [])
-    identities = {config: {k: v for k, v in (record_identity(recs[0]) or {}).items() if k != "seed"}
-                  for config, recs in groups.items()}
-    first, *others = identities
-    keys = sorted({k for other in others for k in differing_keys(identities[first], identities[other])})
-    if len({model for model, _ in groups}) > 1 and "model" not in keys:
-        keys.insert(0, "model")
+    first, *others = (record_identity(recs[0]) for recs in groups.values())
     raise ValueError(
         f"{what}: runs of {len(groups)} configurations, which must not be averaged; they differ in: "
-        f"{', '.join(keys) or 'unknown keys (the records store no configuration)'}. Pick one with "
+        f"{difference(first, others)}. Pick one with "
         f"config_group= one of {[group for _, group in groups]} (run_status's config_group column), "
         "or pass only the runs of one configuration"
     )
