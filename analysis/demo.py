@@ -1,7 +1,7 @@
 """The demo's analysis (``make demo``, after its sweeps): tables, convergence, learning curves, ranks.
 
 Uses the same functions as the paper's analysis (``collect``, ``summary_table``,
-``budget_curve``, ``rank_heatmap_from_runs``, ``rank_over_training``) on the runs under one
+``budget_curve``, ``rank_heatmaps_by_configuration``, ``rank_over_training``) on the runs under one
 results root, writes everything into ``--out-dir`` and prints a one-screen summary::
 
     python -m analysis.demo --results-root outputs/demo --out-dir outputs/demo
@@ -26,16 +26,15 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import collect, run_status, select_records
+from analysis.collect import collect, run_status
 from analysis.convergence import TOLERANCE, convergence_table
 from analysis.figures import (
     budget_curve,
     learning_curves,
-    rank_heatmap_from_runs,
+    rank_heatmaps_by_configuration,
     rank_over_training,
     save_figure,
 )
-from analysis.grouping import configurations
 from analysis.labels import budget_rank, method_label, metric_label, task_label
 from analysis.tables import present, successful, summary_table, to_markdown, write_table
 from experiments.results import read_result
@@ -142,14 +141,11 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
             curve.to_csv(out / f"{PREFIX}learning_curve_{task}_{budget}.csv", index=False)
         adalora = df[(df["task"] == task) & (df["method"] == "adalora")]
         for budget in sorted(set(adalora["budget"]), key=budget_rank):
-            ranked = [r for r in select_records(records, task=task, budget=budget, method="adalora") if r.get("ranks")]
-            groups = configurations(ranked)
-            for (_, group), runs in groups.items():  # one heatmap per configuration, never a mean across them
-                stem = f"{task}_{budget}" + (f"_{group}" if len(groups) > 1 else "")
-                fig, matrix = rank_heatmap_from_runs(runs, task, budget, config_group=group)
+            for suffix, fig, matrix, first in rank_heatmaps_by_configuration(records, task, budget):
+                stem = f"{task}_{budget}{suffix}"
                 written += save_figure(fig, out / f"{PREFIX}rank_heatmap_{stem}")
                 matrix.to_csv(out / f"{PREFIX}rank_heatmap_{stem}.csv")
-                written += save_figure(rank_over_training(runs[0]), out / f"{PREFIX}rank_over_training_{stem}")
+                written += save_figure(rank_over_training(first), out / f"{PREFIX}rank_over_training_{stem}")
     counts = status["status"].value_counts().to_dict()
     wall = status.drop_duplicates("run_dir")["wall_time_s"].sum()
     return {"tables": tables, "written": written, "counts": counts, "train_wall_s": float(wall),

@@ -11,7 +11,7 @@ figure registry fills up in a notebook loop and no GUI backend is ever touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
-from analysis.grouping import one_configuration, one_configuration_per_label
+from analysis.grouping import configurations, one_configuration, one_configuration_per_label
 from analysis.labels import budget_label, budget_rank, method_label, method_rank, metric_label, task_label
 from analysis.paper import paper_params, paper_percent, paper_results
 from analysis.tables import aggregate, successful
@@ -263,6 +263,18 @@ def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: 
     seeds = f"mean of {len(records)} seeds" if len(records) > 1 else f"seed {records[0]['run']['seed']}"
     title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget_label(budget)} ({seeds})"
     return _draw_heatmap(matrix, title, save), matrix
+
+
+def rank_heatmaps_by_configuration(runs: pd.DataFrame | Iterable[dict[str, Any]], task: str, budget: str,
+                                   method: str = "adalora") -> Iterator[tuple[str, Figure, pd.DataFrame, dict[str, Any]]]:
+    """Per configuration of the task x method x budget runs that record a rank pattern: a name suffix
+    ("" for a single configuration, else ``_<config_group>``), the heatmap, its matrix and the
+    configuration's first run (for :func:`rank_over_training`). Never a mean across configurations."""
+    ranked = [r for r in select_records(runs, task=task, budget=budget, method=method) if r.get("ranks")]
+    groups = configurations(ranked)
+    for (_, group), records in groups.items():
+        fig, matrix = rank_heatmap_from_runs(records, task, budget, method=method, config_group=group)
+        yield (f"_{group}" if len(groups) > 1 else ""), fig, matrix, records[0]
 
 
 def rank_totals(record: dict[str, Any]) -> pd.DataFrame:

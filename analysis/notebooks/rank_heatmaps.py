@@ -18,9 +18,8 @@
 # one label (another learning rate, another model) get a heatmap each, named by `config_group`.
 
 # %%
-from analysis.collect import collect, select_records
-from analysis.figures import rank_heatmap_from_runs, rank_over_training
-from analysis.grouping import configurations
+from analysis.collect import collect
+from analysis.figures import rank_heatmaps_by_configuration, rank_over_training
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.tables import successful
@@ -38,14 +37,10 @@ groups = sorted(set(zip(df["task"], df["budget"], df["method"], strict=True)))
 # %%
 drawn = 0
 for task, budget, method in groups:
-    records = [r for r in select_records(df, task=task, budget=budget, method=method) if r.get("ranks")]
-    groups = configurations(records)
-    for (_, group), runs in groups.items():
-        stem = f"{task}_{method}_{budget}" + (f"_{group}" if len(groups) > 1 else "")
-        fig, matrix = rank_heatmap_from_runs(runs, task, budget, method=method, config_group=group)
+    for suffix, fig, matrix, first in rank_heatmaps_by_configuration(df, task, budget, method):
+        stem = f"{task}_{method}_{budget}{suffix}"
         report.figure(fig, f"rank_heatmap_{stem}")
         matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv")
-        first = runs[0]
         report.figure(rank_over_training(first), f"rank_over_training_{stem}_seed{first['run']['seed']}")
         drawn += 1
 if not drawn:
