@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[.a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ bench: ## step time, allocator/regulariser share, peak memory per method (CPU: t
 
 bench-loop: ## per-step time of the real loop (experiments.run), LoRA vs AdaLoRA, MiniLM x bbc_pair -> benchmarks/results/
 	$(PYTHON) -m benchmarks.real_loop $(ARGS)
+
+bench-gpu: ## every GPU result in benchmarks/results/cuda-*: step time fp32 + bf16 at the paper's shapes, components, real loop
+	$(PYTHON) -m benchmarks.gpu_suite $(ARGS)
 
 clean: ## remove caches (keeps outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

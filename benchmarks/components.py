@@ -20,10 +20,15 @@ import argparse
 import dataclasses
 import statistics
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from benchmarks import report as benchmark_report
 from benchmarks.models import MODELS, make_batches
+from benchmarks.step_time import environment
 from benchmarks.steps import (
     FORMS,
     PRECISIONS,
@@ -98,20 +103,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--form", choices=sorted(FORMS), default="device",
                    help="AdaLoRA's form: the device's (default; exact on a CPU), fused or exact")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write <out>/<device>[-bf16]-components.json and .md (e.g. benchmarks/results)")
     return p.parse_args(argv)
+
+
+def model_table(model_name: str, rows: dict[str, dict[str, float]], settings: dict[str, Any]) -> str:
+    return "\n".join([
+        f"{model_name}, {settings['device']}, {settings['precision']}, {settings['form']} form, "
+        f"batch {settings['batch']} x {settings['length']}, median of {settings['rounds']} steps per variant", "",
+        "| step | host ms | wall ms | × LoRA |", "|---|---:|---:|---:|",
+        *(f"| {name} | {r['host_ms']:.1f} | {r['wall_ms']:.1f} | {r['wall_over_lora']:.3f} |" for name, r in rows.items()),
+        ""])
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    head = [f"# AdaLoRA's step with parts left out: {env['device']} ({env['device_name']})", "",
+            f"torch {env['torch']}, transformers {env['transformers']}; {env['date']}. "
+            "`python -m benchmarks.components`: steps round-robin in one process; *host*: time until the "
+            "optimiser step is enqueued; × LoRA: median wall time over LoRA's.", ""]
+    return "\n".join(head + [model_table(name, rows, report["settings"]) for name, rows in report["models"].items()])
+
+
+write_report = partial(benchmark_report.write_report, markdown=to_markdown)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report: dict[str, Any] = {"environment": environment(torch.device(args.device), args.threads, args.precision),
+                              "settings": settings, "models": {}}
+    report["environment"]["device"] += "-components"
     for model_name in args.models:
-        rows = measure(model_name, args)
-        print(f"{model_name}, {args.device}, {args.precision}, {args.form} form, batch {args.batch} x {args.length}, "
-              f"median of {args.rounds} steps per variant")
-        print("| step | host ms | wall ms | × LoRA |\n|---|---:|---:|---:|")
-        for name, r in rows.items():
-            print(f"| {name} | {r['host_ms']:.1f} | {r['wall_ms']:.1f} | {r['wall_over_lora']:.3f} |")
-        print(flush=True)
+        report["models"][model_name] = measure(model_name, args)
+        print(model_table(model_name, report["models"][model_name], settings), flush=True)
+    if args.out is not None:
+        json_path, md_path = write_report(report, args.out)
+        print(f"wrote {json_path} and {md_path}")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,8 @@ def test_importance_update_matches_per_matrix_emas():
 
 @pytest.mark.slow  # a fresh interpreter: torch + transformers imports, then a tiny two-method run (~20 s)
 def test_benchmark_imports_nothing_from_hydra_datasets_or_wandb(tmp_path):
-    """The GPU box that runs `make bench` may have only torch, transformers, peft and accelerate."""
+    """The GPU box that runs `make bench` may have only torch, transformers, peft and accelerate (and
+    `make bench-gpu`'s runner and kit must import there before the kit is unpacked)."""
     import subprocess
     import sys
 
@@ -200,6 +201,7 @@ run("--help")
 run("--models", "tiny", "--methods", "lora", "adalora", "--device", "cpu", "--batch", "2", "--length", "8",
     "--warmup", "3", "--delta-t", "1", "--rounds", "1", "--reg-reps", "1", "--memory", "none", "--threads", "1",
     "--precision", "bf16", "--form", "fused", "--out", {str(tmp_path)!r})
+import benchmarks.components, benchmarks.gpu_suite, benchmarks.offline_kit  # the rest of make bench-gpu's runner
 print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "omegaconf", "datasets", "wandb"}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=step_time.ROOT, capture_output=True, text=True,

