@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -61,8 +62,23 @@ def variant_runs(model_name: str, sched: Schedule, device: torch.device, precisi
             for name, (m, reg, alloc) in VARIANTS.items()}
 
 
-def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Median host and wall ms per variant, and wall over LoRA's."""
+def phase_host_ms(marks: list[tuple[str, float]], host: float, end: float) -> dict[str, float]:
+    """Host milliseconds per phase of one :func:`train_step`, from its phase marks.
+
+    Up to the optimiser nothing waits for the device, so the gaps between marks are host work (on a
+    GPU: the time to enqueue that phase's kernels); the optimiser runs until the step is enqueued
+    (``host``, counted from the first mark); the allocator until it finished (it synchronises, so on
+    a GPU its row includes the device's remaining work); ``zero_grad`` until the step returned.
+    """
+    starts = dict(marks)
+    ends = {phase: later for (phase, _), (_, later) in zip(marks, marks[1:])}
+    ends["optimizer"] = marks[0][1] + host
+    ends["zero_grad"] = end
+    return {phase: (ends[phase] - start) * 1e3 for phase, start in starts.items()}
+
+
+def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Median host and wall ms per variant, wall over LoRA's, and median host ms per phase."""
     device, spec = torch.device(args.device), MODELS[model_name]
     sched = Schedule(args.warmup, args.rounds * len(VARIANTS), args.delta_t)
     runs = variant_runs(model_name, sched, device, args.precision, FORMS[args.form])
@@ -75,18 +91,24 @@ def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, fl
     for run in runs.values():  # the AdaLoRA variants step one shared allocator: keep its clock in one place
         run.step = args.warmup
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     names = list(runs)
     for k in range(args.rounds):
         for name in names[k % len(names):] + names[:k % len(names)]:
             run = runs[name]
-            timing = train_step(run, batches[run.step % len(batches)], sync)
+            marks: list[tuple[str, float]] = []
+            timing = train_step(run, batches[run.step % len(batches)], sync,
+                                mark=lambda phase, marks=marks: marks.append((phase, time.perf_counter())))
+            phases[name].append(phase_host_ms(marks, timing.host, time.perf_counter()))
             times[name].append((timing.host, timing.wall))
             for other in runs.values():
                 other.step = max(other.step, run.step)
     lora_wall = statistics.median(w for _, w in times["lora"])
     return {name: {"host_ms": statistics.median(h for h, _ in t) * 1e3,
                    "wall_ms": statistics.median(w for _, w in t) * 1e3,
-                   "wall_over_lora": statistics.median(w for _, w in t) / lora_wall}
+                   "wall_over_lora": statistics.median(w for _, w in t) / lora_wall,
+                   "phase_host_ms": {phase: statistics.median(step[phase] for step in phases[name])
+                                     for phase in phases[name][0]}}
             for name, t in times.items()}
 
 
@@ -108,12 +130,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model_table(model_name: str, rows: dict[str, dict[str, float]], settings: dict[str, Any]) -> str:
+def model_table(model_name: str, rows: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
+    lora, ada = rows["lora"]["phase_host_ms"], rows["adalora"]["phase_host_ms"]
     return "\n".join([
         f"{model_name}, {settings['device']}, {settings['precision']}, {settings['form']} form, "
         f"batch {settings['batch']} x {settings['length']}, median of {settings['rounds']} steps per variant", "",
         "| step | host ms | wall ms | × LoRA |", "|---|---:|---:|---:|",
         *(f"| {name} | {r['host_ms']:.1f} | {r['wall_ms']:.1f} | {r['wall_over_lora']:.3f} |" for name, r in rows.items()),
+        "", "| phase (host ms, median) | LoRA | AdaLoRA | AdaLoRA − LoRA |", "|---|---:|---:|---:|",
+        *(f"| {phase} | {lora.get(phase, 0.0):.2f} | {ada[phase]:.2f} | {ada[phase] - lora.get(phase, 0.0):+.2f} |"
+          for phase in ada),
         ""])
 
 
@@ -122,7 +148,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     head = [f"# AdaLoRA's step with parts left out: {env['device']} ({env['device_name']})", "",
             f"torch {env['torch']}, transformers {env['transformers']}; {env['date']}. "
             "`python -m benchmarks.components`: steps round-robin in one process; *host*: time until the "
-            "optimiser step is enqueued; × LoRA: median wall time over LoRA's.", ""]
+            "optimiser step is enqueued; × LoRA: median wall time over LoRA's. Per phase: host time until the "
+            "phase's work is enqueued (the allocator's until it finished, as it synchronises).", ""]
     return "\n".join(head + [model_table(name, rows, report["settings"]) for name, rows in report["models"].items()])
 
 

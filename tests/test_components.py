@@ -29,9 +29,25 @@ def test_measure_reports_every_variant_against_lora(capsys, tmp_path):
     assert rows["lora"]["wall_over_lora"] == 1.0
     for name, r in rows.items():
         assert 0 < r["host_ms"] <= r["wall_ms"] * 1.0001 and r["wall_over_lora"] > 0, name
+    assert list(rows["lora"]["phase_host_ms"]) == ["forward", "backward", "clip", "optimizer", "zero_grad"]
+    assert list(rows["adalora"]["phase_host_ms"]) == ["forward", "penalty", "backward", "clip", "optimizer",
+                                                      "allocator", "zero_grad"]
+    assert "penalty" not in rows["adalora, no penalty"]["phase_host_ms"]
+    assert "allocator" not in rows["adalora, no allocator"]["phase_host_ms"]
+    assert all(ms > 0 for r in rows.values() for ms in r["phase_host_ms"].values())
     components.main(["--models", "tiny", "--rounds", "1", "--warmup", "12", "--threads", "1", "--form", "fused",
                      "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "fused form" in out and "| adalora, bare |" in out and "| step | host ms | wall ms | × LoRA |" in out
+    assert "| phase (host ms, median) | LoRA | AdaLoRA | AdaLoRA − LoRA |" in out and "| allocator | 0.00 |" in out
     written = (tmp_path / "cpu-components.md").read_text()
     assert written.startswith("# AdaLoRA's step with parts left out: cpu-components") and "| adalora, bare |" in written
+
+
+def test_phase_host_times_end_where_each_phase_stops_running_on_the_host():
+    marks = [("forward", 10.0), ("penalty", 10.5), ("backward", 10.75), ("clip", 12.0), ("optimizer", 12.25),
+             ("allocator", 14.0), ("zero_grad", 14.5)]
+    # host: the optimiser step was enqueued 2.5 s after the first mark; the device was waited for until 14.0
+    ms = components.phase_host_ms(marks, host=2.5, end=14.625)
+    assert ms == {"forward": 500.0, "penalty": 250.0, "backward": 1250.0, "clip": 250.0, "optimizer": 250.0,
+                  "allocator": 500.0, "zero_grad": 125.0}
