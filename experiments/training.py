@@ -154,6 +154,20 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _on_any_rank(accelerator: Accelerator, nonfinite: torch.Tensor) -> torch.Tensor:
+    """The step's non-finite flag summed over data-parallel ranks: 0 where every rank's loss was
+    finite, NaN or ±inf where any rank's was (0 + x stays x; inf + -inf is NaN).
+
+    Under DDP the ranks share averaged gradients, so a NaN on one rank reaches every rank's weights
+    in the same step, but only that rank's loss shows it then. If that rank stopped alone, the
+    others would wait in their next collective for a process that has left (a hang until the
+    backend times out, and the run's ``diverged`` record lost). Every rank stops at the same step
+    instead; the sum is one more small all-reduce per step, enqueued with the step's work, read in
+    the step's one host read.
+    """
+    return accelerator.reduce(nonfinite, reduction="sum") if accelerator.num_processes > 1 else nonfinite
+
+
 def _keep_nonfinite(kept: torch.Tensor | None, total: torch.Tensor) -> torch.Tensor:
     """``kept`` (0 at a step's first micro-batch), replaced by ``total`` if that is NaN or ±inf and
     ``kept`` is still finite: the step's first non-finite loss, on the device.
@@ -360,7 +374,8 @@ class Trainer:
                     masked = self._masks_at(state.global_step)
                     self.optimizer.zero_grad(set_to_none=True)
                 # The step's one host read: it waits for the device, so the step time below is complete.
-                state.train_loss, nonfinite_value = torch.stack([loss.detach().float(), nonfinite]).tolist()
+                state.train_loss, nonfinite_value = torch.stack([loss.detach().float(),
+                                                                 _on_any_rank(acc, nonfinite)]).tolist()
                 if not math.isfinite(nonfinite_value):
                     raise Diverged(f"loss is {nonfinite_value} at step {state.global_step}")
                 nonfinite = None

@@ -5,6 +5,9 @@
 Each rank writes ``OUT_DIR/rank<r>.pt``: the kept-triplet masks and λ of every SVD matrix,
 the rank pattern, the evaluations and the last training loss. Dropout is configured off by
 the caller (through the model config) so that ranks and a single-process run are comparable.
+
+``PROBE_NAN_AT=<rank>:<step>`` is a fault: that rank's training loss is NaN at that optimiser step
+(the others' stay finite); each rank then records the step at which its loop stopped as diverged.
 """
 
 from __future__ import annotations
@@ -17,6 +20,22 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
+from experiments.training import Diverged
+
+
+def inject_nan(trainer, rank: int) -> None:
+    """A NaN loss on this rank at the step ``PROBE_NAN_AT`` names, if it names this rank."""
+    where = os.environ.get("PROBE_NAN_AT")
+    if not where or int(where.split(":")[0]) != rank:
+        return
+    step = int(where.split(":")[1])
+
+    def poison(_module, _inputs, output):
+        if trainer.state.global_step == step and output.loss is not None:
+            output.loss = output.loss * float("nan")
+        return output
+
+    trainer.model.register_forward_hook(poison)
 
 
 def main(out_dir: str, overrides: list[str]) -> None:
@@ -25,7 +44,13 @@ def main(out_dir: str, overrides: list[str]) -> None:
         cfg = compose(config_name="config", overrides=overrides)
     rank = int(os.environ.get("RANK", "0"))
     trainer, handle, _ = _build(cfg, resolve(cfg), Path(out_dir) / f"ckpt{rank}", None)
-    state = trainer.train()
+    inject_nan(trainer, rank)
+    diverged_at = None
+    try:
+        trainer.train()
+    except Diverged:
+        diverged_at = trainer.state.global_step
+    state = trainer.state
     svd = handle.svd_modules
     torch.save({
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
@@ -35,6 +60,7 @@ def main(out_dir: str, overrides: list[str]) -> None:
         "pattern": handle.rank_pattern(),
         "evals": state.evals,
         "train_loss": state.train_loss,
+        "diverged_at": diverged_at,
     }, Path(out_dir) / f"rank{rank}.pt")
 
 

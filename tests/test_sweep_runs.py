@@ -219,7 +219,7 @@ def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
 
 
 # ------------------------------------------------------------------------------ data parallel
-def _probe(out: Path, nproc: int, batch_size: int) -> list[dict]:
+def _probe(out: Path, nproc: int, batch_size: int, env: dict[str, str] | None = None, timeout: int = 600) -> list[dict]:
     out.mkdir(parents=True)
     overrides = ["task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
                  f"output_root={out}", "trainer.progress=false", "trainer.epochs=3", f"trainer.batch_size={batch_size}",
@@ -228,8 +228,8 @@ def _probe(out: Path, nproc: int, batch_size: int) -> list[dict]:
                    ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
            str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "Error" in line)[-4000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
 
@@ -252,3 +252,12 @@ def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_pa
         assert ddp_eval["step"] == single_eval["step"]
         assert ddp_eval["accuracy"] == pytest.approx(single_eval["accuracy"], abs=1e-6)
     assert ranks[0]["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
+    assert ranks[0]["diverged_at"] is ranks[1]["diverged_at"] is None
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 1's loss alone is NaN at step 3: both ranks stop there as diverged (each rank stopping on
+    its own loss left rank 0 training into a collective with a process that had left)."""
+    ranks = _probe(tmp_path / "nan", nproc=2, batch_size=4, env={"PROBE_NAN_AT": "1:3"}, timeout=180)
+    assert [r["diverged_at"] for r in ranks] == [3, 3]
