@@ -11,6 +11,13 @@ layer called outside the model's forward (an encoder run on its own by ``generat
 checkpointing's recomputation) computes its own product, the same numbers, so results never
 depend on the hook having run. Used only where ``SVDLinear`` takes the fused form (see
 ``adalora.layers``): the exact form on a CPU keeps PEFT's per-layer roundings.
+
+Under mixed precision the products are made in the autocast dtype, one cast per shape group:
+otherwise every layer call's ``F.linear`` casts its fp32 product (autocast caches the casts of
+leaf parameters such as LoRA's A, not of computed tensors), one kernel per call forward and one
+back. The pre-hook runs before the forward's autocast starts (accelerate applies autocast inside
+``model.forward``), so it only marks the products as pending, and the first adapted layer called
+in the forward makes all of them, under the autocast state the layers run in.
 """
 
 from __future__ import annotations
@@ -26,29 +33,32 @@ from adalora.layers import SVDLinear
 
 
 class _ScaledProducts(torch.autograd.Function):
-    """``A_i ⊙ (Λ_i · s)`` for n same-shape triplets; returns one (r, d_in) tensor per triplet."""
+    """``A_i ⊙ (Λ_i · s)`` for n same-shape triplets, in ``dtype`` (None: A's); one (r, d_in) tensor per triplet."""
 
     @staticmethod
-    def forward(ctx, scale: float, count: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(ctx, scale: float, dtype: torch.dtype | None, count: int, *tensors: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
         a = torch.stack(tensors[:count])
         e_scaled = torch.stack(tensors[count:]) * scale
         ctx.save_for_backward(a, e_scaled)
         ctx.scale, ctx.count = scale, count
-        return (a * e_scaled).unbind(0)
+        products = a * e_scaled
+        return (products if dtype is None else products.to(dtype)).unbind(0)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None):
         a, e_scaled = ctx.saved_tensors
-        g = torch.stack([torch.zeros_like(a[i]) if grad is None else grad for i, grad in enumerate(grads)])
-        need_a = any(ctx.needs_input_grad[2:2 + ctx.count])
-        need_e = any(ctx.needs_input_grad[2 + ctx.count:])
+        present = next(g for g in grads if g is not None)
+        g = torch.stack([present.new_zeros(present.shape) if grad is None else grad for grad in grads]).to(a.dtype)
+        need_a = any(ctx.needs_input_grad[3:3 + ctx.count])
+        need_e = any(ctx.needs_input_grad[3 + ctx.count:])
         grad_a = (g * e_scaled).unbind(0) if need_a else (None,) * ctx.count
         grad_e = ((g * a).sum(dim=-1, keepdim=True) * ctx.scale).unbind(0) if need_e else (None,) * ctx.count
-        return (None, None, *grad_a, *grad_e)
+        return (None, None, None, *grad_a, *grad_e)
 
 
 class BatchedProducts:
-    """Fills ``SVDLinear.batched_product`` for one forward pass of the model it is attached to."""
+    """Makes ``SVDLinear.batched_product`` for one forward pass of the model it is attached to."""
 
     def __init__(self, modules: Sequence[SVDLinear]):
         self.modules = list(modules)
@@ -60,20 +70,29 @@ class BatchedProducts:
         self._scales = [m.scale for m in self.modules]
 
     def attach(self, model: nn.Module) -> None:
-        model.register_forward_pre_hook(self.fill)
+        model.register_forward_pre_hook(self.mark_pending)
         model.register_forward_hook(self.clear, always_call=True)
 
-    def fill(self, *_: Any) -> None:
+    def mark_pending(self, *_: Any) -> None:
+        """At the model's forward pre-hook: the first adapted layer called makes every product."""
         if [m.scale for m in self.modules] != self._scales:
             self._group()
+        for module in self.modules:
+            module.__dict__["batched_product"] = self  # nn.Module.__setattr__ costs µs per call
+
+    def product_for(self, module: SVDLinear) -> torch.Tensor:
+        """Every fused layer's product, in the autocast dtype if autocast is on; ``module``'s back."""
+        device_type = module.lora_A.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         for group in self.groups:
             first = group[0]
             if first.uses_exact_rounding(first.lora_A):
                 continue
-            products = _ScaledProducts.apply(first.scale, len(group), *(m.lora_A for m in group),
+            products = _ScaledProducts.apply(first.scale, dtype, len(group), *(m.lora_A for m in group),
                                              *(m.lora_E for m in group))
-            for module, product in zip(group, products):
-                module.__dict__["batched_product"] = product  # nn.Module.__setattr__ costs µs per call
+            for member, product in zip(group, products):
+                member.__dict__["batched_product"] = product
+        return module.__dict__["batched_product"]
 
     def clear(self, *_: Any) -> None:
         for module in self.modules:

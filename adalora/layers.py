@@ -7,6 +7,8 @@ without doubling its memory.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,12 @@ from torch import nn
 # The official code divides by ``ranknum + 1e-5``; kept so results match it (and PEFT) exactly.
 _RANKNUM_EPS = 1e-5
 _INIT_STD = 0.02
+
+
+class ProductSource(Protocol):
+    """What makes the fused products of a forward pass on demand (``adalora.fused.BatchedProducts``)."""
+
+    def product_for(self, module: SVDLinear) -> torch.Tensor: ...
 
 
 def exact_rounding_on(device: torch.device, setting: bool | None) -> bool:
@@ -143,7 +151,9 @@ class SVDLinear(nn.Module):
         self.register_buffer("scale_denominator", self._denominator(), persistent=False)
         self.scale = self._scale()
         self.exact_rounding = exact_rounding
-        self.batched_product: torch.Tensor | None = None  # A ⊙ (Λ · scale) of this forward pass, if batched
+        # A ⊙ (Λ · scale) of this forward pass, if batched (adalora.fused): a tensor, or the batch that
+        # makes it at the first layer call of the forward, or None (the layer makes its own)
+        self.batched_product: torch.Tensor | ProductSource | None = None
         self.register_load_state_dict_post_hook(_refresh_denominator)
 
     @property
@@ -182,6 +192,10 @@ class SVDLinear(nn.Module):
         product = self.batched_product
         if product is None:
             product = self.lora_A * (self.lora_E * self.scale)
+        elif not isinstance(product, torch.Tensor):
+            product = product.product_for(self)
+        if product.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            product = product.to(x.dtype)  # made under autocast, used outside it (a model that turns it off)
         return result + F.linear(F.linear(x, product), self.lora_B)
 
 

@@ -31,7 +31,16 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.models import MODELS, make_batches
-from benchmarks.steps import FORM_NAMES, FORMS, Schedule, build_our_run, method_config, sync_fn, train_step
+from benchmarks.steps import (
+    FORM_NAMES,
+    FORMS,
+    PRECISIONS,
+    Schedule,
+    build_our_run,
+    method_config,
+    sync_fn,
+    train_step,
+)
 
 PHASES = ("forward", "penalty", "backward", "clip", "optimizer", "allocator", "zero_grad")
 
@@ -65,15 +74,16 @@ class OpCounter(TorchDispatchMode):
 
 
 def count_step_ops(model_name: str, method: str, device: torch.device, batch: int = 2, length: int = 16,
-                   mask: bool = False, kernels: bool = True, exact_rounding: bool | None = False
-                   ) -> Counter[tuple[str, str]]:
+                   mask: bool = False, kernels: bool = True, exact_rounding: bool | None = False,
+                   precision: str = "fp32") -> Counter[tuple[str, str]]:
     """Op calls of one training step of ``method`` (after two warm-up steps), by (phase, op);
     ``kernels``: without views and host scalar reads (see :class:`OpCounter`).
 
     The step lies in AdaLoRA's budget-decrease phase; ``mask=True`` picks a step on which the
     allocator masks (every ΔT steps), otherwise one on which it only updates its EMAs.
     ``exact_rounding`` is AdaLoRA's setting: False (default) counts the fused form a GPU runs,
-    True the exact form a CPU runs, None the form ``device`` runs.
+    True the exact form a CPU runs, None the form ``device`` runs. ``precision="bf16"`` runs the forward
+    under autocast, as ``trainer.precision=bf16`` does (its casts are kernels too).
     """
     if device.type == "meta":  # data-dependent shapes (nonzero in the models' attention masks): assume all set
         import torch.fx.experimental._config as fx_config
@@ -82,7 +92,7 @@ def count_step_ops(model_name: str, method: str, device: torch.device, batch: in
     spec = MODELS[model_name]
     sched = Schedule(warmup=4, timed=4, delta_t=4)
     cfg = method_config(method, spec.level, sched, exact_rounding=exact_rounding)
-    run = build_our_run(method, model_name, cfg, sched, device)[0]
+    run = build_our_run(method, model_name, cfg, sched, device, precision=precision)[0]
     batches = make_batches(run.model, spec.seq2seq, batch, length, device)
     sync = sync_fn(device)
     for i in range(2):  # optimiser state and lazily built buffers exist from here on
@@ -109,20 +119,23 @@ def adapted_matrices(model_name: str) -> int:
 
 
 def op_report(model_names: Sequence[str], device: torch.device, batch: int = 2, length: int = 16,
-              top: int = 0, kernels: bool = True, exact_rounding: bool | None = False) -> dict[str, Any]:
+              top: int = 0, kernels: bool = True, exact_rounding: bool | None = False,
+              precision: str = "fp32") -> dict[str, Any]:
     """Per model: op calls per step of LoRA and AdaLoRA by phase (plain and masking step), the
     difference, and the difference per adapted matrix; ``top`` > 0 adds the ops AdaLoRA adds most."""
     out: dict[str, Any] = {}
     for name in model_names:
-        lora = count_step_ops(name, "lora", device, batch, length, kernels=kernels)
-        ada = count_step_ops(name, "adalora", device, batch, length, kernels=kernels, exact_rounding=exact_rounding)
+        lora = count_step_ops(name, "lora", device, batch, length, kernels=kernels, precision=precision)
+        ada = count_step_ops(name, "adalora", device, batch, length, kernels=kernels, exact_rounding=exact_rounding,
+                             precision=precision)
         ada_mask = count_step_ops(name, "adalora", device, batch, length, mask=True, kernels=kernels,
-                                  exact_rounding=exact_rounding)
+                                  exact_rounding=exact_rounding, precision=precision)
         n = adapted_matrices(name)
         lora_p, ada_p, mask_p = by_phase(lora), by_phase(ada), by_phase(ada_mask)
         entry: dict[str, Any] = {
             "counted": "kernels (no views, no host scalar reads)" if kernels else "all ATen op calls",
             "adalora_form": FORM_NAMES[exact_rounding],
+            "precision": precision,
             "adapted_matrices": n,
             "lora": lora_p,
             "adalora": ada_p,
@@ -168,9 +181,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--all-ops", action="store_true", help="count views and host scalar reads too")
     p.add_argument("--form", choices=sorted(FORMS), default="fused",
                    help="AdaLoRA's form: fused (what a GPU runs, default), exact (a CPU), or the device's")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                   help="bf16: the forward under autocast (trainer.precision=bf16)")
     args = p.parse_args(argv)
     report = op_report(args.models, torch.device(args.device), args.batch, args.length, top=args.ops,
-                       kernels=not args.all_ops, exact_rounding=FORMS[args.form])
+                       kernels=not args.all_ops, exact_rounding=FORMS[args.form], precision=args.precision)
     print(to_markdown(report))
     for name, e in report.items():
         for op, k in e.get("top_extra_ops", []):

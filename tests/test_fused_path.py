@@ -199,6 +199,39 @@ def test_fused_form_under_bf16_autocast_and_with_fixed_gates():
     assert all(m.lora_E.grad is None and m.lora_A.grad is not None for m in mods)
 
 
+def test_products_take_the_forward_autocast_dtype_once_per_shape_group():
+    """accelerate applies autocast inside ``model.forward``, after the pre-hook that marks the products
+    pending: the first layer call makes them all, in bf16, and each layer's output is bit-identical
+    to a layer that makes its own fp32 product and lets autocast cast it."""
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    model = build_model("tiny", CPU)
+    handle = apply_method(model, {**ADALORA, "exact_rounding": False})
+    _nonzero_lambda(model)
+    batch = make_batches(model, False, 2, 8, CPU)[0]
+    mods = list(handle.svd_modules.values())
+    seen: dict[SVDLinear, list] = {m: [] for m in mods}
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen[mod].append((mod.batched_product.dtype, args[0], out)))
+             for m in mods]
+    prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
+    prepared(**batch).loss.backward()
+    for hook in hooks:
+        hook.remove()
+    assert all(calls and all(dtype == torch.bfloat16 for dtype, _, _ in calls) for calls in seen.values())
+    assert all(m.batched_product is None and m.lora_A.grad is not None and m.lora_E.grad is not None for m in mods)
+    groups = {(tuple(m.lora_A.shape), m.scale) for m in mods}
+    assert 1 < len(groups) < len(mods)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        for m in mods:  # the same inputs, each layer making its own product
+            for _, x, out in seen[m]:
+                assert torch.equal(m(x), out)
+    plain = torch.randn(2, 3, mods[0].in_features)
+    mods[0].__dict__["batched_product"] = mods[0].lora_A.new_ones(mods[0].lora_A.shape, dtype=torch.bfloat16)
+    assert mods[0](plain).dtype == torch.float32  # a bf16 product used outside autocast follows the input
+    mods[0].__dict__["batched_product"] = None
+
+
 def test_exact_rounding_must_be_a_boolean_or_null():
     with pytest.raises(ValueError, match="method.exact_rounding must be true, false or null, got 'maybe'"):
         apply_method(build_model("tiny", CPU), {**ADALORA, "exact_rounding": "maybe"})

@@ -19,13 +19,13 @@ CPU = torch.device("cpu")
 
 
 @cache
-def _counts(model: str, method: str, mask: bool = False) -> Counter:
-    return count_step_ops(model, method, CPU, mask=mask)
+def _counts(model: str, method: str, mask: bool = False, precision: str = "fp32") -> Counter:
+    return count_step_ops(model, method, CPU, mask=mask, precision=precision)
 
 
-def _extra_by_phase(model: str, mask: bool = False) -> dict[str, int]:
-    lora = by_phase(_counts(model, "lora"))
-    ada = by_phase(_counts(model, "adalora", mask))
+def _extra_by_phase(model: str, mask: bool = False, precision: str = "fp32") -> dict[str, int]:
+    lora = by_phase(_counts(model, "lora", precision=precision))
+    ada = by_phase(_counts(model, "adalora", mask, precision))
     return {p: ada[p] - lora[p] for p in PHASES}
 
 
@@ -45,6 +45,24 @@ def test_adalora_extra_kernels_do_not_grow_with_layers():
     # a stack and a bmm per shape group of A or B (4 in tiny), then for all grams of one rank r:
     # one cat, eye, subtraction, norm and mean; and γ·R added to the loss
     assert two["penalty"] == 2 * 4 + 5 + 2
+
+
+def test_bf16_products_are_cast_once_per_shape_group():
+    """Under bf16 autocast the batched products are made in bf16 (one cast per shape group, forward
+    and backward) instead of being cast at each layer call: AdaLoRA's forward and backward launch
+    fewer kernels than LoRA's, more so with every layer (LoRA casts A and B per layer)."""
+    two, four = _extra_by_phase("tiny", precision="bf16"), _extra_by_phase("tiny4", precision="bf16")
+    fp32_two, fp32_four = _extra_by_phase("tiny"), _extra_by_phase("tiny4")
+    for phase in ("forward", "backward"):
+        assert four[phase] < two[phase] <= 0, (phase, two[phase], four[phase])
+        # the per-layer casts a fp32 run does not have: fewer for AdaLoRA than for LoRA
+        assert four[phase] - fp32_four[phase] < two[phase] - fp32_two[phase] <= 0, phase
+    ada = _counts("tiny4", "adalora", precision="bf16")
+    casts = sum(n for (phase, op), n in ada.items() if phase == "forward" and op == "_to_copy")
+    lora_casts = sum(n for (phase, op), n in _counts("tiny4", "lora", precision="bf16").items()
+                     if phase == "forward" and op == "_to_copy")
+    # LoRA casts A per matrix (24; B both methods), AdaLoRA one product stack per shape of A (2: r x d, r x d_ff)
+    assert lora_casts - casts == 24 - 2
 
 
 def test_exact_form_keeps_its_per_layer_kernels():
