@@ -203,7 +203,7 @@ def test_products_take_the_forward_autocast_dtype_once_per_shape_group():
     """accelerate applies autocast inside ``model.forward``, after the pre-hook that marks the products
     pending: the first layer call makes them all, in bf16, and each layer's output is bit-identical
     to a layer that makes its own fp32 product and lets autocast cast it."""
-    from accelerate import Accelerator
+    from experiments.precision import make_accelerator
 
     torch.manual_seed(0)
     model = build_model("tiny", CPU)
@@ -214,7 +214,7 @@ def test_products_take_the_forward_autocast_dtype_once_per_shape_group():
     seen: dict[SVDLinear, list] = {m: [] for m in mods}
     hooks = [m.register_forward_hook(lambda mod, args, out: seen[mod].append((mod.batched_product.dtype, args[0], out)))
              for m in mods]
-    prepared = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
+    prepared = make_accelerator(grad_accum=1, precision="bf16", tf32=False).prepare(model)  # as a run does
     prepared(**batch).loss.backward()
     for hook in hooks:
         hook.remove()
