@@ -36,6 +36,15 @@ def _set_form(model: nn.Module, exact: bool) -> None:
             m.exact_rounding = exact
 
 
+def _fused_tiny(batch_size: int, length: int) -> tuple[nn.Module, list[SVDLinear], dict]:
+    """The tiny model with AdaLoRA in the fused form, non-zero λ, and one batch."""
+    torch.manual_seed(0)
+    model = build_model("tiny", CPU)
+    handle = apply_method(model, {**ADALORA, "exact_rounding": False})
+    _nonzero_lambda(model)
+    return model, list(handle.svd_modules.values()), make_batches(model, False, batch_size, length, CPU)[0]
+
+
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -61,12 +70,7 @@ def test_fused_layer_matches_the_exact_layer():
 
 
 def test_batched_products_serve_the_forward_and_are_dropped_after_it():
-    torch.manual_seed(0)
-    model = build_model("tiny", CPU)
-    handle = apply_method(model, {**ADALORA, "exact_rounding": False})
-    _nonzero_lambda(model)
-    batch = make_batches(model, False, 4, 12, CPU)[0]
-    modules = list(handle.svd_modules.values())
+    model, modules, batch = _fused_tiny(4, 12)
     seen = []
     modules[0].register_forward_pre_hook(lambda m, _args: seen.append(m.batched_product is not None))
 
@@ -205,12 +209,7 @@ def test_products_take_the_forward_autocast_dtype_once_per_shape_group():
     to a layer that makes its own fp32 product and lets autocast cast it."""
     from experiments.precision import make_accelerator
 
-    torch.manual_seed(0)
-    model = build_model("tiny", CPU)
-    handle = apply_method(model, {**ADALORA, "exact_rounding": False})
-    _nonzero_lambda(model)
-    batch = make_batches(model, False, 2, 8, CPU)[0]
-    mods = list(handle.svd_modules.values())
+    model, mods, batch = _fused_tiny(2, 8)
     seen: dict[SVDLinear, list] = {m: [] for m in mods}
     hooks = [m.register_forward_hook(lambda mod, args, out: seen[mod].append((mod.batched_product.dtype, args[0], out)))
              for m in mods]
