@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,9 +47,9 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 def download_wheels(dest: Path, python_version: str, packages: Sequence[str] = KIT_PACKAGES) -> list[Path]:
     """One wheel per package, in the version installed here, for CPython ``python_version`` on x86-64 Linux."""
     dest.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
     for name in packages:
         pin = f"{name}=={importlib.metadata.version(name)}"
-        platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
         fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                                   "--python-version", python_version, "--implementation", "cp", *platforms,
                                   "-d", str(dest), pin], capture_output=True, check=False)
@@ -85,10 +86,31 @@ def pack_data(dest: Path) -> None:
             archive.add(info, arcname=info.name)
 
 
+def pack(dest: Path, python_version: str, packages: Sequence[str] = KIT_PACKAGES) -> None:
+    """The whole kit into ``dest``, built beside it and moved in place once complete, so a failed
+    pack (no registry, a package missing here) leaves no half kit; an earlier kit there is replaced,
+    any other existing path is refused rather than deleted. ``packages``: those to carry as wheels."""
+    if dest.exists() and not (dest / SITE_ARCHIVE).is_file():
+        raise SystemExit(f"{dest} exists and is not a kit (no {SITE_ARCHIVE}); choose a new --dir")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}-", dir=dest.parent) as tmp:
+        building = Path(tmp) / "kit"
+        pack_data(building)
+        if packages:
+            download_wheels(building / "wheels", python_version, packages)
+        if dest.exists():
+            shutil.rmtree(dest)
+        building.rename(dest)
+
+
 def unpack(kit: Path, site: Path) -> None:
     """Wheels into ``site`` (no index, no dependencies), the archive beside them, MiniLM back in fp32."""
     from safetensors.torch import load_file, save_file
 
+    missing = [name for name in (SITE_ARCHIVE, FP16_WEIGHTS) if not (kit / name).is_file()]
+    if missing:
+        raise SystemExit(f"{kit} is not a complete kit (missing {', '.join(missing)}): "
+                         "make it with `python -m benchmarks.offline_kit pack --dir DIR` and carry DIR here")
     site.mkdir(parents=True, exist_ok=True)
     wheels = sorted((kit / "wheels").glob("*.whl"))
     if wheels:
@@ -113,11 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     unpack_p.add_argument("--site", type=Path, required=True)
     args = p.parse_args(argv)
     if args.command == "pack":
-        if args.dir.exists():
-            shutil.rmtree(args.dir)
-        pack_data(args.dir)
-        if not args.no_wheels:
-            download_wheels(args.dir / "wheels", args.python_version)
+        pack(args.dir, args.python_version, packages=() if args.no_wheels else KIT_PACKAGES)
         size = sum(f.stat().st_size for f in args.dir.rglob("*") if f.is_file())
         print(f"packed {args.dir}: {size / 2**20:.1f} MiB")
     else:

@@ -3,6 +3,7 @@ command, and what it needs on a GPU machine without internet (run here on the CP
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -64,3 +65,24 @@ def test_offline_kit_restores_minilm_and_the_corpus_where_the_runs_look(tmp_path
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     model_dir, corpus, version = out.split("\n")[:3]
     assert model_dir.startswith(str(site)) and corpus.startswith(str(site)) and version == "1.0.0"
+
+
+def test_offline_kit_refuses_what_is_not_a_kit_and_leaves_no_half_kit(tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="exists and is not a kit"):
+        offline_kit.pack(precious, "3.12", packages=())
+    assert (precious / "keep.txt").read_text() == "mine"
+    with pytest.raises(SystemExit, match="not a complete kit .missing site.tar.gz, minilm.fp16.safetensors"):
+        offline_kit.unpack(precious, tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+    kit = tmp_path / "kit"
+    with pytest.raises(importlib.metadata.PackageNotFoundError):  # a package this machine lacks
+        offline_kit.pack(kit, "3.12", packages=("no-such-package-here",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no half kit, no build folder
+    offline_kit.pack(kit, "3.12", packages=())
+    first = (kit / offline_kit.SITE_ARCHIVE).stat().st_mtime_ns
+    offline_kit.pack(kit, "3.12", packages=())  # an earlier kit is replaced
+    assert (kit / offline_kit.SITE_ARCHIVE).stat().st_mtime_ns >= first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kit", "notes"]  # no build folder left behind
