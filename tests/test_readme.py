@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,25 @@ def test_readme_and_docs_links_resolve():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, f"links to missing files: {broken}"
+
+
+@pytest.mark.slow
+def test_reevaluation_example_in_docs_export_works_as_written(tmp_path):
+    """docs/export.md's two commands: the run directory it names is the one the run writes, and
+    re-evaluating it reproduces the recorded metrics (run under tmp_path instead of /tmp)."""
+    text = (ROOT / "docs" / "export.md").read_text()
+    block = re.search(r"```bash\n(.*?)\n```", text[text.index("<!-- test: reevaluate -->"):], flags=re.S).group(1)
+    commands = [shlex.split(line.replace("/tmp/adalora-eval", str(tmp_path)))
+                for line in block.replace("\\\n", " ").splitlines()]
+    assert [c[:3] for c in commands] == [["python", "-m", "experiments.run"], ["python", "-m", "experiments.evaluate"]]
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, *commands[0][1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    run_dir = Path(commands[1][3])
+    assert f"[success] {run_dir / 'result.json'}" in run.stdout
+    evaluate = subprocess.run([sys.executable, *commands[1][1:]], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    lines = evaluate.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["pearson", "spearmanr", "combined_score"]
+    assert lines[-1] == "reproduced: yes, exactly"
