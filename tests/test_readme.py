@@ -113,16 +113,26 @@ def test_quickstart_runs_install_test_demo_first():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_readme_and_docs_links_resolve():
-    """Every relative link in README.md and docs/*.md points at a file in the checkout."""
+    """Every relative link in README.md and docs/*.md points at a file in the checkout, and at a
+    heading of it where the link names one."""
     broken = []
     for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)]*))?\)", page.read_text()):
             if "://" in target:
                 continue
-            if not (page.parent / target).exists():
+            path = page.parent / target if target else page
+            if not path.exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
-    assert not broken, f"links to missing files: {broken}"
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor} (no such heading)")
+    assert not broken, f"links to missing files or headings: {broken}"
 
 
 @pytest.mark.slow
