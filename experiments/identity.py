@@ -61,11 +61,19 @@ class IdentityMismatch(ValueError):
     """A run directory holds a result or checkpoint of a different configuration."""
 
 
+_ROOT_PREFIX = str(PROJECT_ROOT) + "/"
+
+
 def _normalise(value: Any) -> Any:
-    """Paths under the checkout become ``${project_root:}/...``: a moved clone is the same run."""
-    if isinstance(value, str) and value.startswith(str(PROJECT_ROOT) + "/"):
-        return PROJECT_ROOT_TOKEN + value[len(str(PROJECT_ROOT)):]
-    if isinstance(value, Mapping):
+    """Paths under the checkout become ``${project_root:}/...``: a moved clone is the same run.
+
+    The common types are tested first: the analysis computes this for every schema-1 record.
+    """
+    if isinstance(value, str):
+        return PROJECT_ROOT_TOKEN + value[len(_ROOT_PREFIX) - 1:] if value.startswith(_ROOT_PREFIX) else value
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, dict | Mapping):
         return {str(k): _normalise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
