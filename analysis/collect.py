@@ -91,13 +91,22 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted(results | (seeds - above))
 
 
+def _not_a_record(record: Any) -> str | None:
+    """Why a parsed ``result.json`` is no record of this suite (every record has a schema_version)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        return f"{RESULT_FILE} holds a JSON {type(record).__name__}, not a run record"
+    if "schema_version" not in record:
+        return f"{RESULT_FILE} has no 'schema_version' of a run record (another tool's file?)"
+    return None
+
+
 def _not_a_run(run_dir: Path, record: Any) -> str | None:
     """Why ``run_dir`` (and its record) is not a run of this suite, or None when it is one."""
     if record is None:
         seed = _keys_from_path(run_dir)["seed"]
         return None if isinstance(seed, int) else f"directory {run_dir.name!r}: the seed is not an integer"
-    if not isinstance(record, dict):
-        return f"{RESULT_FILE} holds a JSON {type(record).__name__}, not a run record"
     if "status" not in record or not isinstance(record.get("run"), dict):
         return f"{RESULT_FILE} has no 'status' and 'run' of a run record (another tool's file?)"
     seed = record["run"].get("seed")
@@ -118,14 +127,14 @@ def load_records(root: str | Path, skipped: list[tuple[Path, str]] | None = None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             yield run_dir, None, f"unreadable {RESULT_FILE}: {err}"
             continue
-        version = record.get("schema_version") if isinstance(record, dict) else None
-        if isinstance(record, dict) and version not in KNOWN_SCHEMA_VERSIONS:
-            message = (f"{run_dir / RESULT_FILE}: schema_version {version!r} is not one this code reads "
-                       f"{list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
+        why = _not_a_record(record)
+        if why is None and record is not None and record["schema_version"] not in KNOWN_SCHEMA_VERSIONS:
+            message = (f"{run_dir / RESULT_FILE}: schema_version {record['schema_version']!r} is not one this "
+                       f"code reads {list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
             print(f"[collect] {message}", file=sys.stderr)
             yield run_dir, None, message
             continue
-        why = _not_a_run(run_dir, record)
+        why = why or _not_a_run(run_dir, record)
         if why is not None:
             print(f"[collect] skipped {run_dir}: {why}", file=sys.stderr)
             if skipped is not None:
@@ -140,7 +149,7 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     at = max((i for i, part in enumerate(parts) if part.startswith(SEED_PREFIX)), default=len(parts) - 1)
     keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
     seed = parts[at].removeprefix(SEED_PREFIX)
-    keys["seed"] = int(seed) if seed.isdigit() else seed
+    keys["seed"] = int(seed) if parts[at].startswith(SEED_PREFIX) and seed.isdigit() else None
     for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
         keys[name] = part
     return keys
