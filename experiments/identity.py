@@ -149,11 +149,17 @@ def current_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
 
     It reads the files the config names, so it describes a run about to start; a stored
     record's identity is the one it stores (:func:`record_identity`).
+
+    A revision that resolved is identified by its commit alone: its branch or tag name leaves the
+    keys, so pinning the commit a branch pointed at (docs/identity.md) keeps the runs' identity.
     """
     from experiments.content import content_of
 
     identity = run_identity(config, budget)
-    identity[CONTENT_KEY] = content_of(config)
+    content = identity[CONTENT_KEY] = content_of(config)
+    for part, block in (("data", (identity.get("task") or {}).get("dataset")), ("model", identity.get("model"))):
+        if isinstance(block, dict) and "revision" in content.get(part, {}):
+            block.pop("revision", None)
     return identity
 
 

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.content import FingerprintCache, data_content, model_content
-from experiments.identity import identity_hash, run_identity
+from experiments.identity import current_identity, identity_hash, run_identity
 from experiments.models import load_tokenizer
 from experiments.results import read_result
 from experiments.runner import (
@@ -140,6 +140,23 @@ def test_hub_revisions_resolve_from_the_local_cache_offline(tmp_path, monkeypatc
     assert model_content({"source": "tiny", "pretrained": None}) == {}
     xsum = {"path": "EdinburghNLP/xsum", "name": None, "revision": "refs/convert/parquet", "data_files": None}
     assert data_content(xsum) == {"revision": SHA[::-1]}
+
+
+def test_pinning_the_commit_a_branch_resolved_to_keeps_the_identity(tmp_path, monkeypatch):
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    ref = tmp_path / "datasets--EdinburghNLP--xsum" / "refs" / "refs" / "convert" / "parquet"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(SHA)
+
+    def config(revision: str) -> dict:
+        return {"task": {"name": "xsum", "dataset": {"path": "EdinburghNLP/xsum", "name": None, "revision": revision,
+                                                      "data_files": None}}, "seed": 0}
+
+    branch, pinned = current_identity(config("refs/convert/parquet"), "b"), current_identity(config(SHA), "b")
+    assert branch == pinned and branch["content"] == {"data": {"revision": SHA}}
+    assert "revision" not in branch["task"]["dataset"]
+    ref.write_text(SHA[::-1])  # the hub rebuilt the branch: another run
+    assert identity_hash(current_identity(config("refs/convert/parquet"), "b")) != identity_hash(branch)
 
 
 def test_a_null_revision_leaves_older_records_hash_alone_and_a_set_one_changes_it():
