@@ -16,18 +16,11 @@ from experiments.content import FingerprintCache, data_content, model_content
 from experiments.identity import current_identity, identity_hash, run_identity
 from experiments.models import load_tokenizer
 from experiments.results import read_result
-from experiments.runner import (
-    PROJECT_ROOT,
-    RunConflict,
-    _build,
-    register_resolvers,
-    resolve,
-    run,
-    run_identity_block,
-)
+from experiments.runner import PROJECT_ROOT, RunConflict, run, run_identity_block
 from experiments.tasks import build_task
+from tests.test_identity import _cfg as _identity_cfg
+from tests.test_identity import _cut
 
-register_resolvers()
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -40,11 +33,9 @@ def _data(tmp_path: Path) -> Path:
 
 
 def _cfg(out: Path, data: Path, *extra: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m", f"output_root={out}",
-            "trainer.progress=false", "trainer.max_steps=4", f"task.dataset.data_files.train={data / 'train.jsonl'}",
-            f"task.dataset.data_files.validation={data / 'validation.jsonl'}", *extra])
+    """tests.test_identity's tiny LoRA run, on the data files in ``data``."""
+    return _identity_cfg(out, f"task.dataset.data_files.train={data / 'train.jsonl'}",
+                         f"task.dataset.data_files.validation={data / 'validation.jsonl'}", *extra)
 
 
 def _edit_one_label(path: Path) -> None:
@@ -84,9 +75,7 @@ def test_a_data_file_changed_in_place_after_a_run_is_refused_with_the_reason(tmp
 def test_a_checkpoint_is_not_resumed_on_changed_data(tmp_path):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data, "trainer.max_steps=6", "trainer.checkpoint_every=2")
-    trainer, _, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
-    trainer.train(stop_after=2)
-    checkpoint = Path(cfg.run_dir) / "checkpoint.pt"
+    checkpoint = _cut(cfg)
     assert checkpoint.exists()
     (data / "train.jsonl").write_text((data / "train.jsonl").read_text() + (data / "validation.jsonl").read_text())
     with pytest.raises(RunConflict, match=r"checkpoint\.pt holds a checkpoint of a different configuration; "
