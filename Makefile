@@ -6,10 +6,22 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop bench-gpu clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop bench-gpu bench-analysis clean
 
-help: ## list the targets
-	@grep -E '^[.a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+# Variables the target descriptions name: `make help` shows their values (e.g. OUT=runs make help).
+HELP_VARS = OUT LR_OUT LR_SELECTED SWEEPS FIXTURE_RUNS
+HELP_AWK = /^[.a-zA-Z_-]+:.*\#\# / { \
+	  name = substr($$0, 1, index($$0, ":") - 1); text = $$0; sub(/^[^\#]*\#\# /, "", text); out = ""; \
+	  while (match(text, /\$$\([A-Za-z_]+\)/)) { var = substr(text, RSTART + 2, RLENGTH - 3); \
+	    out = out substr(text, 1, RSTART - 1) ((var in ENVIRON) ? ENVIRON[var] : substr(text, RSTART, RLENGTH)); \
+	    text = substr(text, RSTART + RLENGTH) } \
+	  n++; names[n] = name; texts[n] = out text; if (length(name) > width) width = length(name) } \
+	END { on = tty ? "\033[36m" : ""; off = tty ? "\033[0m" : ""; \
+	  for (i = 1; i <= n; i++) printf "  %s%-" width "s%s  %s\n", on, names[i], off, texts[i] }
+
+help: ## list the targets (with this invocation's variable values)
+	@tty=0; [ -t 1 ] && tty=1; \
+	$(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -v tty=$$tty '$(HELP_AWK)' $(firstword $(MAKEFILE_LIST))
 
 install: ## install the package, dev tools and the offline demo assets (CPU or GPU machine)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
@@ -104,6 +116,9 @@ bench-loop: ## per-step time of the real loop (experiments.run), LoRA vs AdaLoRA
 
 bench-gpu: ## every GPU result in benchmarks/results/cuda-*: step time fp32 + bf16 at the paper's shapes, components, real loop
 	$(PYTHON) -m benchmarks.gpu_suite $(ARGS)
+
+bench-analysis: ## time collecting 2,000 and 20,000 synthetic run records (fails if 2,000 take 5 s or more)
+	$(PYTHON) -m benchmarks.analysis $(ARGS)
 
 clean: ## remove caches (keeps outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

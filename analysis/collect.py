@@ -14,6 +14,14 @@ Both carry ``config_hash`` (the run's identity, ``experiments.identity``) and ``
 (the same without the seed): tables pool runs of one group only. Schema-1 records predate the
 stored identity; theirs is computed from the config they store. A record of a schema this code
 does not know is refused (status ``unreadable``, with the reason) and the others are processed.
+Anything that is not a run record (another tool's ``result.json``, a ``seed=abc/`` directory, a
+record whose ``run.seed`` is not an integer) is skipped, named with its path on stderr, and
+the rest is processed; the seed column is always an integer column.
+
+Finding the runs is one walk of the tree, and ``make figures`` reads the records once:
+:func:`collected_once` writes both frames to a snapshot that :func:`collect` and
+:func:`run_status` return for the same root while it is active (``analysis.run_notebooks``
+wraps the notebooks and the report page in it).
 
 CLI: ``python -m analysis.collect <root> [--out DIR]`` writes ``results`` and ``run_status``
 as parquet + CSV.
@@ -22,8 +30,11 @@ as parquet + CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,36 +59,86 @@ RESULT_COLUMNS = [
     "steps", "wall_time_s", "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group",
 ]
 
-# Counts stay integers even where a run lacks them (pandas would otherwise turn them to floats).
-_COUNTS = {"trainable_params": "Int64", "steps": "Int64"}
+# Counts and seeds stay integers even where a run lacks them (pandas would otherwise turn them to floats).
+_COUNTS = {"seed": "Int64", "trainable_params": "Int64", "steps": "Int64"}
+SNAPSHOT_ENV = "ADALORA_COLLECTED"  # folder of a snapshot written by collected_once
+_SNAPSHOT_ROOT = "root.txt"
+
+Loaded = tuple[Path, dict[str, Any] | None, str | None]
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
     """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one).
 
     A ``seed=<s>`` directory whose runs live in override sub-directories is not a run itself.
+    One walk of the tree; each directory with a record marks its ancestors once (linear).
     """
     root = Path(root)
-    dirs = {path.parent for path in root.rglob(RESULT_FILE)}
-    seeds = {path for path in root.rglob(f"{SEED_PREFIX}*") if path.is_dir()}
-    dirs |= {seed for seed in seeds if not any(d != seed and d.is_relative_to(seed) for d in dirs)}
-    return sorted(dirs)
+    results: set[Path] = set()
+    seeds: set[Path] = set()
+    for folder, _, files in os.walk(root):
+        here = Path(folder)
+        if RESULT_FILE in files:
+            results.add(here)
+        if here.name.startswith(SEED_PREFIX):
+            seeds.add(here)
+    above: set[Path] = set()  # directories with a record strictly below them
+    for run_dir in results:
+        for parent in run_dir.parents:
+            if parent in above or not parent.is_relative_to(root):
+                break  # its ancestors are marked already, or it is outside the root
+            above.add(parent)
+    return sorted(results | (seeds - above))
 
 
-def load_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
-    """(run dir, record or None, read error or None) for every run directory under root."""
+def _not_a_record(record: Any) -> str | None:
+    """Why a parsed ``result.json`` is no record of this suite (every record has a schema_version)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        return f"{RESULT_FILE} holds a JSON {type(record).__name__}, not a run record"
+    if "schema_version" not in record:
+        return f"{RESULT_FILE} has no 'schema_version' of a run record (another tool's file?)"
+    return None
+
+
+def _not_a_run(run_dir: Path, record: Any) -> str | None:
+    """Why ``run_dir`` (and its record) is not a run of this suite, or None when it is one."""
+    if record is None:
+        seed = _keys_from_path(run_dir)["seed"]
+        return None if isinstance(seed, int) else f"directory {run_dir.name!r}: the seed is not an integer"
+    if "status" not in record or not isinstance(record.get("run"), dict):
+        return f"{RESULT_FILE} has no 'status' and 'run' of a run record (another tool's file?)"
+    seed = record["run"].get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"run.seed is {seed!r}, not an integer"
+    return None
+
+
+def load_records(root: str | Path, skipped: list[tuple[Path, str]] | None = None) -> Iterator[Loaded]:
+    """(run dir, record or None, read error or None) for every run directory under root.
+
+    What is not a run is left out, printed on stderr as ``[collect] skipped <path>: <why>`` and
+    appended to ``skipped`` (path, why) when a list is given.
+    """
     for run_dir in find_run_dirs(root):
         try:
             record = read_result(run_dir)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             yield run_dir, None, f"unreadable {RESULT_FILE}: {err}"
             continue
-        version = record.get("schema_version") if isinstance(record, dict) else None
-        if record is not None and version not in KNOWN_SCHEMA_VERSIONS:
-            message = (f"{run_dir / RESULT_FILE}: schema_version {version!r} is not one this code reads "
-                       f"{list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
+        why = _not_a_record(record)
+        if why is None and record is not None and record["schema_version"] not in KNOWN_SCHEMA_VERSIONS:
+            message = (f"{run_dir / RESULT_FILE}: schema_version {record['schema_version']!r} is not one this "
+                       f"code reads {list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
             print(f"[collect] {message}", file=sys.stderr)
             yield run_dir, None, message
+            continue
+        why = why or _not_a_run(run_dir, record)
+        if why is not None:
+            print(f"[collect] skipped {run_dir}: {why}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append((run_dir, why))
             continue
         yield run_dir, record, None
 
@@ -88,7 +149,7 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     at = max((i for i, part in enumerate(parts) if part.startswith(SEED_PREFIX)), default=len(parts) - 1)
     keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
     seed = parts[at].removeprefix(SEED_PREFIX)
-    keys["seed"] = int(seed) if seed.isdigit() else seed
+    keys["seed"] = int(seed) if parts[at].startswith(SEED_PREFIX) and seed.isdigit() else None
     for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
         keys[name] = part
     return keys
@@ -135,7 +196,13 @@ def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None)
 
 def run_status(root: str | Path) -> pd.DataFrame:
     """One row per run directory, whatever its state (success, failed, running, incomplete, missing)."""
-    rows = [_status_row(run_dir, record, error) for run_dir, record, error in load_records(root)]
+    snapshot = _from_snapshot(root, "run_status")
+    return snapshot if snapshot is not None else status_frame(load_records(root))
+
+
+def status_frame(loaded: Iterable[Loaded]) -> pd.DataFrame:
+    """:func:`run_status` of records already loaded (:func:`load_records`)."""
+    rows = [_status_row(run_dir, record, error) for run_dir, record, error in loaded]
     for row, note in zip(rows, conflict_notes(rows), strict=True):
         row["conflict"] = note
     return pd.DataFrame(rows, columns=STATUS_COLUMNS).astype(_COUNTS)
@@ -158,12 +225,57 @@ def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def collect(root: str | Path) -> pd.DataFrame:
     """One tidy row per run x metric, for every readable record that holds metrics."""
+    snapshot = _from_snapshot(root, "results")
+    return snapshot if snapshot is not None else results_frame(load_records(root))
+
+
+def results_frame(loaded: Iterable[Loaded]) -> pd.DataFrame:
+    """:func:`collect` of records already loaded (:func:`load_records`)."""
     rows = []
-    for run_dir, record, _ in load_records(root):
+    for run_dir, record, _ in loaded:
         if record is not None:
             rows += _metric_rows(run_dir, record)
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     return df.astype({**_COUNTS, "best_step": "Int64", "is_main": bool, "value_best": float, "value_final": float})
+
+
+# ---------------------------------------------------------------------------- read once
+def _snapshot_of(root: str | Path) -> Path | None:
+    """The active snapshot's folder (:data:`SNAPSHOT_ENV`) if it was taken of ``root``."""
+    folder = os.environ.get(SNAPSHOT_ENV)
+    marker = Path(folder) / _SNAPSHOT_ROOT if folder else None
+    if marker is None or not marker.is_file() or marker.read_text() != str(Path(root).resolve()):
+        return None
+    return marker.parent
+
+
+def _from_snapshot(root: str | Path, name: str) -> pd.DataFrame | None:
+    folder = _snapshot_of(root)
+    return None if folder is None else pd.read_parquet(folder / f"{name}.parquet")
+
+
+@contextlib.contextmanager
+def collected_once(root: str | Path) -> Iterator[Path]:
+    """Read the records under ``root`` once; inside the block (child processes included, e.g. notebook
+    kernels) :func:`collect` and :func:`run_status` of ``root`` return that snapshot."""
+    active = os.environ.get(SNAPSHOT_ENV)
+    taken = _snapshot_of(root)
+    if taken is not None:
+        yield taken  # an outer block took it already
+        return
+    with tempfile.TemporaryDirectory(prefix="adalora-collected-") as folder:
+        loaded = list(load_records(root))
+        results_frame(loaded).to_parquet(Path(folder) / "results.parquet", index=False)
+        status_frame(loaded).to_parquet(Path(folder) / "run_status.parquet", index=False)
+        (Path(folder) / _SNAPSHOT_ROOT).write_text(str(Path(root).resolve()))
+        os.environ[SNAPSHOT_ENV] = folder
+        try:
+            yield Path(folder)
+        finally:
+            if active is None:
+                os.environ.pop(SNAPSHOT_ENV, None)
+            else:
+                os.environ[SNAPSHOT_ENV] = active
 
 
 def select_records(runs: pd.DataFrame | Iterable[dict[str, Any]], **keys: Any) -> list[dict[str, Any]]:
@@ -197,10 +309,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: <root>/collected)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.root) / "collected"
-    results, status = collect(args.root), run_status(args.root)
+    skipped: list[tuple[Path, str]] = []
+    loaded = list(load_records(args.root, skipped))
+    results, status = results_frame(loaded), status_frame(loaded)
     written = save(results, out, "results") + save(status, out, "run_status")
     counts = status["status"].value_counts().to_dict()
-    print(f"{len(status)} runs {counts}; {len(results)} metric rows -> " + ", ".join(map(str, written)))
+    print(f"{len(status)} runs {counts}; {len(skipped)} skipped (not runs, listed above); {len(results)} metric rows -> "
+          + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Each jupytext py:percent notebook in ``analysis/notebooks`` is converted in memory, gets its
 parameters as a cell injected right after the cell tagged ``parameters`` (papermill's
 convention, so the notebook's own defaults stay visible), and runs in a fresh ``python3``
-kernel started in the repository root; the notebooks run concurrently. The executed ``.ipynb`` is kept in
+kernel started in the repository root; the notebooks run concurrently. The records are read once
+(``analysis.collect.collected_once``): every notebook's ``collect``/``run_status`` and the report
+page get that one snapshot instead of each reading every ``result.json`` again. The executed ``.ipynb`` is kept in
 ``<out-dir>/notebooks`` for inspection, beside ``<name>.log``, which takes what the kernel
 prints outside the cells (its TCP warning, absl INFO lines) so the terminal stays quiet. A
 failing cell stops the run with the notebook's name and the cell's error. Then
@@ -27,6 +29,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from analysis.collect import collected_once
 from analysis.index_page import write_index
 from analysis.paths import NoRuns, require_runs
 
@@ -87,7 +90,8 @@ def run_all(results_root: str | Path, out_dir: str | Path, only: list[str] | Non
         jobs = (run_notebook(path, parameters, out_dir / "notebooks") for path in paths)
         return await asyncio.gather(*jobs, return_exceptions=True)
 
-    outcomes = asyncio.run(run())
+    with collected_once(results_root):  # the kernels inherit the snapshot's environment variable
+        outcomes = asyncio.run(run())
     failures = [o for o in outcomes if isinstance(o, BaseException)]
     if failures:
         raise NotebookFailed("\n\n".join(map(str, failures)))
@@ -118,11 +122,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"make figures: {err}")
     out_dir = Path(args.out_dir or Path(args.results_root) / "figures").resolve()
     before = _snapshot(out_dir)
-    try:
-        run_all(args.results_root, out_dir, args.only)
-    except NotebookFailed as err:
-        sys.exit(str(err))
-    write_index(Path(args.results_root).resolve(), out_dir)
+    root = Path(args.results_root).resolve()
+    with collected_once(root):
+        try:
+            run_all(root, out_dir, args.only)
+        except NotebookFailed as err:
+            sys.exit(str(err))
+        write_index(root, out_dir)
     written = sorted(p for p, mtime in _snapshot(out_dir).items() if before.get(p) != mtime)
     print("\n".join(_shown(p) for p in written))
 

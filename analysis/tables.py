@@ -310,10 +310,17 @@ def present(table: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
+def markdown_cell(value: object) -> str:
+    """One table cell on one line: ``\\`` and ``|`` escaped, line breaks folded to `` ↵ `` (a failed
+    run's reason holds a traceback; a raw newline or bar would end the row or add a column)."""
+    lines = [line.strip() for line in str(value).replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return " ↵ ".join(line for line in lines if line).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def to_markdown(formatted: pd.DataFrame, title: str | None = None) -> str:
     """A GitHub Markdown table (pandas' own needs ``tabulate``, which is not a dependency)."""
     def row(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
 
     lines = [f"### {title}", ""] if title else []
     lines += [row(list(formatted.columns)), row(["---"] * formatted.shape[1])]

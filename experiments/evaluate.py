@@ -2,7 +2,16 @@
 
 The model is rebuilt from the weights file (experiments/weights.py) and evaluated on the task's
 dev split(s) with the run's own task config and eval batch size, so on CPU it reproduces the
-recorded metric exactly. Exit status 0 when every recorded metric is reproduced, 1 otherwise.
+recorded metric exactly. ``run_dir`` may also be a directory with exactly one run below it
+(several are listed).
+
+Exit status (so that a script can tell "the numbers differ" from "nothing was compared"):
+
+- 0: every recorded metric is reproduced exactly;
+- 1: the run was re-evaluated and some metric differs (the table shows which);
+- 2: the run cannot be re-evaluated: no such run or several, no successful record, no saved
+  or unreadable weights (named with their path), a rebuilt base that differs;
+- 3: an unexpected error (its traceback is printed).
 
     python -m experiments.evaluate outputs/adhoc/glue_rte/adalora/glue_0.3m/seed=0            # final weights
     python -m experiments.evaluate outputs/adhoc/glue_rte/adalora/glue_0.3m/seed=0 --which best
@@ -14,6 +23,7 @@ import argparse
 import math
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,8 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.models import load_tokenizer
-from experiments.results import read_result
+from experiments.results import RESULT_FILE, read_result
+from experiments.run_paths import RunPathError, find_run
 from experiments.runner import register_resolvers, resolve
 from experiments.tasks import build_task
 from experiments.weights import WeightsError, load_run
@@ -30,9 +41,16 @@ from experiments.weights import WeightsError, load_run
 
 def reevaluate(run_dir: str | os.PathLike, which: str = "final", device: str = "cpu") -> dict[str, Any]:
     """Metrics of the saved ``which`` weights beside the recorded ones: {"metrics", "recorded", "reproduced"}."""
-    record = read_result(run_dir)
-    if record is None or record.get("status") != "success":
-        raise WeightsError(f"{run_dir} holds no successful run (result.json status: {record and record.get('status')})")
+    try:
+        record = read_result(run_dir)
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{Path(run_dir) / RESULT_FILE} cannot be read ({type(err).__name__}: {err})") from err
+    if record is None:
+        raise WeightsError(f"{run_dir} holds no {RESULT_FILE}: not a run directory")
+    if record.get("status") != "success":
+        reason = (record.get("reason") or "").strip().splitlines()[:1]
+        raise WeightsError(f"{run_dir} holds no successful run (status {record.get('status')!r}"
+                           + (f": {reason[0]}" if reason else "") + "); only a successful run has weights to evaluate")
     loaded = load_run(run_dir, which)
     register_resolvers()
     config = OmegaConf.create(record["config"])
@@ -54,15 +72,18 @@ def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run directory, or a directory with exactly one run below it")
     parser.add_argument("--which", choices=("final", "best"), default="final", help="which saved weights (default final)")
     parser.add_argument("--device", default="cpu", help="torch device (the exact reproduction holds on CPU)")
     args = parser.parse_args(argv)
     try:
-        out = reevaluate(args.run_dir, args.which, args.device)
-    except WeightsError as err:
+        out = reevaluate(find_run(args.run_dir), args.which, args.device)
+    except (WeightsError, RunPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - exit 3, not Python's 1, which means "not reproduced" here
+        traceback.print_exc()
+        return 3
     for key, value in out["metrics"].items():
         old = out["recorded"].get(key)
         print(f"{key:>24}  {value:.6f}  (recorded {old if old is None else f'{old:.6f}'})")

@@ -23,6 +23,11 @@ suite's own format (``weights/*.safetensors``, ``experiments.weights.load_run``)
 ``--format merged``: the base model with ΔW merged into each adapted weight (LoRA, AdaLoRA, and
 BitFit / full FT as trained), saved with ``save_pretrained`` with its tokenizer: a plain
 transformers checkpoint.
+
+``run_dir`` may also be a directory with exactly one run below it. ``--out`` must not exist or
+be an empty directory (``--overwrite`` replaces it); the export is written beside it and moved
+in when complete, with the umask's permissions (``experiments.run_paths``). Exit status: see
+:func:`main`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ from adalora.layers import LoRALinear, SVDLinear
 from adalora.methods import METHODS
 from experiments.models import load_tokenizer, package_model_dir
 from experiments.results import read_result
+from experiments.run_paths import RunPathError, check_output, find_run, staged_output
 from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, load_run, method_owned_names
 
 PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "question_answering": "QUESTION_ANS",
@@ -138,8 +145,9 @@ def variant_note(run_dir: str | os.PathLike) -> str | None:
             f"with PEFT would follow plain {kind}, not {name}")
 
 
-def export_peft(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final", with_base: bool = False) -> Path:
-    """Write the PEFT adapter directory of a run; returns ``out``."""
+def export_peft(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final", with_base: bool = False,
+                overwrite: bool = False) -> Path:
+    """Write the PEFT adapter directory of a run; returns ``out`` (written whole or not at all)."""
     record = read_result(run_dir) or {}
     loaded = load_run(run_dir, which)
     total_steps = (record.get("train") or {}).get("total_steps")
@@ -147,14 +155,13 @@ def export_peft(run_dir: str | os.PathLike, out: str | os.PathLike, which: str =
         raise ExportError(f"{run_dir}/result.json records no train.total_steps (AdaLoraConfig.total_step)")
     config, tensors = peft_adapter(loaded, total_steps)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if with_base:
-        base_dir = out / "base_model"
-        _save_pretrained(build_base(loaded.spec), loaded.spec, base_dir)
-        config["base_model_name_or_path"] = str(base_dir.resolve())
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
+        if with_base:
+            _save_pretrained(build_base(loaded.spec), loaded.spec, stage / "base_model")
+            config["base_model_name_or_path"] = str(out.resolve() / "base_model")  # where it will be
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(stage / "adapter_model.safetensors"),
+                  metadata={"format": "pt"})
+        (stage / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
 
 
@@ -179,33 +186,47 @@ def _save_pretrained(model: nn.Module, spec: ModelSpec, out: Path) -> None:
     load_tokenizer(spec.model).save_pretrained(out)
 
 
-def export_merged(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final") -> Path:
+def export_merged(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final",
+                  overwrite: bool = False) -> Path:
+    """Write the merged transformers checkpoint of a run; returns ``out`` (written whole or not at all)."""
     loaded = load_run(run_dir, which)
-    _save_pretrained(merged_model(loaded), loaded.spec, Path(out))
+    model = merged_model(loaded)
+    with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
+        _save_pretrained(model, loaded.spec, stage)
     return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0: exported; 2: the run cannot be exported as asked (the message says why and what
+    to do: no such run, several runs, --out in the way, no or unreadable weights, a format the method
+    has no form in); 3: an unexpected error (its traceback is printed)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run directory, or a directory with exactly one run below it")
     parser.add_argument("--format", choices=("peft", "merged"), required=True)
-    parser.add_argument("--out", type=Path, required=True, help="directory to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="directory to write; must not exist or be empty (see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the contents of an existing --out")
     parser.add_argument("--which", choices=("final", "best"), default="final", help="which saved weights (default final)")
     parser.add_argument("--with-base", action="store_true",
                         help="peft: also write the base model to <out>/base_model (tiny models are random-init)")
     args = parser.parse_args(argv)
     try:
+        run_dir = find_run(args.run_dir)
+        check_output(args.out, args.overwrite, keep=run_dir)  # before the model is rebuilt
         if args.format == "peft":
-            export_peft(args.run_dir, args.out, args.which, args.with_base)
-            note = variant_note(args.run_dir)
+            export_peft(run_dir, args.out, args.which, args.with_base, args.overwrite)
+            note = variant_note(run_dir)
             if note:
                 print(note)
         else:
-            export_merged(args.run_dir, args.out, args.which)
-    except (ExportError, WeightsError) as err:
+            export_merged(run_dir, args.out, args.which, args.overwrite)
+    except (ExportError, WeightsError, RunPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[export] {args.format} ({args.which} weights) -> {args.out}")
+    except Exception:  # noqa: BLE001 - exit 3, not Python's 1: a bug is not a refused export
+        traceback.print_exc()
+        return 3
+    print(f"[export] {args.format} ({args.which} weights) of {run_dir} -> {args.out}")
     return 0
 
 

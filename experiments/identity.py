@@ -7,8 +7,16 @@ numbers (output paths, logger, launcher, progress bars, checkpoint cadence), and
 runner skips a finished run only when the hashes agree and resumes only from a checkpoint with
 the same hash; otherwise it stops and names the keys that differ (:class:`IdentityMismatch`).
 
-The identity is a pure function of the config dict, so the analysis can compute it for records
-written before it existed (schema 1) from the config they store.
+The config part is a pure function of the config dict, so the analysis can compute it for
+records written before it existed (schema 1) from the config they store. A run about to start
+adds what the config points at (:func:`current_identity`): the key ``content`` holds the
+fingerprints of its local data files and the commits its hub dataset and model resolve to
+(``experiments.content``), so a data file edited in place is a different run. A record written
+before ``content`` existed (schema 1, or schema 2 without it) has *unknown* content: comparisons
+(:func:`comparable`) look only at the content entries both sides know, so such a run is still
+skipped or resumed on its config, with a note (:func:`unverified_note`). Hashes are taken over
+what a record stores; the analysis therefore keeps records with and without content apart
+(docs/identity.md).
 
 Two more pieces of the same idea live here:
 
@@ -41,6 +49,11 @@ NON_RESULT_TRAINER_KEYS = frozenset(
 )
 # Keys already in the standard path: overriding them never adds a sub-directory.
 PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
+# The identity key of what the config points at (experiments.content); never in a stored config.
+CONTENT_KEY = "content"
+# Keys added after records were written whose null is the behaviour before them (the default
+# branch): dropped when null, so those records keep their hash.
+_NULL_DEFAULT_KEYS = frozenset({"revision"})
 _MAX_DIRNAME = 150
 
 
@@ -48,11 +61,19 @@ class IdentityMismatch(ValueError):
     """A run directory holds a result or checkpoint of a different configuration."""
 
 
+_ROOT_PREFIX = str(PROJECT_ROOT) + "/"
+
+
 def _normalise(value: Any) -> Any:
-    """Paths under the checkout become ``${project_root:}/...``: a moved clone is the same run."""
-    if isinstance(value, str) and value.startswith(str(PROJECT_ROOT) + "/"):
-        return PROJECT_ROOT_TOKEN + value[len(str(PROJECT_ROOT)):]
-    if isinstance(value, Mapping):
+    """Paths under the checkout become ``${project_root:}/...``: a moved clone is the same run.
+
+    The common types are tested first: the analysis computes this for every schema-1 record.
+    """
+    if isinstance(value, str):
+        return PROJECT_ROOT_TOKEN + value[len(_ROOT_PREFIX) - 1:] if value.startswith(_ROOT_PREFIX) else value
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, dict | Mapping):
         return {str(k): _normalise(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
@@ -96,7 +117,10 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
         if key == "budget":
             out[key] = budget
         elif key == "task" and isinstance(value, Mapping):
-            out[key] = {k: v for k, v in value.items() if k != "hparams"}
+            out[key] = {k: _drop_null_defaults(v) if k == "dataset" else v
+                        for k, v in value.items() if k != "hparams"}
+        elif key == "model" and isinstance(value, Mapping):
+            out[key] = _drop_null_defaults(value)
         elif key == "trainer" and isinstance(value, Mapping):
             merged = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **_set(value)}
             out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
@@ -112,6 +136,66 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
 
 def _set(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _drop_null_defaults(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    return {k: v for k, v in value.items() if not (k in _NULL_DEFAULT_KEYS and v is None)}
+
+
+def current_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
+    """:func:`run_identity` plus ``content``: what the data files and hub revisions are *now*.
+
+    It reads the files the config names, so it describes a run about to start; a stored
+    record's identity is the one it stores (:func:`record_identity`).
+
+    A revision that resolved is identified by its commit alone: its branch or tag name leaves the
+    keys, so pinning the commit a branch pointed at (docs/identity.md) keeps the runs' identity.
+    """
+    from experiments.content import content_of
+
+    identity = run_identity(config, budget)
+    content = identity[CONTENT_KEY] = content_of(config)
+    for part, block in (("data", (identity.get("task") or {}).get("dataset")), ("model", identity.get("model"))):
+        if isinstance(block, dict) and "revision" in content.get(part, {}):
+            block.pop("revision", None)
+    return identity
+
+
+def comparable(stored: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both identities with ``content`` cut to the entries both know (unknown is not different).
+
+    A record older than ``content``, a file that is missing now or a revision that cannot be
+    resolved offline leaves an entry on one side only; the config keys are compared in full.
+    """
+    a, b = flatten(stored.get(CONTENT_KEY) or {}), flatten(current.get(CONTENT_KEY) or {})
+    common = sorted(set(a) & set(b))
+
+    def cut(identity: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in identity.items() if k != CONTENT_KEY}
+        if common:
+            out[CONTENT_KEY] = {k: flat[k] for k in common}
+        return out
+
+    return cut(stored, a), cut(current, b)
+
+
+def same_identity(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether a stored identity is the current run's (:func:`comparable`: unknown content aside)."""
+    a, b = comparable(stored, current)
+    return identity_hash(a) == identity_hash(b)
+
+
+def unverified_note(path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """A line for a skip or resume whose data the stored identity cannot vouch for, else None."""
+    known = set(flatten(stored.get(CONTENT_KEY) or {}))
+    unknown = sorted(k for k in flatten(current.get(CONTENT_KEY) or {}) if k not in known)
+    if not unknown:
+        return None
+    return (f"[unverified] {path} records no fingerprint of {', '.join(CONTENT_KEY + '.' + k for k in unknown)} "
+            "(written before data fingerprints, or not resolvable then); its data cannot be checked against "
+            "today's. force=true re-runs it")
 
 
 def identity_hash(identity: Mapping[str, Any], with_seed: bool = True) -> str:
@@ -144,6 +228,7 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 def describe_difference(what: str, path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
     """The message of an :class:`IdentityMismatch`: which file, which keys, and the ways out."""
+    stored, current = comparable(stored, current)
     fs, fc = flatten(stored), flatten(current)
     keys = differing_keys(stored, current)
     shown = ", ".join(f"{k}: {fs.get(k, '<unset>')!r} -> {fc.get(k, '<unset>')!r}" for k in keys[:8])
@@ -154,7 +239,10 @@ def describe_difference(what: str, path: Path, stored: Mapping[str, Any], curren
 
 
 def record_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A record's identity: stored (schema >= 2), else computed from its stored config (schema 1)."""
+    """A record's identity: stored (schema >= 2), else computed from its stored config (schema 1).
+
+    A computed one has no ``content``: the files as they are today say nothing about the run.
+    """
     block = record.get("identity")
     if isinstance(block, Mapping) and isinstance(block.get("keys"), Mapping):
         return dict(block["keys"])

@@ -14,6 +14,10 @@ mapping with these keys:
 ``arch``        ``deberta-v2`` | ``bart`` | ``bert``
 ``tiny_config`` (``tiny`` only) overrides of :data:`TINY_DEFAULTS`
 ``package``     (``package`` only) the importable module name
+``revision``    (``hub`` only) branch, tag or commit of the hub repo; null = the default branch
+                (``main``). The commit it resolved to is recorded in ``result.json``
+                (``identity.keys.content.model.revision``, ``experiments.content``); pin a
+                commit here to keep a moving branch from changing later runs
 
 Nothing hub-like is hard-coded here; the hub ids live in the YAML configs.
 Seeding is the caller's job: call ``torch.manual_seed`` before :func:`load_model` so the
@@ -122,6 +126,9 @@ def _check(model_cfg: Mapping, head: str | None = None) -> tuple[str, str]:
         raise ValueError(f"model {name!r}: source 'hub' needs `pretrained` (a hub id or a local directory)")
     if source == "package" and not _get(model_cfg, "package"):
         raise ValueError(f"model {name!r}: source 'package' needs `package` (an importable module name)")
+    if source != "hub" and _get(model_cfg, "revision") is not None:
+        raise ValueError(f"model {name!r}: `revision` is for hub models; a {source!r} model has none "
+                         "(remove model.revision)")
     return source, arch
 
 
@@ -195,7 +202,14 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 def _from_pretrained(fn, location: str, model_cfg: Mapping, what: str, **kwargs):
-    """``fn(location, **kwargs)`` with a clear error when a hub model is not cached offline."""
+    """``fn(location, **kwargs)`` with a clear error when a hub model is not cached offline.
+
+    A hub model's ``revision`` is passed on, so every part (tokenizer, config, weights) comes
+    from the one commit the identity records.
+    """
+    revision = _get(model_cfg, "revision")
+    if _get(model_cfg, "source") == "hub" and revision is not None:
+        kwargs = {**kwargs, "revision": str(revision)}
     try:
         return fn(location, **kwargs)
     except Exception as exc:
@@ -203,7 +217,8 @@ def _from_pretrained(fn, location: str, model_cfg: Mapping, what: str, **kwargs)
         if _get(model_cfg, "source") == "hub" and not is_dir and (_offline() or _is_connection_error(exc)):
             raise RuntimeError(
                 f"could not load the {what} of model {_get(model_cfg, 'name', location)!r} "
-                f"({location!r}) from the Hugging Face cache"
+                f"({location!r}" + (f" at revision {revision!r}" if revision is not None else "")
+                + ") from the Hugging Face cache"
                 + (" (offline mode: HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if _offline() else "")
                 + f". {_PREFETCH_HINT} Original error: {type(exc).__name__}: {exc}"
             ) from exc

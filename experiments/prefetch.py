@@ -8,7 +8,9 @@
 Every job of each sweep is expanded as Hydra's sweeper would (``experiments.sweeps.expand_sweep``);
 each distinct model and task is then loaded through the same functions a run uses
 (``load_tokenizer``, ``load_model``, ``Task.load``), so what lands in the cache is exactly
-what the runs will ask for. Exit status 1 when anything could not be fetched.
+what the runs will ask for, at the revisions the configs name (``task.dataset.revision``,
+``model.revision``). Each fetched hub item is printed with the commit its revision resolved to,
+the value to pin in the config (docs/identity.md). Exit status 1 when anything could not be fetched.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from experiments.content import data_content, model_content
 from experiments.models import load_model, load_tokenizer
 from experiments.runner import PROJECT_ROOT, register_resolvers
 from experiments.sweeps import expand_sweep
@@ -84,13 +87,34 @@ def items_for_sweeps(sweeps: Sequence[str], overrides: Sequence[str]) -> list[It
     return list(seen.values())
 
 
+def _configs(item: Item) -> tuple[dict, dict | None]:
+    task = OmegaConf.to_container(OmegaConf.create(item.task))
+    return task, None if item.model is None else OmegaConf.to_container(OmegaConf.create(item.model))
+
+
+def revision_text(item: Item, resolved: bool) -> str:
+    """`` @ <revision>`` of a hub item, with ``= <commit>`` once ``resolved`` (after fetching); else ''."""
+    task, model = _configs(item)
+    if item.kind == "dataset":
+        cfg = task.get("dataset") or {}
+        if cfg.get("data_files") or cfg.get("builder") or not cfg.get("path"):
+            return ""
+        sha = data_content(cfg).get("revision") if resolved else None
+    else:
+        cfg = model or {}
+        if cfg.get("source") != "hub":
+            return ""
+        sha = model_content(cfg).get("revision") if resolved else None
+    return f" @ {cfg.get('revision') or 'main'}" + (f" = {sha}" if sha else "")
+
+
 def fetch(item: Item) -> None:
     """Load ``item`` the way a run does, which downloads it into the HF cache if missing."""
-    task = build_task(OmegaConf.to_container(OmegaConf.create(item.task)))
+    task_cfg, model_cfg = _configs(item)
+    task = build_task(task_cfg)
     if item.kind == "dataset":
         task.load()
         return
-    model_cfg = OmegaConf.to_container(OmegaConf.create(item.model))
     load_tokenizer(model_cfg)
     load_model(model_cfg, task.head, num_labels=task.num_labels)
 
@@ -108,11 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     for item in tqdm(items, desc="prefetch", disable=args.dry_run):
         if args.dry_run:
-            print(f"{item.kind:8s} {item.label}")
+            print(f"{item.kind:8s} {item.label}{revision_text(item, resolved=False)}")
             continue
         try:
             fetch(item)
-            tqdm.write(f"[ok]      {item.kind:8s} {item.label}")
+            tqdm.write(f"[ok]      {item.kind:8s} {item.label}{revision_text(item, resolved=True)}")
         except Exception as err:  # noqa: BLE001 - report every item, then fail
             failed.append(item)
             tqdm.write(f"[missing] {item.kind:8s} {item.label}: {type(err).__name__}: {str(err).splitlines()[0]}")

@@ -39,11 +39,13 @@ from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASetti
 from experiments.identity import (
     IdentityMismatch,
     code_version,
+    current_identity,
     describe_difference,
     identity_block,
     override_dir,
     record_identity,
-    run_identity,
+    same_identity,
+    unverified_note,
 )
 from experiments.lr_search import selected_lr
 from experiments.models import load_model, load_tokenizer
@@ -300,9 +302,9 @@ def _run_lock(run_dir: Path, enabled: bool) -> Iterator[bool]:
 
 
 def run_identity_block(cfg: DictConfig) -> dict[str, Any]:
-    """The identity (hash, seedless group hash, keys) of this run's configuration."""
+    """The identity (hash, seedless group hash, keys) of this run's configuration and data content."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    return identity_block(run_identity(config, effective_budget(cfg.method.name, cfg.budget.name)))
+    return identity_block(current_identity(config, effective_budget(cfg.method.name, cfg.budget.name)))
 
 
 @dataclasses.dataclass
@@ -319,17 +321,19 @@ def _plan(run_dir: Path, block: dict[str, Any], force: bool, main: bool) -> _Pla
     record = read_result_or_move_aside(run_dir) if main else _read_quietly(run_dir)
     if record is not None and record.get("status") in ("success", "diverged"):
         stored = record_identity(record)
-        same = stored is not None and identity_block(stored)["hash"] == block["hash"]
+        same = stored is not None and same_identity(stored, block["keys"])
         if not same and not force:
             raise RunConflict(describe_difference(f"{record['status']} result", run_dir / RESULT_FILE,
                                                   stored or {}, block["keys"]))
         if same and record["status"] == "success" and not force:
+            _note_unverified(run_dir / RESULT_FILE, stored, block["keys"], main)
             return _Plan(skip=record, resume=False)
     checkpoint = run_dir / CHECKPOINT_FILE
     readable, stored_block = checkpoint_identity(checkpoint, move=main)
     if not readable:
         return _Plan(skip=None, resume=False)
-    if stored_block and stored_block.get("hash") == block["hash"]:
+    if stored_block and same_identity(stored_block.get("keys") or {}, block["keys"]):
+        _note_unverified(checkpoint, stored_block["keys"], block["keys"], main)
         return _Plan(skip=None, resume=True)
     if force:
         if main:
@@ -342,6 +346,12 @@ def _plan(run_dir: Path, block: dict[str, Any], force: bool, main: bool) -> _Pla
                           "cannot be checked against this configuration. Ways out: force=true (train from step 0), "
                           "or another sweep_name=... or output_root=...")
     raise RunConflict(describe_difference("checkpoint", checkpoint, stored_block.get("keys") or {}, block["keys"]))
+
+
+def _note_unverified(path: Path, stored: Mapping[str, Any], current: Mapping[str, Any], main: bool) -> None:
+    note = unverified_note(path, stored, current)
+    if note and main:
+        print(note, flush=True)
 
 
 def _read_quietly(run_dir: Path) -> dict[str, Any] | None:

@@ -137,11 +137,13 @@ def load_raw_dataset(dataset_cfg: Mapping) -> datasets.DatasetDict:
             {str(split): _load_json_split(dataset_cfg, str(split)) for split in data_files}
         )
     path, name = dataset_cfg.get("path"), dataset_cfg.get("name")
+    revision = dataset_cfg.get("revision")  # branch, tag or commit; None: main (experiments.content)
     try:
-        return datasets.load_dataset(path, name)
+        return datasets.load_dataset(path, name, revision=None if revision is None else str(revision))
     except Exception as exc:
         if datasets.config.HF_HUB_OFFLINE or isinstance(exc, ConnectionError):
-            dataset_id = f"{path}" + (f" (config '{name}')" if name else "")
+            dataset_id = (f"{path}" + (f" (config '{name}')" if name else "")
+                          + (f" at revision '{revision}'" if revision is not None else ""))
             raise RuntimeError(
                 f"Dataset {dataset_id} is not in the Hugging Face cache and the hub cannot be reached "
                 f"({type(exc).__name__}: {exc}). Run `make prefetch` on a machine with internet access "
