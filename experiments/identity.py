@@ -105,8 +105,12 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
     value) and the same value given explicitly are one identity, and a message about a changed
     key shows the value that ran. ``budget`` is the effective budget (``none`` for full_ft/bitfit
     at any level), so the jobs a sweep maps to one directory share one identity. Null means
-    "the default" and is dropped.
+    "the default" and is dropped, and so are the default protocol's keys (``protocol=paper``,
+    ``task.heldout``: ``experiments.protocol.identity_view``), which the records before them lack.
     """
+    from experiments.protocol import identity_view
+
+    config = identity_view(config)
     trainer_cfg = config.get("trainer") or {}
     method_cfg = config.get("method") or {}
     hparams = _method_hparams(config.get("task") or {}, method_cfg)
@@ -259,12 +263,15 @@ def _override_key(override: str) -> str:
 
 
 def dirname_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that name a sub-directory: not in the standard path, able to change the result."""
+    """The overrides that name a sub-directory: not in the standard path, able to change the result
+    (``protocol=paper``, the default, does not)."""
+    from experiments.protocol import DEFAULT_PROTOCOL
+
     keep = []
     for override in overrides:
         key = _override_key(override)
         top, _, rest = key.partition(".")
-        if key in PATH_KEYS or top in NON_RESULT_KEYS:
+        if key in PATH_KEYS or top in NON_RESULT_KEYS or override == f"protocol={DEFAULT_PROTOCOL}":
             continue
         if top == "trainer" and rest in NON_RESULT_TRAINER_KEYS:
             continue

@@ -12,9 +12,16 @@ with the evidence, to a YAML file that is committed and reviewed like any config
 take the value through the ``${selected_lr:task,method,budget,fallback}`` resolver
 (:func:`selected_lr`), which returns the documented fallback when the file has no entry.
 
+Under ``protocol=heldout`` (docs/protocol.md) the search runs select on the validation split carved
+from train, never on dev: ``make lr-search PROTOCOL=heldout`` runs the sweeps with
+``protocol=heldout`` into their own output root and writes ``conf/selected_lr_heldout.yaml``, which
+the held-out runs read (a run reads the selection file of its own protocol).
+
 Selection rules (all deterministic):
   * score of a run = its best evaluation of the task's main metric (``metrics.best``, the number
-    the tables report; ``--which final`` for the last evaluation);
+    the tables report; ``--which final`` for the last evaluation); under ``protocol=heldout``, the
+    validation evaluation at the selected step (or the last one) instead
+    (``experiments.protocol.selection_eval``);
   * score of a learning rate = mean over its seeds; a learning rate with a diverged run (loss
     NaN/inf) or a NaN score is not eligible; failed / OOM / unfinished runs are left out and
     listed under ``incomplete`` (re-run the sweep, which resumes them);
@@ -38,11 +45,13 @@ from typing import Any
 
 import yaml
 
+from experiments.protocol import DEFAULT_PROTOCOL, selection_eval
 from experiments.results import RESULT_FILE, read_result
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SELECTED_LR_FILE = PROJECT_ROOT / "conf" / "selected_lr.yaml"
-# Tests and side-by-side studies point runs at another selection file.
+# Tests and side-by-side studies point runs at another selection file (another protocol's:
+# the variable with the protocol's suffix, e.g. ADALORA_SELECTED_LR_HELDOUT).
 SELECTED_LR_ENV = "ADALORA_SELECTED_LR"
 _FIXED_SIZE = ("full_ft", "bitfit")
 
@@ -60,6 +69,7 @@ class Trial:
     score: float | None
     metric: str | None
     run_dir: str
+    protocol: str = DEFAULT_PROTOCOL
 
 
 def _budget_key(method: str, budget: str) -> str:
@@ -74,10 +84,11 @@ def trial_from_record(record: dict[str, Any], run_dir: str, which: str = "best")
         return None
     metrics = record.get("metrics") or {}
     metric = metrics.get("main_metric")
-    value = (metrics.get(which) or {}).get(metric) if metric else None
+    value = selection_eval(metrics, which).get(metric) if metric else None
     return Trial(task=run["task"], method=run["method"], budget=_budget_key(run["method"], run["budget"]),
                  lr=float(lr), seed=int(run["seed"]), status=record.get("status", "running"),
-                 score=None if value is None else float(value), metric=metric, run_dir=run_dir)
+                 score=None if value is None else float(value), metric=metric, run_dir=run_dir,
+                 protocol=run.get("protocol") or DEFAULT_PROTOCOL)
 
 
 def collect_trials(results_root: str | os.PathLike, which: str = "best") -> list[Trial]:
@@ -102,7 +113,16 @@ def _eligible_score(trials: Sequence[Trial]) -> float | None:
 
 
 def select(trials: Iterable[Trial]) -> dict[str, Any]:
-    """Best learning rate per (task, method, budget); see the module docstring for the rules."""
+    """Best learning rate per (task, method, budget); see the module docstring for the rules.
+
+    All trials must be of one protocol: a held-out search scored on validation and a paper one
+    scored on dev cannot be ranked together.
+    """
+    trials = list(trials)
+    protocols = sorted({t.protocol for t in trials}) or [DEFAULT_PROTOCOL]
+    if len(protocols) > 1:
+        raise ValueError(f"the search runs are of protocols {protocols}; select each from its own output root "
+                         "(make lr-search PROTOCOL=... keeps them apart)")
     groups: dict[tuple[str, str, str], dict[float, list[Trial]]] = defaultdict(lambda: defaultdict(list))
     for t in trials:
         groups[(t.task, t.method, t.budget)][t.lr].append(t)
@@ -126,7 +146,7 @@ def select(trials: Iterable[Trial]) -> dict[str, Any]:
         selected.setdefault(task, {}).setdefault(method, {})[budget] = {
             "lr": best[0], "metric": metric, "score": round(best[1], 4), "seeds": seeds, "grid": evidence,
         }
-    return {"selected": selected, "unresolved": unresolved, "incomplete": sorted(incomplete)}
+    return {"selected": selected, "unresolved": unresolved, "incomplete": sorted(incomplete), "protocol": protocols[0]}
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +158,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 _HEADER = """\
-# Learning rates of the baselines, selected on the dev metric by the paper's search (make lr-search).
+# Learning rates of the baselines, selected on the {split} metric by the paper's search (make lr-search), protocol={protocol}.
 # Written by: python -m experiments.lr_search select {root} --out {out}
 # Rules (experiments/lr_search.py): score = mean over seeds of the run's {which} main-metric evaluation;
 # diverged / NaN learning rates are not eligible; ties go to the smaller lr. Task configs read
@@ -151,13 +171,20 @@ _HEADER = """\
 def write_selection(out: str | os.PathLike, result: dict[str, Any], root: str, which: str, merge: bool = True) -> Path:
     """Write (atomically) the selection file; with ``merge`` keep entries of groups not re-selected."""
     out = Path(out)
+    protocol = result.get("protocol", DEFAULT_PROTOCOL)
     previous = load_selection(out) if merge and out.exists() else {}
+    if previous and previous.get("protocol", DEFAULT_PROTOCOL) != protocol:
+        raise ValueError(f"{out} holds protocol={previous.get('protocol', DEFAULT_PROTOCOL)} selections, these runs are "
+                         f"protocol={protocol}: write them to {selection_file(protocol)} (--out) instead")
     body = {
+        "protocol": protocol,
         "selected": _merge(previous.get("selected") or {}, result["selected"]),
         "unresolved": result["unresolved"],
         "incomplete": result["incomplete"],
     }
-    text = _HEADER.format(root=root, out=out, which=which, date=_dt.date.today().isoformat())
+    split = "dev" if protocol == DEFAULT_PROTOCOL else "validation (carved from train)"
+    text = _HEADER.format(root=root, out=out, which=which, date=_dt.date.today().isoformat(), split=split,
+                          protocol=protocol)
     text += yaml.safe_dump(body, sort_keys=True, default_flow_style=None, width=120)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
@@ -171,8 +198,12 @@ def write_selection(out: str | os.PathLike, result: dict[str, Any], root: str, w
 _CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
-def selection_file() -> Path:
-    return Path(os.environ.get(SELECTED_LR_ENV) or SELECTED_LR_FILE)
+def selection_file(protocol: str = DEFAULT_PROTOCOL) -> Path:
+    """The selection file runs of ``protocol`` read: ``conf/selected_lr.yaml`` for the default one,
+    ``conf/selected_lr_<protocol>.yaml`` for another (each overridable by its environment variable)."""
+    suffix = "" if protocol == DEFAULT_PROTOCOL else f"_{protocol}"
+    default = SELECTED_LR_FILE.with_name(f"{SELECTED_LR_FILE.stem}{suffix}{SELECTED_LR_FILE.suffix}")
+    return Path(os.environ.get(SELECTED_LR_ENV + suffix.upper()) or default)
 
 
 def load_selection(path: str | os.PathLike) -> dict[str, Any]:
@@ -191,15 +222,18 @@ def load_selection(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def selected_lr(task: str, method: str, budget: str, fallback: float) -> float:
-    """OmegaConf resolver ``${selected_lr:task,method,budget,fallback}``: the searched lr or the fallback."""
-    entry = ((load_selection(selection_file()).get("selected") or {}).get(task) or {}).get(method) or {}
+def selected_lr(task: str, method: str, budget: str, fallback: float, *, _root_: Any = None) -> float:
+    """OmegaConf resolver ``${selected_lr:task,method,budget,fallback}``: the searched lr or the fallback,
+    from the selection file of the run's ``protocol`` (OmegaConf passes the config root as ``_root_``)."""
+    protocol = (_root_.get("protocol") if _root_ is not None else None) or DEFAULT_PROTOCOL
+    path = selection_file(protocol)
+    entry = ((load_selection(path).get("selected") or {}).get(task) or {}).get(method) or {}
     chosen = entry.get(_budget_key(method, str(budget)))
     if chosen is None:
         return float(fallback)
     lr = chosen.get("lr") if isinstance(chosen, dict) else chosen
     if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"{selection_file()}: selected.{task}.{method}.{budget}.lr must be a positive number, got {lr!r}")
+        raise ValueError(f"{path}: selected.{task}.{method}.{budget}.lr must be a positive number, got {lr!r}")
     return float(lr)
 
 
@@ -209,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sel = sub.add_parser("select", help="pick the best lr per task x method x budget and write the YAML file")
     sel.add_argument("results_root", help="root of the search runs, e.g. outputs_lr_search/lr_search")
-    sel.add_argument("--out", default=str(SELECTED_LR_FILE), help="selection file (default conf/selected_lr.yaml)")
+    sel.add_argument("--out", default=None, help="selection file (default: the runs' protocol's, "
+                     "conf/selected_lr.yaml for protocol=paper, conf/selected_lr_heldout.yaml for heldout)")
     sel.add_argument("--which", choices=("best", "final"), default="best", help="evaluation to score (default best)")
     sel.add_argument("--replace", action="store_true", help="drop entries of groups not in this search")
     args = parser.parse_args(argv)
@@ -219,8 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = collect_trials(root, args.which)
     if not trials:
         parser.error(f"no run under {root} has an explicit trainer.lr: nothing to select")
-    result = select(trials)
-    out = write_selection(args.out, result, str(root), args.which, merge=not args.replace)
+    try:
+        result = select(trials)
+        out = write_selection(args.out or selection_file(result["protocol"]), result, str(root), args.which,
+                              merge=not args.replace)
+    except ValueError as err:
+        parser.error(str(err))
     n = sum(len(b) for m in result["selected"].values() for b in m.values())
     print(f"[lr-search] {len(trials)} runs -> {n} selections written to {out}; "
           f"{len(result['unresolved'])} unresolved, {len(result['incomplete'])} incomplete runs")

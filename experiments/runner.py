@@ -49,6 +49,8 @@ from experiments.identity import (
 )
 from experiments.lr_search import selected_lr
 from experiments.models import load_model, load_tokenizer
+from experiments.protocol import PROTOCOLS, Protocol, get_protocol
+from experiments.protocol import best_eval as best_eval  # re-exported: its home was here
 from experiments.results import RESULT_FILE, move_aside, read_result, read_result_or_move_aside, write_result
 from experiments.sweeps import LEDGER_ENV, record_outcome
 from experiments.tasks import build_task
@@ -59,7 +61,6 @@ from experiments.training import (
     Trainer,
     TrainSettings,
     checkpoint_identity,
-    eval_score,
     set_seed,
     total_optimizer_steps,
 )
@@ -164,6 +165,7 @@ class ResolvedRun:
     method: dict[str, Any]
     train: TrainSettings
     cls_dropout: float | None
+    protocol: Protocol = PROTOCOLS["paper"]  # experiments/protocol.py: which split selects, which reports
 
 
 def resolve(cfg: DictConfig) -> ResolvedRun:
@@ -207,7 +209,12 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     problems = train_settings_problems(settings)
     if problems:
         raise ConfigError("invalid trainer setting(s): " + "; ".join(problems))
-    return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"))
+    try:
+        protocol = get_protocol(cfg.get("protocol"))
+        protocol.check(task_dict)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"), protocol=protocol)
 
 
 def _schedule_in_steps(method: dict[str, Any], total_steps: int) -> dict[str, Any]:
@@ -413,6 +420,7 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
         "budget": effective_budget(cfg.method.name, cfg.budget.name), "seed": int(cfg.seed), "model": cfg.model.name,
+        "protocol": resolved.protocol.name,
     }
     config = OmegaConf.to_container(cfg, resolve=True)
     record: dict[str, Any] = {
@@ -441,7 +449,7 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
             earlier_segments_s = trainer.state.elapsed_s
             print(f"[resume] {run_dir} from step {trainer.state.global_step}")
         state = trainer.train()
-        record.update(_success_fields(trainer, handle, task, state))
+        record.update(_success_fields(trainer, handle, task, state, resolved.protocol))
         if main:  # the trained weights beside result.json (experiments/weights.py)
             spec = ModelSpec.of_run(OmegaConf.to_container(cfg.model, resolve=True), task, resolved.cls_dropout,
                                     int(cfg.seed), handle)
@@ -479,6 +487,7 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     set_seed(int(cfg.seed))  # before the model and adapters are built (init draws random numbers)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     task = build_task(OmegaConf.to_container(cfg.task, resolve=True))
+    resolved.protocol.prepare(task)
     tokenizer = load_tokenizer(model_cfg)
     model = load_model(model_cfg, task.head, num_labels=task.num_labels, dropout=resolved.cls_dropout)
     train_data = task.train_dataset(tokenizer)
@@ -490,31 +499,18 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     # This rank's device (cuda:<local rank> under DDP), the same singleton state as the Trainer's.
     device = PartialState(cpu=not torch.cuda.is_available()).device
 
-    def evaluate(m):
-        return task.evaluate(m, tokenizer, resolved.train.eval_batch_size, device)
-
+    evaluate, report = resolved.protocol.evaluators(task, tokenizer, resolved.train.eval_batch_size, device)
     trainer = Trainer(
         model, handle, train_data, task.collator(tokenizer), resolved.train, seed=int(cfg.seed), evaluate=evaluate,
         main_metric=task.main_metric, checkpoint_dir=run_dir, on_log=on_log, identity=run_identity_block(cfg),
+        report=report,
     )
     if trainer.total_steps != total:
         raise RuntimeError(f"step count mismatch: planned T={total}, trainer T={trainer.total_steps}")
     return trainer, handle, task
 
 
-def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The evaluation with the highest ``metric``; NaN or missing values never win.
-
-    (:func:`eval_score`, shared with the trainer's best-weights snapshot.) All NaN: the first
-    evaluation.
-    """
-    return max(evals, key=lambda e: eval_score(e, metric))
-
-
-def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
-    evals = state.evals
-    main = task.main_metric
-    best = best_eval(evals, main)
+def _success_fields(trainer: Trainer, handle, task, state, protocol: Protocol) -> dict[str, Any]:
     ranks = None
     if handle.kind == "adalora":
         ranks = {
@@ -523,7 +519,7 @@ def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
             "weight_types": {n: list(v) for n, v in handle.weight_types.items()},
         }
     return {
-        "metrics": {"evals": evals, "best": best, "final": evals[-1], "main_metric": main},
+        "metrics": protocol.metrics(trainer, task.main_metric),
         "params": handle.parameter_counts(),
         "ranks": ranks,
         "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps,

@@ -215,7 +215,12 @@ class Trainer:
         accelerator: Accelerator | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         identity: dict[str, Any] | None = None,
+        report: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     ):
+        """``evaluate`` is what training evaluates and selects the best snapshot on. ``report``
+        (``protocol=heldout``: the dev evaluator, ``evaluate`` then being the validation split's)
+        is run only at the end, on the final weights and on the selected snapshot's
+        (:attr:`reported`), so the reported split never takes part in the choice."""
         self.accelerator = accelerator or make_accelerator(settings.grad_accum, settings.precision, settings.tf32)
         self.settings = settings
         self.seed = seed
@@ -223,6 +228,8 @@ class Trainer:
         self.dataset = train_dataset
         self.collator = collator
         self.evaluate_fn = evaluate
+        self.report_fn = report
+        self.reported: dict[str, dict[str, Any]] | None = None  # {"selected", "final"} evaluations of report
         self.main_metric = main_metric
         self.on_log = on_log
         self.identity = identity  # stored in checkpoints: the runner resumes only the same configuration
@@ -239,7 +246,8 @@ class Trainer:
         self.state = TrainState()
         # The best evaluation's trained state {"step", "value", "tensors"}; checkpointed with the rest.
         self.best: dict[str, Any] | None = None
-        self._track_best = settings.save_best and saves_weights(handle.kind, settings.save_model)
+        # A report needs the selected weights whatever is saved, on every rank (each one evaluates).
+        self._track_best = report is not None or (settings.save_best and saves_weights(handle.kind, settings.save_model))
 
     def _loader(self, epoch: int) -> DataLoader:
         sampler = EpochBatches(len(self.dataset), self.settings.batch_size, self.seed, epoch)
@@ -314,11 +322,31 @@ class Trainer:
         NaN never), so that the reported best metric has its model; the first of equal evaluations
         stays best, as in the runner's ``best_eval``."""
         value = eval_score(record, self.main_metric)
-        if not self._track_best or not self.accelerator.is_main_process or value == -math.inf:
+        main_only = self.report_fn is None and not self.accelerator.is_main_process
+        if not self._track_best or main_only or value == -math.inf:
             return
         if self.best is None or value > self.best["value"]:
             model = self.accelerator.unwrap_model(self.model)
             self.best = {"step": record["step"], "value": value, "tensors": trained_state(model, self.handle)}
+
+    def _report(self) -> dict[str, dict[str, Any]]:
+        """``report`` on the final weights and on the selected snapshot's (the final ones when the
+        last evaluation was selected, or none ever scored); the final weights are put back."""
+        model = self.accelerator.unwrap_model(self.model)
+        final = {"step": self.state.global_step, "epoch": self.state.epoch, **self.report_fn(model)}
+        selected = final
+        if self.best is not None and self.best["step"] != self.state.global_step:
+            step = self.best["step"]
+            epoch = next(e["epoch"] for e in self.state.evals if e["step"] == step)
+            current = trained_state(model, self.handle)
+            model.load_state_dict(self.best["tensors"], strict=False)
+            try:
+                selected = {"step": step, "epoch": epoch, **self.report_fn(model)}
+            finally:
+                model.load_state_dict(current, strict=False)
+        reported = {"selected": selected, "final": final}
+        self._log({"report": reported})
+        return reported
 
     def _record_ranks(self, budget: int | None) -> None:
         pattern = self.handle.rank_pattern()
@@ -411,4 +439,6 @@ class Trainer:
             if not state.rank_history or state.rank_history[-1]["step"] != state.global_step:
                 self._record_ranks(budget)
             self._evaluate()
+            if self.report_fn is not None:
+                self.reported = self._report()
         return state

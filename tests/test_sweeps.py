@@ -44,6 +44,8 @@ SEEDS = 5
 EXPECTED_RUNS = {
     "glue": len(GLUE_TASKS) * len(GLUE_BUDGETED) * len(GLUE_BUDGETS) * SEEDS,  # 480
     "glue_baselines": len(GLUE_TASKS) * 2 * SEEDS,  # 80 (full_ft, bitfit)
+    "glue_heldout": len(GLUE_TASKS) * len(GLUE_BUDGETED) * len(GLUE_BUDGETS) * SEEDS,  # 480: Table 1, protocol=heldout
+    "glue_heldout_baselines": len(GLUE_TASKS) * 2 * SEEDS,  # 80
     "squad": 2 * 4 * 4 + 2,  # 34: 4 budgeted methods x 4 levels per task + one full_ft per task
     "nlg": 2 * 2 * 4 + 2,  # 18: LoRA/AdaLoRA x 4 levels per task + one full_ft per task
     "budget_curves": 2 * 2 * 4,  # 16: {MNLI, SQuAD v2} x {LoRA, AdaLoRA} x 4 qa levels

@@ -24,6 +24,8 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
+from experiments.tasks.heldout import HELDOUT_SPLIT, HeldoutSpec, carve
+
 
 class DataValidationError(ValueError):
     """Raised when raw data cannot be used; the message names the source, row and field."""
@@ -256,12 +258,15 @@ class Task(abc.ABC):
 
     Subclasses set ``family``, ``head`` and ``default_main_metric`` and implement the
     abstract methods. ``load`` is shared: it selects the configured splits, applies the
-    smoke-run caps and validates every split before anything is tokenized.
+    smoke-run caps and validates every split before anything is tokenized. After
+    :meth:`hold_out` (``protocol=heldout``) it also carves a validation split from the
+    training split (``experiments.tasks.heldout``), keeping whole ``heldout_group`` groups.
     """
 
     family: str
     head: str
     num_labels: int | None = None
+    heldout_group: str | None = None  # column whose rows are held out together (SQuAD: the article)
 
     def __init__(self, cfg: Mapping) -> None:
         self.cfg = cfg
@@ -271,6 +276,14 @@ class Task(abc.ABC):
         self.main_metric: str = cfg.get("main_metric") or self.default_main_metric()
         self._raw: datasets.DatasetDict | None = None
         self._eval_cache: dict[tuple[int, str], Any] = {}
+        self.heldout: HeldoutSpec | None = None
+
+    def hold_out(self) -> None:
+        """Carve the ``task.heldout`` validation split from the training split when loading
+        (``protocol=heldout``); a missing or bad ``heldout:`` block is a ValueError naming it."""
+        if self._raw is not None:
+            raise RuntimeError(f"task {self.name}: hold_out() must come before the data is loaded")
+        self.heldout = HeldoutSpec.from_config(self.cfg.get("heldout"), self.name)
 
     def default_eval_splits(self) -> list[str]:
         return ["validation"]
@@ -303,6 +316,9 @@ class Task(abc.ABC):
         raw = load_raw_dataset(dataset_cfg)
         caps = {self.train_split: self.cfg.get("max_train_samples")}
         caps.update({split: self.cfg.get("max_eval_samples") for split in self.eval_splits})
+        if self.heldout is not None:
+            raw = self._carve_heldout(raw, dataset_cfg, self.heldout)
+            caps[HELDOUT_SPLIT] = self.cfg.get("max_eval_samples")
         selected = {}
         for split, max_samples in caps.items():
             if split not in raw:
@@ -319,14 +335,45 @@ class Task(abc.ABC):
         self._raw = datasets.DatasetDict(selected)
         return self._raw
 
-    def evaluate(self, model, tokenizer, batch_size: int, device) -> dict[str, float]:
-        """Metrics on every eval split, merged into one flat dict (see ``merge_split_metrics``)."""
+    def _carve_heldout(
+        self, raw: datasets.DatasetDict, dataset_cfg: Mapping, spec: HeldoutSpec
+    ) -> datasets.DatasetDict:
+        """``raw`` with its training split cut in two: the rest (trains) and ``HELDOUT_SPLIT``.
+
+        The whole training split is validated first, before any cap: an error then names the
+        file line of the bad row, which the carved splits' row numbers no longer match.
+        """
+        split = self.train_split
+        if split not in raw:
+            raise DataValidationError(
+                f"{_describe_source(dataset_cfg, split)}: split '{split}' not found; available splits: {list(raw)}"
+            )
+        ref = SplitRef(_describe_source(dataset_cfg, split), split, _split_files(dataset_cfg, split))
+        require_columns(raw[split], self.required_columns(), ref)
+        self.validate_split(raw[split], ref)
+        try:
+            rest, held = carve(raw[split], spec, self.heldout_group)
+        except ValueError as err:
+            raise DataValidationError(f"{ref.source}: split '{split}': {err}") from err
+        return datasets.DatasetDict({**raw, split: rest, HELDOUT_SPLIT: held})
+
+    def evaluate(
+        self, model, tokenizer, batch_size: int, device, splits: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """Metrics on every eval split (or on ``splits``), merged into one flat dict (see
+        ``merge_split_metrics``)."""
         with inference(model):
             per_split = {
                 split: self.evaluate_split(model, tokenizer, split, batch_size, device)
-                for split in self.eval_splits
+                for split in (self.eval_splits if splits is None else splits)
             }
         return merge_split_metrics(per_split)
+
+    def evaluate_heldout(self, model, tokenizer, batch_size: int, device) -> dict[str, float]:
+        """Metrics on the carved validation split (after :meth:`hold_out`), keyed like the dev metrics."""
+        if self.heldout is None:
+            raise RuntimeError(f"task {self.name}: evaluate_heldout() needs hold_out() first")
+        return self.evaluate(model, tokenizer, batch_size, device, splits=[HELDOUT_SPLIT])
 
     def cached_eval_data(self, tokenizer, split: str, build: Callable[[], Any]) -> Any:
         """Tokenized eval data, built once per tokenizer and split: ``evaluate`` runs many times a run."""

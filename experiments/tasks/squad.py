@@ -143,6 +143,7 @@ def _answers_problem(answers: object, context: str, needs_answer: bool) -> tuple
 class SquadTask(Task):
     family = "squad"
     head = "question_answering"
+    heldout_group = "title"  # an article's questions share its context: held out together
 
     def __init__(self, cfg: Mapping) -> None:
         super().__init__(cfg)
