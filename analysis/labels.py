@@ -9,7 +9,8 @@ the paper prints (``analysis.paper.PAPER_METHODS``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -60,6 +61,18 @@ def run_labels(runs: pd.DataFrame) -> dict[str, str]:
         return {}
     named = runs.dropna(subset=["label"]).drop_duplicates("method")
     return dict(zip(named["method"], named["label"], strict=True))
+
+
+def record_labels(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """method -> label for run records, as :func:`run_labels` does for a frame (``run.label``, else
+    ``config.method.label``); methods whose records name none are left to :func:`method_label`."""
+    labels: dict[str, str] = {}
+    for record in records:
+        run, config = record.get("run") or {}, (record.get("config") or {}).get("method") or {}
+        label = run.get("label") or config.get("label")
+        if label:
+            labels.setdefault(run.get("method"), label)
+    return labels
 
 
 def is_paper_method(method: str) -> bool:

@@ -306,6 +306,70 @@ def cost_table(df: pd.DataFrame, include_paper: bool = True) -> pd.DataFrame:
     return table
 
 
+PAIRED_COLUMNS = ["Method", "Budget", "Task", "n", "Δ mean", "95% CI", "p", "p (Holm)", "seeds"]
+
+
+def paired_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons behind a results table's ``↑`` / ``↓`` marks, one row per method x
+    budget x task column: shared seeds, mean difference (method − reference), its 95% interval, the
+    paired t-test's p and its Holm adjustment across the table. Its attrs carry the caption's facts."""
+    paired = table.attrs.get("paired")
+    if paired is None:
+        raise ValueError(f"{table.attrs.get('table')!r} has no paired comparisons (only {PAIRED_TABLES} do)")
+    labels, lines = table.attrs.get("labels", {}), []
+    columns = {key: label for key, label in zip(
+        [(t, m) for t, m in _table_columns(table.attrs["table"])],
+        _column_labels(_table_columns(table.attrs["table"])), strict=True)}
+    order = {row: i for i, row in enumerate(table.index)}
+    for row in sorted(paired.itertuples(index=False),
+                      key=lambda r: (order.get((r.method, r.budget), len(order)), list(columns).index((r.task, r.metric)))):
+        interval = "" if pd.isna(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+        lines.append({"Method": method_label(row.method, labels), "Budget": budget_label(row.budget),
+                      "Task": columns[(row.task, row.metric)], "n": int(row.n), "Δ mean": f"{row.mean_diff:+.2f}",
+                      "95% CI": interval + (_vs_mark(np.sign(row.mean_diff)) if row.excludes_zero else ""),
+                      "p": "" if pd.isna(row.p) else f"{row.p:.3g}",
+                      "p (Holm)": "" if pd.isna(row.p_holm) else f"{row.p_holm:.3g}", "seeds": row.seeds})
+    out = pd.DataFrame(lines, columns=PAIRED_COLUMNS)
+    out.attrs.update(protocol=table.attrs.get("protocol"), paired_notes=True,
+                     reference=table.attrs.get("reference"), labels=labels, comparisons=len(paired))
+    return out
+
+
+def _table_columns(table: str) -> list[tuple[str, str]]:
+    paper = paper_results()
+    paper = paper[paper["table"] == table]
+    return list(dict.fromkeys(zip(paper["task"], paper["metric"], strict=True)))
+
+
+def protocol_table(df: pd.DataFrame, table: str = "table1", which: str = "best") -> pd.DataFrame:
+    """Paper vs heldout protocol per method x budget of a results table: each protocol's mean over
+    the table's task columns both protocols have for that row, the change, and each protocol's
+    rank among the rows both have (1 = best), so a reader sees whether selecting on a held-out
+    split changes the ranking. Empty when the runs hold fewer than two protocols."""
+    present_ = [p for p in ("paper", "heldout") if p in protocols_present(df)]
+    columns = ["Method", "Budget", "tasks", "paper", "heldout", "Δ (heldout − paper)", "rank paper", "rank heldout"]
+    if len(present_) < 2:
+        return pd.DataFrame(columns=columns)
+    tables = {p: results_table(df, table, which, include_paper=False, protocol=p) for p in present_}
+    means = {p: t.xs("mean", axis=1, level="field").drop(columns=PARAMS, errors="ignore") for p, t in tables.items()}
+    rows = []
+    for row in means["paper"].index.intersection(means["heldout"].index):
+        both = means["paper"].loc[row].notna() & means["heldout"].loc[row].notna()
+        if both.any():
+            rows.append({"method": row[0], "budget": row[1], "tasks": int(both.sum()),
+                         "paper": means["paper"].loc[row, both].mean(), "heldout": means["heldout"].loc[row, both].mean()})
+    out = pd.DataFrame(rows, columns=["method", "budget", "tasks", "paper", "heldout"])
+    out["Δ (heldout − paper)"] = out["heldout"] - out["paper"]
+    for p in present_:
+        out[f"rank {p}"] = out[p].rank(ascending=False, method="min").astype("Int64")
+    labels = {**tables["paper"].attrs.get("labels", {}), **tables["heldout"].attrs.get("labels", {})}
+    out.insert(0, "Method", [method_label(m, labels) for m in out.pop("method")])
+    out.insert(1, "Budget", [budget_label(b) for b in out.pop("budget")])
+    for column in ("paper", "heldout", "Δ (heldout − paper)"):
+        out[column] = out[column].round(2)
+    return out[columns]
+
+
 # Tables laid out with budgets as columns, as the paper does (Table 2: SQuAD at 0.08%..0.65%,
 # Tables 4/5: each GLUE task at its % levels); the others have one row per method x budget.
 BUDGET_COLUMN_TABLES = ("table2", "table4", "table5")
@@ -437,8 +501,8 @@ def present(table: pd.DataFrame) -> pd.DataFrame:
     if isinstance(table.columns, pd.MultiIndex):
         return format_table(table)
     digits = table.attrs.get("significant")
-    flat = (table.map(lambda v: float(f"{v:.{digits}g}") if isinstance(v, float) else v) if digits
-            else table.round(3)).reset_index()
+    flat = table.map(lambda v: float(f"{v:.{digits}g}") if isinstance(v, float) else v) if digits else table.round(3)
+    flat = flat if flat.index.names == [None] else flat.reset_index()  # a plain row number is no column
     if "label" in flat:  # the display name its runs record, else the paper's, else the method's
         flat["method"] = [method_label(m, {m: lb} if isinstance(lb, str) else None)
                           for m, lb in zip(flat["method"], flat.pop("label"), strict=True)]
@@ -486,6 +550,13 @@ def table_notes(table: pd.DataFrame) -> list[str]:
     if protocol:
         notes.append(PROTOCOLS.get(protocol, f"protocol {protocol}") + "; runs of other protocols are never "
                      "pooled into these cells.")
+    if table.attrs.get("paired_notes"):
+        reference = method_label(table.attrs["reference"], table.attrs.get("labels"))
+        notes.append(f"Δ = method − {reference} over the seeds both ran (same model, one configuration each); 95% CI: "
+                     f"t-interval of the mean difference (scipy.stats.ttest_rel); p: paired t-test; p (Holm): "
+                     f"Holm's step-down adjustment across the table's {table.attrs['comparisons']} comparisons; "
+                     f"{ABOVE_MARK} / {BELOW_MARK}: the interval lies above / below 0. Fewer than 2 shared seeds: "
+                     "no interval, no p.")
     paired = table.attrs.get("paired")
     if paired is not None:
         reference = method_label(table.attrs["reference"], table.attrs.get("labels"))
