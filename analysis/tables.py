@@ -250,7 +250,8 @@ COST_MEASURES = {  # column -> the run's fact (``_cost_runs``), each the median 
     "step ms": "step_time_median_s", "memory MB": "peak_memory_mb", "trainable start": "trainable_start",
     "trainable end": "trainable_params", "adapter MB": "adapter_bytes", "GPU-h/run": "gpu_hours",
 }
-COST_RATIOS = tuple(COST_MEASURES)
+COST_RATIOS = {"step ms": "step ×LoRA", "memory MB": "memory ×LoRA", "trainable start": "start ×LoRA",
+               "trainable end": "end ×LoRA", "adapter MB": "adapter ×LoRA", "GPU-h/run": "GPU-h ×LoRA"}
 
 
 def _cost_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -284,8 +285,8 @@ def cost_table(df: pd.DataFrame, include_paper: bool = True) -> pd.DataFrame:
     match = ["task", "budget", "protocol", "model", "steps"]
     unique = lora.groupby(match, dropna=False).filter(lambda g: len(g) == 1)
     joined = table.merge(unique[[*match, *COST_RATIOS]], on=match, how="left", suffixes=("", " lora"))
-    for column in COST_RATIOS:
-        table[f"{column.split()[0]} ×LoRA"] = (joined[column] / joined[f"{column} lora"]).to_numpy()
+    for column, ratio in COST_RATIOS.items():
+        table[ratio] = (joined[column] / joined[f"{column} lora"]).to_numpy()
     if include_paper:
         ref = paper_cost().pivot_table(index=["task", "budget"], columns="method",
                                        values=["peak_memory_gb", "time_per_epoch_min"])
@@ -526,7 +527,8 @@ def to_markdown(formatted: pd.DataFrame, title: str | None = None) -> str:
 
 
 _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "–": "--", "γ": r"$\gamma$", "λ": r"$\lambda$",
-                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$\dagger$", "×": r"$\times$"}
+                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$\dagger$", "×": r"$\times$", "−": "-"}
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
 
 
 def to_latex(formatted: pd.DataFrame, title: str | None = None) -> str:
@@ -536,6 +538,8 @@ def to_latex(formatted: pd.DataFrame, title: str | None = None) -> str:
     and the Greek letters of method names become math, so pdfLaTeX compiles it as is.
     """
     styler = formatted.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    if title:  # the cells are escaped by the Styler; the caption (notes name fields: params.budget_gap) here
+        title = "".join(_LATEX_SPECIALS.get(char, char) for char in title)
     text = styler.to_latex(caption=title, hrules=True, position_float="centering",
                            column_format="l" * formatted.shape[1], environment="table")
     for symbol, macro in _LATEX_SYMBOLS.items():
