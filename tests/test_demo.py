@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from scipy import stats as scipy_stats
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from scipy import stats as scipy_stats
 
 from adalora.methods import apply_method
 from analysis.convergence import convergence_table, convergence_verdict
