@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.grouping import conflict_notes
+from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
 from experiments.identity import identity_hash, record_identity
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, read_result
 
@@ -52,7 +52,6 @@ RESULT_COLUMNS = [
     *RUN_KEYS, "metric", "is_main", "value_best", "value_final", "best_step", *RECORD_FACTS,
     "status", "reason", "run_dir", "config_hash", "config_group",
 ]
-DEFAULT_PROTOCOL = "paper"  # records written before the protocol existed were all evaluated the paper's way
 
 # Counts stay integers even where a run lacks them (pandas would otherwise turn them to floats).
 _COUNTS = {"trainable_params": "Int64", "trainable_start": "Int64", "budget_target": "Int64", "steps": "Int64",
