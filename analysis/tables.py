@@ -571,8 +571,8 @@ def table_notes(table: pd.DataFrame) -> list[str]:
         if (table[(PARAMS, "gap")].abs() > GAP_LIMIT).any():
             notes.append(f"{GAP_MARK}: the measured trainable count is more than {GAP_LIMIT:.0%} from its budget's "
                          "target (params.budget_gap).")
-    if "paper" in getattr(table.columns, "get_level_values", lambda _: [])(-1) and any(
-            not is_paper_method(m) for m in table.index.get_level_values("method")):
+    if (isinstance(table.columns, pd.MultiIndex) and "paper" in table.columns.get_level_values("field")
+            and any(not is_paper_method(m) for m in table.index.get_level_values("method"))):
         notes.append("—: a method the paper does not report.")
     missing = table.attrs.get("missing")
     if missing:

@@ -288,3 +288,23 @@ def test_pareto_points_on_the_committed_runs():
     assert points.loc[points["frontier_params"], "method"].tolist() == ["bitfit"]
     assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]
     assert len(fig.axes[0].containers) == 6  # one error bar per method x budget
+
+
+@pytest.mark.slow
+def test_results_notebook_writes_each_protocol_and_their_comparison(derived, tmp_path):
+    """make figures' results notebook on runs of both protocols: a table set per protocol, their comparison."""
+    from analysis.run_notebooks import run_all
+
+    root = tmp_path / "runs"
+    for path in derived.rglob("result.json"):  # the derived runs as RTE runs, so they fill Table 1
+        record = json.loads(path.read_text())
+        record["run"]["task"] = record["config"]["task"]["name"] = "glue_rte"
+        _write(root, record, record["run"]["sweep"])
+    out = tmp_path / "figures"
+    run_all(root, out, only=["results_tables"], reference="lora")
+    assert "protocol heldout" in (out / "table1_heldout_best.md").read_text()
+    assert "DoRA" in (out / "table1_best.md").read_text()  # the new method under its recorded label
+    assert "paired differences with LoRA" in (out / "table1_paired.md").read_text()  # --reference
+    comparison = pd.read_csv(out / "table1_protocols.csv").set_index("Method")
+    assert comparison.loc["AdaLoRA", "Δ (heldout − paper)"] == pytest.approx(-10.0)
+    assert list(comparison["rank heldout"]) == list(comparison["rank paper"])  # both shifted by 10: same order

@@ -16,6 +16,7 @@
 # %%
 from analysis.collect import collect
 from analysis.figures import budget_curve
+from analysis.labels import method_label
 from analysis.paper import paper_results
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
@@ -53,7 +54,7 @@ for protocol in protocols_present(df) or ["paper"]:
                         "paper's numbers are shown")
         elif name in PAIRED_TABLES:
             report.table(paired_table(table), f"{name}{tag}_paired",
-                         f"{TABLE_TITLES[name]}: paired differences with {reference} (protocol {protocol})", latex=True)
+                         f"{TABLE_TITLES[name]}: paired differences with {method_label(reference)} (protocol {protocol})", latex=True)
 
 # %% [markdown]
 # ## Ablation variants against budget, with the paper's Table 4/5 points

@@ -19,6 +19,7 @@
 
 # %%
 from analysis.collect import collect, run_status, save
+from analysis.labels import method_label
 from analysis.paper import KNOWN_INCONSISTENCIES
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
@@ -74,7 +75,7 @@ for protocol in protocols:
                             "paper's numbers are shown")
             elif which == "best":
                 report.table(paired_table(table), f"{name}{tag}_paired",
-                             f"{TABLE_TITLES[name]}: paired differences with {reference} (best eval, protocol "
+                             f"{TABLE_TITLES[name]}: paired differences with {method_label(reference)} (best eval, protocol "
                              f"{protocol})", latex=True)
 
 # %% [markdown]
