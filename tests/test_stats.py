@@ -308,3 +308,17 @@ def test_results_notebook_writes_each_protocol_and_their_comparison(derived, tmp
     comparison = pd.read_csv(out / "table1_protocols.csv").set_index("Method")
     assert comparison.loc["AdaLoRA", "Δ (heldout − paper)"] == pytest.approx(-10.0)
     assert list(comparison["rank heldout"]) == list(comparison["rank paper"])  # both shifted by 10: same order
+
+
+def test_budget_curve_and_figure2_draw_every_method_under_its_label(derived):
+    from analysis.figures import budget_curve, figure2
+
+    df = collect(derived)
+    fig = budget_curve(df, "tiny_glue_rte", "accuracy")
+    drawn = {c.get_label(): c for c in fig.axes[0].containers}
+    assert {"DoRA (ours)", "LoRA (ours)", "AdaLoRA (ours)"} <= set(drawn)
+    assert list(drawn["DoRA (ours)"].lines[0].get_ydata()) == pytest.approx([statistics.mean(DORA_RTE.values())])
+    lora = list(drawn["LoRA (ours)"].lines[0].get_ydata())
+    assert lora == pytest.approx([statistics.mean(LORA_RTE.values())])  # the heldout runs are not in it
+    panel = figure2(df, panels=[("tiny_glue_rte", "accuracy")]).axes[0]
+    assert "DoRA (ours)" in [line.get_label() for line in panel.get_lines()]
