@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.grouping import conflict_notes
+from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
 from experiments.identity import identity_hash, record_identity
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, read_result
 
@@ -49,18 +49,25 @@ SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"
 RUN_KEYS = ("sweep", "task", "family", "method", "budget", "seed", "model")
 
+# What a run's record says about the method and its cost, beside the run keys (``_record_facts``):
+# its display label, the evaluation protocol, the budget's target and relative gap, the trainable
+# count at the start and the end (``trainable_params``), the median optimiser-step time (evaluation
+# excluded), the saved weights' size, and the devices it ran on (1 where the record does not say).
+RECORD_FACTS = ["label", "protocol", "budget_target", "budget_gap", "trainable_start", "trainable_params",
+                "step_time_median_s", "adapter_bytes", "devices", "steps", "wall_time_s", "peak_memory_mb"]
 STATUS_COLUMNS = [
-    *RUN_KEYS, "status", "reason", "main_metric", "main_value_best", "trainable_params",
-    "steps", "wall_time_s", "peak_memory_mb", "has_checkpoint", "run_dir",
+    *RUN_KEYS, "status", "reason", "main_metric", "main_value_best", *RECORD_FACTS, "has_checkpoint", "run_dir",
     "schema_version", "config_hash", "config_group", "conflict",
 ]
 RESULT_COLUMNS = [
-    *RUN_KEYS, "metric", "is_main", "value_best", "value_final", "best_step", "trainable_params",
-    "steps", "wall_time_s", "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group",
+    *RUN_KEYS, "metric", "is_main", "value_best", "value_final", "best_step", *RECORD_FACTS,
+    "status", "reason", "run_dir", "config_hash", "config_group",
 ]
 
 # Counts and seeds stay integers even where a run lacks them (pandas would otherwise turn them to floats).
-_COUNTS = {"seed": "Int64", "trainable_params": "Int64", "steps": "Int64"}
+_COUNTS = {"seed": "Int64", "trainable_params": "Int64", "trainable_start": "Int64", "budget_target": "Int64",
+           "steps": "Int64", "adapter_bytes": "Int64", "devices": "Int64"}
+_FLOATS = {"budget_gap": float, "step_time_median_s": float}
 SNAPSHOT_ENV = "ADALORA_COLLECTED"  # folder of a snapshot written by collected_once
 _SNAPSHOT_ROOT = "root.txt"
 
@@ -182,16 +189,29 @@ def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None)
                    identity=identity)
     row["schema_version"] = record.get("schema_version")
     metrics = record.get("metrics") or {}
-    train = record.get("train") or {}
     main = metrics.get("main_metric")
-    row.update(
-        status=record.get("status"), reason=record.get("reason"), main_metric=main,
-        main_value_best=(metrics.get("best") or {}).get(main),
-        trainable_params=(record.get("params") or {}).get("trainable_paper"),
-        steps=train.get("steps"), wall_time_s=train.get("wall_time_s"),
-        peak_memory_mb=train.get("peak_memory_mb"),
-    )
+    row.update(status=record.get("status"), reason=record.get("reason"), main_metric=main,
+               main_value_best=(metrics.get("best") or {}).get(main), **_record_facts(record))
     return row
+
+
+def _record_facts(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``RECORD_FACTS`` of a record; None where an older record lacks a field (shown as n/a)."""
+    run, params, train = record.get("run") or {}, record.get("params") or {}, record.get("train") or {}
+    method_config = (record.get("config") or {}).get("method") or {}
+    final_weights = (record.get("weights") or {}).get("final")
+    return {
+        "label": run.get("label") or method_config.get("label"),  # None: shown as analysis.labels.method_label says
+        "protocol": run.get("protocol") or DEFAULT_PROTOCOL,
+        "budget_target": params.get("budget_target"), "budget_gap": params.get("budget_gap"),
+        "trainable_start": params.get("trainable_paper_start"), "trainable_params": params.get("trainable_paper"),
+        "step_time_median_s": (train.get("step_time_s") or {}).get("median"),
+        # the file of the final weights: the method's tensors and the trained head, not the base model
+        "adapter_bytes": final_weights.get("bytes") if isinstance(final_weights, dict) else None,
+        "devices": train.get("world_size") or 1,
+        "steps": train.get("steps"), "wall_time_s": train.get("wall_time_s"),
+        "peak_memory_mb": train.get("peak_memory_mb"),
+    }
 
 
 def run_status(root: str | Path) -> pd.DataFrame:
@@ -205,7 +225,7 @@ def status_frame(loaded: Iterable[Loaded]) -> pd.DataFrame:
     rows = [_status_row(run_dir, record, error) for run_dir, record, error in loaded]
     for row, note in zip(rows, conflict_notes(rows), strict=True):
         row["conflict"] = note
-    return pd.DataFrame(rows, columns=STATUS_COLUMNS).astype(_COUNTS)
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS).astype({**_COUNTS, **_FLOATS})
 
 
 def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -214,8 +234,8 @@ def _metric_rows(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     metrics = record.get("metrics") or {}
     best, final = metrics.get("best") or {}, metrics.get("final") or {}
     names = [m for m in dict.fromkeys([*best, *final]) if m not in ("step", "epoch")]  # where, not how well
-    base = {k: status[k] for k in (*RUN_KEYS, "trainable_params", "steps", "wall_time_s",
-                                   "peak_memory_mb", "status", "reason", "run_dir", "config_hash", "config_group")}
+    base = {k: status[k] for k in (*RUN_KEYS, *RECORD_FACTS, "status", "reason", "run_dir", "config_hash",
+                                   "config_group")}
     return [
         {**base, "metric": name, "is_main": name == metrics.get("main_metric"),
          "value_best": best.get(name), "value_final": final.get(name), "best_step": best.get("step")}
@@ -236,7 +256,8 @@ def results_frame(loaded: Iterable[Loaded]) -> pd.DataFrame:
         if record is not None:
             rows += _metric_rows(run_dir, record)
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return df.astype({**_COUNTS, "best_step": "Int64", "is_main": bool, "value_best": float, "value_final": float})
+    return df.astype({**_COUNTS, **_FLOATS, "best_step": "Int64", "is_main": bool, "value_best": float,
+                      "value_final": float})
 
 
 # ---------------------------------------------------------------------------- read once

@@ -10,7 +10,8 @@ Files (``<task>`` = bbc_topic, bbc_pair; ``<budget>`` = the sweep's budget level
 ``demo_results.md/.csv`` (main metric at the best eval: mean ± std over seeds where >1 seed,
 measured trainable parameters), ``demo_results_final.md/.csv`` (at the last eval),
 ``demo_adalora_vs_lora.md/.csv`` (the two at each task x budget both ran: mean ± std over
-seeds, every seed's value, and the paired difference), ``demo_convergence.md/.csv`` (one line
+seeds, every seed's value, and AdaLoRA − LoRA paired by seed: mean, 95% t-interval, paired
+t-test p, from ``analysis.stats``), ``demo_convergence.md/.csv`` (one line
 per run: best, last two evals, verdict; ``analysis.convergence``), ``demo_run_status.csv``,
 ``demo_learning_curve_<task>_<budget>.png/.svg/.csv`` (dev metric vs step, every method run at
 that budget plus full FT and BitFit), ``demo_budget_curve_<task>.png/.svg``,
@@ -35,7 +36,8 @@ from analysis.figures import (
     rank_over_training,
     save_figure,
 )
-from analysis.labels import budget_rank, method_label, metric_label, task_label
+from analysis.labels import budget_rank, method_label, metric_label, record_labels, run_labels, task_label
+from analysis.stats import paired_comparisons
 from analysis.tables import present, successful, summary_table, to_markdown, write_table
 from experiments.results import read_result
 
@@ -53,36 +55,52 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.2f}" if len(values) < 2 else f"{values.mean():.2f} ± {values.std():.2f}"
 
 
-def adalora_vs_lora(df: pd.DataFrame) -> pd.DataFrame:
-    """LoRA and AdaLoRA at every task x budget both ran: mean ± std (ddof=1) over seeds, each seed, Δ.
+def _paired_text(result: pd.Series) -> str:
+    """``+0.40 [-0.85, +1.65]``: the paired mean difference and its 95% t-interval (none for one seed)."""
+    if pd.isna(result["ci_low"]):
+        return f"{result['mean_diff']:+.2f}"
+    return f"{result['mean_diff']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}]"
 
-    The Δ row pairs the runs by seed (a seed fixes the head initialisation and the batch order
-    for both methods) and gives the mean ± std of AdaLoRA − LoRA over the seeds both have.
+
+def adalora_vs_lora(df: pd.DataFrame) -> pd.DataFrame:
+    """LoRA and AdaLoRA at every task x budget both ran: mean ± std (ddof=1) over seeds, each seed, and
+    the paired comparison.
+
+    The comparison row pairs the runs by seed (a seed fixes the head initialisation and the batch
+    order for both methods): AdaLoRA − LoRA over the seeds both have, its 95% t-interval and the
+    paired t-test's p (``analysis.stats``, the same code as the tables' ``*_paired`` companions).
     """
     main = successful(df)
     main = main[main["is_main"] & main["method"].isin(PAIR)]
+    reference, method = PAIR
+    cells = ["task", "budget", "protocol"]
+    compared = {which: paired_comparisons(main, f"value_{which}", [*cells, "method"], reference=reference)
+                .set_index(["task", "budget"]) for which in ("best", "final")}
+    labels = run_labels(main)
     rows: list[dict[str, Any]] = []
     for (task, budget), group in sorted(main.groupby(["task", "budget"]), key=lambda kv: (task_label(kv[0][0]),
                                                                                           budget_rank(kv[0][1]))):
-        if set(group["method"]) != set(PAIR):
+        if set(group["method"]) != set(PAIR) or (task, budget) not in compared["best"].index:
             continue
         by = {m: group[group["method"] == m].set_index("seed").sort_index() for m in PAIR}
-        for method in PAIR:
-            runs = by[method]
-            rows.append({"task": task_label(task), "budget": budget, "method": method_label(method), "n": len(runs),
-                         "best": _mean_std(runs["value_best"]), "final": _mean_std(runs["value_final"]),
-                         "best per seed": " / ".join(f"{v:.2f}" for v in runs["value_best"]),
+        for name in PAIR:
+            runs = by[name]
+            rows.append({"task": task_label(task), "budget": budget, "method": method_label(name, labels),
+                         "n": len(runs), "best": _mean_std(runs["value_best"]), "final": _mean_std(runs["value_final"]),
+                         "p (paired t)": "", "best per seed": " / ".join(f"{v:.2f}" for v in runs["value_best"]),
                          "seeds": ",".join(str(s) for s in runs.index),
                          "#Params": f"{runs['trainable_params'].median() / 1e6:.3f}M"})
-        seeds = by["adalora"].index.intersection(by["lora"].index)
-        delta = {w: by["adalora"].loc[seeds, f"value_{w}"] - by["lora"].loc[seeds, f"value_{w}"]
-                 for w in ("best", "final")}
-        rows.append({"task": task_label(task), "budget": budget, "method": "AdaLoRA − LoRA (paired by seed)", "n": len(seeds),
-                     "best": _mean_std(delta["best"]), "final": _mean_std(delta["final"]),
-                     "best per seed": " / ".join(f"{v:+.2f}" for v in delta["best"]),
-                     "seeds": ",".join(str(s) for s in seeds), "#Params": ""})
-    return pd.DataFrame(rows, columns=["task", "budget", "method", "n", "best", "final", "best per seed", "seeds",
-                                       "#Params"])
+        best, final = compared["best"].loc[(task, budget)], compared["final"].loc[(task, budget)]
+        seeds = [int(s) for s in best["seeds"].split(",")]
+        delta = by[method].loc[seeds, "value_best"] - by[reference].loc[seeds, "value_best"]
+        rows.append({"task": task_label(task), "budget": budget,
+                     "method": f"{method_label(method, labels)} − {method_label(reference, labels)} (paired by seed, "
+                               "95% CI)",
+                     "n": int(best["n"]), "best": _paired_text(best), "final": _paired_text(final),
+                     "p (paired t)": "" if pd.isna(best["p"]) else f"{best['p']:.3g}",
+                     "best per seed": " / ".join(f"{v:+.2f}" for v in delta), "seeds": best["seeds"], "#Params": ""})
+    return pd.DataFrame(rows, columns=["task", "budget", "method", "n", "best", "final", "p (paired t)",
+                                       "best per seed", "seeds", "#Params"])
 
 
 def _write_flat(table: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path]:
@@ -93,10 +111,10 @@ def _write_flat(table: pd.DataFrame, out: Path, stem: str, title: str) -> list[P
     return paths
 
 
-def _present_convergence(table: pd.DataFrame) -> pd.DataFrame:
+def _present_convergence(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     shown = table.copy()
     shown["task"] = [task_label(t) for t in shown["task"]]
-    shown["method"] = [method_label(m) for m in shown["method"]]
+    shown["method"] = [method_label(m, labels) for m in shown["method"]]
     for column in ("best", "previous", "last", "gap"):
         shown[column] = [f"{v:.2f}" for v in shown[column]]
     return shown
@@ -121,9 +139,11 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
         written += write_table(tables[which], out, f"{PREFIX}{stem}", title)
     tables["pair"] = adalora_vs_lora(df)
     written += _write_flat(tables["pair"], out, f"{PREFIX}adalora_vs_lora",
-                           "Demo: AdaLoRA vs LoRA at matched budgets (main metric, mean ± std over seeds)")
+                           "Demo: AdaLoRA vs LoRA at matched budgets (main metric, mean ± std over seeds; AdaLoRA − "
+                           "LoRA paired by seed with its 95% t-interval and paired t-test p)")
     tables["convergence"] = convergence_table(records, tolerance)
-    written += _write_flat(_present_convergence(tables["convergence"]), out, f"{PREFIX}convergence",
+    written += _write_flat(_present_convergence(tables["convergence"], record_labels(records)), out,
+                           f"{PREFIX}convergence",
                            f"Demo: convergence per run (converged = last two evals within {tolerance:g} "
                            "point(s) of the best)")
     for task, metric in _tasks(df):
@@ -149,15 +169,15 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
     counts = status["status"].value_counts().to_dict()
     wall = status.drop_duplicates("run_dir")["wall_time_s"].sum()
     return {"tables": tables, "written": written, "counts": counts, "train_wall_s": float(wall),
-            "runs": len(status), "tolerance": tolerance}
+            "runs": len(status), "tolerance": tolerance, "labels": record_labels(records)}
 
 
-def _convergence_lines(table: pd.DataFrame, tolerance: float) -> list[str]:
+def _convergence_lines(table: pd.DataFrame, tolerance: float, labels: dict[str, str]) -> list[str]:
     """One line per run, so a reader sees at a glance whether the comparison is between finished runs."""
     lines = []
     for row in table.itertuples(index=False):
         mark = "ok " if row.verdict == "converged" else "NOT"
-        lines.append(f"  [{mark}] {task_label(row.task):10} {method_label(row.method):9} {row.budget:10} "
+        lines.append(f"  [{mark}] {task_label(row.task):10} {method_label(row.method, labels):9} {row.budget:10} "
                      f"seed {row.seed}: best {row.best:6.2f} @ {row.best_step}, last two {row.previous:6.2f} "
                      f"{row.last:6.2f} ({row.verdict})")
     done = int((table["verdict"] == "converged").sum())
@@ -182,12 +202,14 @@ def summary_text(report: dict[str, object], out_dir: str | Path) -> str:
         "",
         to_markdown(best).rstrip(),
         "",
-        "AdaLoRA vs LoRA at matched budgets (best / last eval, mean ± std over seeds):",
+        "AdaLoRA vs LoRA at matched budgets (best / last eval, mean ± std over seeds; the last line of each",
+        "task x budget: AdaLoRA − LoRA paired by seed, mean [95% t-interval], and the paired t-test's p;",
+        "an interval that excludes 0 is a difference the seeds support):",
         "",
         to_markdown(pair).rstrip() if len(pair) else "  (no task x budget with both LoRA and AdaLoRA runs)",
         "",
         "Convergence per run:",
-        *_convergence_lines(report["tables"]["convergence"], report["tolerance"]),
+        *_convergence_lines(report["tables"]["convergence"], report["tolerance"], report.get("labels", {})),
         "",
         f"Tables: {out_dir}/{PREFIX}results.md (best eval), {PREFIX}results_final.md (last eval), "
         f"{PREFIX}adalora_vs_lora.md, {PREFIX}convergence.md",

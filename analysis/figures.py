@@ -11,6 +11,7 @@ figure registry fills up in a notebook loop and no GUI backend is ever touched.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,24 @@ import pandas as pd
 from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from scipy import stats
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from analysis.collect import select_records
-from analysis.grouping import configurations, one_configuration, one_configuration_per_label
-from analysis.labels import budget_label, budget_rank, method_label, method_rank, metric_label, task_label
+from analysis.grouping import DEFAULT_PROTOCOL, configurations, one_configuration, one_configuration_per_label
+from analysis.labels import (
+    budget_label,
+    budget_rank,
+    method_label,
+    method_rank,
+    metric_label,
+    record_labels,
+    run_labels,
+    task_label,
+)
 from analysis.paper import paper_params, paper_percent, paper_results
-from analysis.tables import aggregate, successful
+from analysis.stats import CONFIDENCE
+from analysis.tables import aggregate, of_protocol, successful
 from experiments.results import read_result
 
 WIDTH_IN = 8.0
@@ -65,8 +77,12 @@ def _finish(fig: Figure, save: str | Path | None) -> Figure:
 
 
 def method_color(method: str) -> str:
-    """One fixed colour per method, so a method looks the same in every figure."""
-    return METHOD_COLORS.get(method, "black")
+    """One fixed colour per method, so a method looks the same in every figure; a method the paper
+    does not have gets one of ``Dark2``'s colours, chosen by its name (the same in every figure)."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    palette = colormaps["Dark2"].colors
+    return palette[zlib.crc32(method.encode()) % len(palette)]
 
 
 def _metric_axis_label(task: str, metric: str) -> str:
@@ -75,21 +91,24 @@ def _metric_axis_label(task: str, metric: str) -> str:
 
 
 def budget_curve(df: pd.DataFrame, task: str, metric: str, which: str = "best",
-                 paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None) -> Figure:
-    """``metric`` vs measured trainable parameters (log x), one line per method.
+                 paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None,
+                 protocol: str = DEFAULT_PROTOCOL) -> Figure:
+    """``metric`` vs measured trainable parameters (log x), one line per method that ran (any method,
+    under the label its runs record), under one ``protocol``.
 
     Ours: filled markers, mean over seeds with std error bars, x = median measured #params.
     Paper: hollow markers at its #Params (``paper_params``). Full FT is a horizontal line:
     its ~10^8 parameters would squash every PEFT point into one corner of a log axis.
     """
-    ours = aggregate(df[(df["task"] == task) & (df["metric"] == metric)], which)
+    mine = of_protocol(df[(df["task"] == task) & (df["metric"] == metric)], protocol)
+    ours, labels = aggregate(mine, which), run_labels(mine)
     paper = paper_results()
     paper = paper[paper["table"].isin(tuple(paper_tables)) & (paper["task"] == task) & (paper["metric"] == metric)]
     with rc_context(STYLE):
         fig = Figure(figsize=(WIDTH_IN, 5))
         ax = fig.subplots()
-        for method in sorted(set(ours["method"]) | set(paper["method"]), key=method_rank):
-            color, label = method_color(method), method_label(method)
+        for method in sorted(set(ours["method"]) | set(paper["method"]), key=lambda m: method_rank(m, labels)):
+            color, label = method_color(method), method_label(method, labels)
             mine = ours[ours["method"] == method].sort_values("trainable_params")
             ref = paper[paper["method"] == method]
             if method == "full_ft":
@@ -112,7 +131,8 @@ def budget_curve(df: pd.DataFrame, task: str, metric: str, which: str = "best",
             ax.legend(loc="best", ncol=2)
         ax.set_xlabel("trainable parameters (ours: measured; paper: its #Params)")
         ax.set_ylabel(_metric_axis_label(task, metric))
-        ax.set_title(f"{task_label(task)}: {metric_label(metric)} vs parameter budget ({which} eval)")
+        ax.set_title(f"{task_label(task)}: {metric_label(metric)} vs parameter budget ({which} eval, "
+                     f"protocol {protocol})")
         return _finish(fig, save)
 
 
@@ -135,8 +155,9 @@ def _with_percent(runs: pd.DataFrame) -> pd.DataFrame:
 def _panel(ax: Any, runs: pd.DataFrame, paper: pd.DataFrame, task: str, metric: str, which: str) -> None:
     """One Figure 2 panel: per method the seed mean vs % trainable, a ±1 std band, the paper's points."""
     values = runs.dropna(subset=[f"value_{which}"])
-    for method in sorted(set(values["method"]) | set(paper["method"]), key=method_rank):
-        color, label = method_color(method), method_label(method)
+    labels = run_labels(values)
+    for method in sorted(set(values["method"]) | set(paper["method"]), key=lambda m: method_rank(m, labels)):
+        color, label = method_color(method), method_label(method, labels)
         mine = values[values["method"] == method]
         ref = paper[paper["method"] == method]
         if method == "full_ft":
@@ -162,15 +183,17 @@ def _panel(ax: Any, runs: pd.DataFrame, paper: pd.DataFrame, task: str, metric: 
 
 
 def figure2(df: pd.DataFrame, which: str = "best", panels: Iterable[tuple[str, str]] = FIGURE2_PANELS,
-            paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None) -> Figure:
-    """Paper Figure 2: one panel per (task, metric), % trainable parameters on x, one line per method.
+            paper_tables: Iterable[str] = CURVE_TABLES, save: str | Path | None = None,
+            protocol: str = DEFAULT_PROTOCOL) -> Figure:
+    """Paper Figure 2: one panel per (task, metric), % trainable parameters on x, one line per method
+    that ran (under its recorded label) and per method of the paper, runs of one ``protocol``.
 
     Ours: the mean over seeds at each budget (x = median % over the seeds) with a ±1 std band;
     the paper's points as hollow squares (its % labels, or its #Params over the backbone size).
     ``panels`` defaults to MNLI / SQuAD v2.0 / XSum; any tasks can be drawn the same way.
     """
     panels = list(panels)
-    runs = successful(df)
+    runs = of_protocol(successful(df), protocol)
     paper = paper_results()
     paper = paper[paper["table"].isin(tuple(paper_tables))]
     with rc_context(STYLE):
@@ -189,7 +212,8 @@ def figure2(df: pd.DataFrame, which: str = "best", panels: Iterable[tuple[str, s
         if handles:
             fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
                        bbox_to_anchor=(0.5, -0.02))
-        fig.suptitle(f"Figure 2: metric vs % trainable parameters ({which} eval; band: ±1 std over seeds)")
+        fig.suptitle(f"Figure 2: metric vs % trainable parameters ({which} eval, protocol {protocol}; "
+                     "band: ±1 std over seeds)")
         fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) > 6), 1, 1))
         if save is not None:
             save_figure(fig, save)
@@ -261,7 +285,7 @@ def rank_heatmap_from_runs(runs: pd.DataFrame | Iterable[dict[str, Any]], task: 
     matrix = pd.concat(matrices).groupby(level=0, sort=False).mean()
     matrix = matrix.reindex(matrices[0].index)
     seeds = f"mean of {len(records)} seeds" if len(records) > 1 else f"seed {records[0]['run']['seed']}"
-    title = f"{method_label(method)} final ranks: {task_label(task)} @ {budget_label(budget)} ({seeds})"
+    title = f"{method_label(method, record_labels(records))} final ranks: {task_label(task)} @ {budget_label(budget)} ({seeds})"
     return _draw_heatmap(matrix, title, save), matrix
 
 
@@ -314,7 +338,7 @@ def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -
         ax.set_ylabel("total rank (kept singular values)")
         ax.set_ylim(bottom=0)
         ax.set_xlim(0, last)
-        ax.set_title(f"{method_label(run['method'])} rank allocation: {task_label(run['task'])} @ "
+        ax.set_title(f"{method_label(run['method'], record_labels([record]))} rank allocation: {task_label(run['task'])} @ "
                      f"{budget_label(run['budget'])}, seed {run['seed']}")
         ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
         return _finish(fig, save)
@@ -328,8 +352,8 @@ def learning_curve_table(records: Iterable[dict[str, Any]], metric: str | None =
     must be one configuration (a seed run twice counts once); a label with several is left out with
     a warning that names what differs.
     """
-    rows = []
-    for record in one_configuration_per_label(list(records), "learning curves"):
+    records, rows = list(records), []
+    for record in one_configuration_per_label(records, "learning curves"):
         name = metric or record["metrics"]["main_metric"]
         for entry in record["metrics"]["evals"]:
             if entry.get(name) is not None:
@@ -340,8 +364,9 @@ def learning_curve_table(records: Iterable[dict[str, Any]], metric: str | None =
         return pd.DataFrame(columns=columns)
     grouped = pd.DataFrame(rows).groupby(["method", "budget", "step"])["value"]
     table = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    labels = record_labels(records)
     order = sorted(set(zip(table["method"], table["budget"], strict=True)),
-                   key=lambda mb: (method_rank(mb[0]), budget_rank(mb[1])))
+                   key=lambda mb: (method_rank(mb[0], labels), budget_rank(mb[1])))
     table["_order"] = [order.index(mb) for mb in zip(table["method"], table["budget"], strict=True)]
     return table.sort_values(["_order", "step"]).drop(columns="_order").reset_index(drop=True)[columns]
 
@@ -356,6 +381,7 @@ def learning_curves(records: Iterable[dict[str, Any]], metric: str | None = None
     """
     records = list(records)
     table = learning_curve_table(records, metric)
+    labels = record_labels(records)
     name = metric or (records[0]["metrics"]["main_metric"] if records else "metric")
     tasks = sorted({r["run"]["task"] for r in records})
     several_budgets = {m for m, group in table.groupby("method") if group["budget"].nunique() > 1}
@@ -366,7 +392,7 @@ def learning_curves(records: Iterable[dict[str, Any]], metric: str | None = None
         budgets = sorted(set(table["budget"]), key=budget_rank)
         for (method, budget), curve in table.groupby(["method", "budget"], sort=False):
             seeds = int(curve["n"].max())
-            label = method_label(method) + (f" @ {budget}" if method in several_budgets else "")
+            label = method_label(method, labels) + (f" @ {budget}" if method in several_budgets else "")
             label += f" (n={seeds})" if seeds > 1 else " (1 seed)"
             color = method_color(method)
             style = styles[budgets.index(budget) % len(styles)] if method in several_budgets else "-"
@@ -384,3 +410,66 @@ def learning_curves(records: Iterable[dict[str, Any]], metric: str | None = None
         ax.set_title(title or f"{', '.join(task_label(t) for t in tasks)}: dev {metric_label(name)} over training "
                               "(mean ± std over seeds)")
         return _finish(fig, save), table
+
+
+# ---------------------------------------------------------------------------- cost against quality
+_BUDGET_MARKERS = ("o", "s", "^", "D", "v", "P")  # one shape per budget level, in budget order
+PARETO_AXES = (("trainable_params", "trainable parameters (measured, end of training)"),
+               ("gpu_hours", "GPU-hours per run (wall time × devices)"))
+
+
+def pareto_points(df: pd.DataFrame, task: str, metric: str, which: str = "best",
+                  protocol: str = DEFAULT_PROTOCOL) -> pd.DataFrame:
+    """One point per method x budget (one configuration, ``aggregate``'s rule): the seed mean of
+    ``metric``, its 95% t-interval half-width (``scipy.stats.t``; NaN for one seed), the median
+    trainable count and GPU-hours per run, and whether no other point is at least as good on the
+    metric with fewer parameters (``frontier_params``) or fewer GPU-hours (``frontier_gpu``)."""
+    runs = of_protocol(successful(df[(df["task"] == task) & (df["metric"] == metric)]), protocol)
+    points = aggregate(runs, which)
+    hours = runs.assign(gpu_hours=runs["wall_time_s"].astype(float) / 3600 * runs["devices"].astype(float).fillna(1))
+    hours = hours.groupby(["method", "budget"])["gpu_hours"].median()
+    points = points.join(hours, on=["method", "budget"])
+    q = stats.t.ppf(0.5 + CONFIDENCE / 2, points["n"].astype(float) - 1)
+    points["half_width"] = np.where(points["n"] > 1, q * points["std"] / np.sqrt(points["n"].astype(float)), np.nan)
+    for column, flag in (("trainable_params", "frontier_params"), ("gpu_hours", "frontier_gpu")):
+        x, y = points[column].astype(float).to_numpy(), points["mean"].to_numpy()
+        points[flag] = [not np.isnan(xi) and not any((x <= xi) & (y >= yi) & ((x < xi) | (y > yi)))
+                        for xi, yi in zip(x, y, strict=True)]
+    labels = run_labels(runs)
+    points["label"] = [method_label(m, labels) for m in points["method"]]
+    order = [(method_rank(m, labels), budget_rank(b)) for m, b in zip(points["method"], points["budget"], strict=True)]
+    return points.assign(_order=order).sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def pareto_figure(df: pd.DataFrame, task: str, metric: str, which: str = "best", protocol: str = DEFAULT_PROTOCOL,
+                  save: str | Path | None = None) -> tuple[Figure, pd.DataFrame]:
+    """The main metric against trainable parameters and against GPU-hours (two panels, log x): one
+    point per method x budget with its 95% seed interval, the Pareto frontier as a dashed line.
+    Returns the figure and the :func:`pareto_points` it draws."""
+    points = pareto_points(df, task, metric, which, protocol)
+    with rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN * 1.4, 4.8))
+        axes = fig.subplots(1, 2)
+        budgets = sorted(set(points["budget"]), key=budget_rank)
+        for ax, (column, xlabel), flag in zip(axes, PARETO_AXES, ("frontier_params", "frontier_gpu"), strict=True):
+            drawn = points.dropna(subset=[column])
+            for row in drawn.itertuples(index=False):
+                where = "" if row.budget == "none" else f" @ {budget_label(row.budget)}"
+                ax.errorbar(getattr(row, column), row.mean, yerr=0 if np.isnan(row.half_width) else row.half_width,
+                            color=method_color(row.method), marker=_BUDGET_MARKERS[budgets.index(row.budget) % 6],
+                            ms=7, capsize=3, ls="none", label=f"{row.label}{where}")
+            frontier = drawn[drawn[flag]].sort_values(column)
+            if len(frontier) > 1:
+                ax.plot(frontier[column], frontier["mean"], color="black", ls="--", lw=1, label="Pareto frontier")
+            if drawn.empty:
+                ax.text(0.5, 0.5, "not recorded by these runs", transform=ax.transAxes, ha="center")
+            else:
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(_metric_axis_label(task, metric))
+        handles = dict(zip(*reversed(axes[0].get_legend_handles_labels()), strict=True))
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.suptitle(f"{task_label(task)}: {metric_label(metric)} against cost ({which} eval, protocol {protocol}; "
+                     f"bars: {CONFIDENCE:.0%} t-interval over seeds)")
+        return _finish(fig, save), points

@@ -26,15 +26,25 @@ import pandas as pd
 
 from experiments.identity import differing_keys, identity_hash, record_identity
 
-LABEL_KEYS = ("task", "method", "budget")
+# A cell's label: the protocol is part of it, so runs selected and reported under different protocols
+# are never pooled (nor listed as a conflict: each protocol has its own cells).
+LABEL_KEYS = ("task", "method", "budget", "protocol")
 CONFIG_KEYS = ("model", "config_group")  # with the label: one configuration
+DEFAULT_PROTOCOL = "paper"  # a record without run.protocol predates it and was evaluated the paper's way
+
+
+def record_protocol(record: Mapping[str, Any]) -> str:
+    return (record.get("run") or {}).get("protocol") or DEFAULT_PROTOCOL
 
 
 def _with_config_columns(runs: pd.DataFrame) -> pd.DataFrame:
-    """Frames built by hand (no model / config_group / seed column) group as one configuration per label."""
+    """Frames built by hand (no model / config_group / seed / protocol column) group as one configuration
+    per label, under the paper's protocol."""
     fill = {key: (runs[key].astype(object).where(runs[key].notna(), "") if key in runs else "") for key in CONFIG_KEYS}
     if "seed" not in runs:
         fill["seed"] = range(len(runs))
+    if "protocol" not in runs:
+        fill["protocol"] = DEFAULT_PROTOCOL
     return runs.assign(**fill)
 
 
@@ -46,12 +56,13 @@ def conflicting_labels(runs: pd.DataFrame, keys: Sequence[str] = LABEL_KEYS) -> 
     return out
 
 
-def pool_seeds(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
-    """Mean, std (ddof=1) and distinct-seed count ``n`` of ``value`` per ``keys``; conflicts left out.
-
-    Also the median ``trainable_params``. A conflicting label is warned about and dropped.
-    """
+def per_seed(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per ``keys`` x seed: the mean of ``value`` over the seed's repeats, the median
+    ``trainable_params`` and ``budget_gap``, and the configuration's model; conflicting labels are
+    warned about and left out. What :func:`pool_seeds` averages and ``analysis.stats`` pairs."""
     runs = _with_config_columns(runs)
+    if "budget_gap" not in runs:
+        runs = runs.assign(budget_gap=float("nan"))
     conflicts = conflicting_labels(runs, keys)
     if len(conflicts):
         labels = ["/".join(str(v) for v in row) for row in conflicts[list(keys)].itertuples(index=False)]
@@ -59,11 +70,20 @@ def pool_seeds(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFr
                       f"{', '.join(labels)}", stacklevel=3)
         clash = pd.MultiIndex.from_frame(conflicts[list(keys)])
         runs = runs[~pd.MultiIndex.from_frame(runs[list(keys)]).isin(clash)]
-    per_seed = runs.groupby([*keys, "seed"], sort=False).agg(
-        value=(value, "mean"), trainable_params=("trainable_params", "median"))
-    grouped = per_seed.groupby(list(keys), sort=False)
+    return runs.groupby([*keys, "seed"], sort=False).agg(
+        value=(value, "mean"), trainable_params=("trainable_params", "median"),
+        budget_gap=("budget_gap", "median"), model=("model", "first")).reset_index()
+
+
+def pool_seeds(runs: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean, std (ddof=1) and distinct-seed count ``n`` of ``value`` per ``keys``; conflicts left out.
+
+    Also the median ``trainable_params`` and ``budget_gap``. A conflicting label is warned about and dropped.
+    """
+    grouped = per_seed(runs, value, keys).groupby(list(keys), sort=False)
     out = grouped["value"].agg(mean="mean", std="std", n="count")
     out["trainable_params"] = grouped["trainable_params"].median()
+    out["budget_gap"] = grouped["budget_gap"].median()
     return out.reset_index()
 
 
@@ -100,6 +120,11 @@ def difference(mine: Mapping[str, Any] | None, others: Sequence[Mapping[str, Any
 
 
 # ---------------------------------------------------------------------------- records (figures)
+def record_label(record: Mapping[str, Any]) -> tuple:
+    """A record's ``LABEL_KEYS`` values (the protocol defaulted as ``run_status`` shows it)."""
+    return (*(record["run"].get(k) for k in LABEL_KEYS[:-1]), record_protocol(record))
+
+
 def record_configuration(record: Mapping[str, Any]) -> tuple[str, str]:
     """(model, ``config_group``) of a run record: the key its runs must share to be averaged."""
     identity = record_identity(record)
@@ -143,7 +168,7 @@ def one_configuration_per_label(records: Sequence[Mapping[str, Any]], what: str)
     :func:`pool_seeds` (a figure with several labels still draws the others)."""
     labels: dict[tuple, list[Mapping[str, Any]]] = {}
     for record in records:
-        labels.setdefault(tuple(record["run"].get(k) for k in LABEL_KEYS), []).append(record)
+        labels.setdefault(record_label(record), []).append(record)
     kept: list[Mapping[str, Any]] = []
     for label, recs in labels.items():
         try:

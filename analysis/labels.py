@@ -1,11 +1,20 @@
 """Display names and orderings shared by tables and figures.
 
-Data stays keyed by the run labels (``glue_rte``, ``adapter_houlsby``, ``glue_0.3m``); only
-what a reader sees goes through these maps, so tables and figures name things alike and an
-unknown key (a new task or method) still shows, under its raw label.
+Data stays keyed by the run keys (``glue_rte``, ``adapter_houlsby``, ``glue_0.3m``); only
+what a reader sees goes through these functions, so tables and figures name things alike and an
+unknown key (a new task) still shows, under its raw name. A method is shown under the label its
+runs record (``run.label``: a user's method names itself), the paper's own rows under the names
+the paper prints (``analysis.paper.PAPER_METHODS``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from analysis.paper import PAPER_METHODS
 
 TASK_LABELS = {
     "glue_mnli": "MNLI", "glue_sst2": "SST-2", "glue_cola": "CoLA", "glue_qqp": "QQP",
@@ -21,16 +30,8 @@ METRIC_LABELS = {
     "rougeLsum": "R-Lsum",
 }
 
-METHOD_LABELS = {
-    "full_ft": "Full FT", "bitfit": "BitFit", "adapter_houlsby": "HAdapter",
-    "adapter_pfeiffer": "PAdapter", "lora": "LoRA", "adalora": "AdaLoRA",
-    "prune_lora": "Prune LoRA", "adalora_sensitivity": "AdaLoRA s=I (sensitivity)",
-    "adalora_magnitude": "AdaLoRA S=|λ| (magnitude)", "svd_lora": "SVD-LoRA",
-    "adalora_no_orth": "AdaLoRA γ=0", "lora_regu": "LoRA_regu", "lora_qk": "LoRA (W_q,W_k)",
-}
-
-# Row order of tables: the paper's method order, then budgets from small to large.
-METHOD_ORDER = tuple(METHOD_LABELS)
+# Row order of tables: the paper's methods in its order, then any other method, then budgets small to large.
+METHOD_ORDER = tuple(PAPER_METHODS)
 
 
 def task_label(task: str) -> str:
@@ -45,13 +46,44 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
+    """A method's display name: the label its runs record (``labels``: method -> label, from
+    :func:`run_labels`), else the name the paper prints for its own rows, else the method name."""
+    if labels and labels.get(method):
+        return labels[method]
+    return PAPER_METHODS.get(method, method)
 
 
-def method_rank(method: str) -> tuple[int, str]:
-    """Sort key: known methods in the paper's order, unknown ones after, alphabetically."""
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """method -> the label its runs record (``analysis.collect``'s ``label`` column: ``run.label``,
+    else ``config.method.label``, else the method name); the first one seen where runs disagree."""
+    if "label" not in runs or runs.empty:
+        return {}
+    named = runs.dropna(subset=["label"]).drop_duplicates("method")
+    return dict(zip(named["method"], named["label"], strict=True))
+
+
+def record_labels(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """method -> label for run records, as :func:`run_labels` does for a frame (``run.label``, else
+    ``config.method.label``); methods whose records name none are left to :func:`method_label`."""
+    labels: dict[str, str] = {}
+    for record in records:
+        run, config = record.get("run") or {}, (record.get("config") or {}).get("method") or {}
+        label = run.get("label") or config.get("label")
+        if label:
+            labels.setdefault(run.get("method"), label)
+    return labels
+
+
+def is_paper_method(method: str) -> bool:
+    return method in PAPER_METHODS
+
+
+def method_rank(method: str, labels: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Sort key: the paper's methods in its order, any other after them, by display name."""
+    if method in METHOD_ORDER:
+        return (METHOD_ORDER.index(method), "")
+    return (len(METHOD_ORDER), method_label(method, labels).lower())
 
 
 def budget_rank(budget: str) -> tuple[int, float, str]:

@@ -87,6 +87,17 @@ KNOWN_INCONSISTENCIES: tuple[str, ...] = (
     "evaluation is reported.",
 )
 
+# The methods of the paper's tables, in the order its rows list them, under the names its rows print.
+# These name the paper's own rows (a row of the paper with no run of ours still needs a name); a run's
+# display name comes from its record (``run.label``, ``analysis.labels``), never from here.
+PAPER_METHODS: dict[str, str] = {
+    "full_ft": "Full FT", "bitfit": "BitFit", "adapter_houlsby": "HAdapter",
+    "adapter_pfeiffer": "PAdapter", "lora": "LoRA", "adalora": "AdaLoRA",
+    "prune_lora": "Prune LoRA", "adalora_sensitivity": "AdaLoRA s=I (sensitivity)",
+    "adalora_magnitude": "AdaLoRA S=|λ| (magnitude)", "svd_lora": "SVD-LoRA",
+    "adalora_no_orth": "AdaLoRA γ=0", "lora_regu": "LoRA_regu", "lora_qk": "LoRA (W_q,W_k)",
+}
+
 # Denominators of the paper's "% of full FT" budgets, used to place its points on a
 # parameter axis: DeBERTaV3-base 165,888 params per unit of rank = 0.08% -> 207.36M (the
 # stated 184M does not fit its own % levels); BART-large ~406M.

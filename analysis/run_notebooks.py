@@ -32,6 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from analysis.collect import collected_once
 from analysis.index_page import write_index
 from analysis.paths import NoRuns, require_runs
+from analysis.stats import REFERENCE
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
 REPO_ROOT = NOTEBOOK_DIR.parents[1]
@@ -76,14 +77,16 @@ async def run_notebook(path: Path, parameters: dict[str, object], keep_dir: Path
     return executed
 
 
-def run_all(results_root: str | Path, out_dir: str | Path, only: list[str] | None = None) -> list[Path]:
+def run_all(results_root: str | Path, out_dir: str | Path, only: list[str] | None = None,
+            reference: str = REFERENCE) -> list[Path]:
     """Run every notebook (or those named in ``only``) concurrently, one kernel each.
 
     The notebooks are independent and mostly wait on imports, so running them side by side
     takes about as long as the slowest one. Every failure is reported, not just the first.
+    ``reference`` is the method the tables' paired comparisons are made against.
     """
     out_dir = Path(out_dir).resolve()
-    parameters = {"results_root": str(Path(results_root).resolve()), "out_dir": str(out_dir)}
+    parameters = {"results_root": str(Path(results_root).resolve()), "out_dir": str(out_dir), "reference": reference}
     paths = [p for p in notebook_paths() if not only or p.stem in only]
 
     async def run() -> list[Path | BaseException]:
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-root", default="outputs")
     parser.add_argument("--out-dir", default=None, help="default: <results-root>/figures")
     parser.add_argument("--only", nargs="*", help="notebook names (without .py) to run")
+    parser.add_argument("--reference", default=REFERENCE,
+                        help=f"method the paired comparisons are made against (default: {REFERENCE})")
     args = parser.parse_args(argv)
     try:
         require_runs(Path(args.results_root).resolve())
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.results_root).resolve()
     with collected_once(root):
         try:
-            run_all(root, out_dir, args.only)
+            run_all(root, out_dir, args.only, args.reference)
         except NotebookFailed as err:
             sys.exit(str(err))
         write_index(root, out_dir)

@@ -250,7 +250,7 @@ def test_tables_on_a_root_without_runs(tmp_path):
         table = results_table(empty, name)
         assert not has_ours(table) and table[("RTE", "paper")].notna().any()
     assert summary_table(empty).empty
-    assert cost_table(empty)["time ratio"].isna().all()
+    assert cost_table(empty)["step ×LoRA"].isna().all()
 
 
 # --- figures ------------------------------------------------------------------------------------

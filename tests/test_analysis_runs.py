@@ -217,7 +217,11 @@ def test_notebooks_run_on_real_and_synthetic_fixtures(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 0, name
     assert (out / "ablation_curve_glue_sst2_accuracy.png").stat().st_size > 0
     for name in ("table1_best.md", "table1_best.tex", "table2_best.tex", "table14_best.md", "table15_cost.md",
-                 "run_status.md"):
+                 "run_status.md", "table1_paired.md", "table1_paired.tex", "table14_paired.md",
+                 "pareto_tiny_glue_rte_accuracy.png", "pareto_tiny_glue_rte_accuracy.csv"):
         assert (out / name).exists(), name
     assert "failed" in (out / "run_status.md").read_text()  # the synthetic root's failed run is listed
+    assert "protocol paper" in (out / "table1_best.md").read_text()  # every caption states its protocol
+    assert "Holm" in (out / "table1_paired.md").read_text()
+    assert not (out / "table1_protocols.md").exists()  # one protocol only: nothing to compare
     assert "squad_v2" in (out / "budget_curves_notes.md").read_text()  # a note, not a crash

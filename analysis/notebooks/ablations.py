@@ -16,14 +16,27 @@
 # %%
 from analysis.collect import collect
 from analysis.figures import budget_curve
+from analysis.labels import method_label
 from analysis.paper import paper_results
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
-from analysis.tables import ABLATION_TABLES, TABLE_TITLES, cost_table, has_ours, results_table, successful
+from analysis.stats import REFERENCE
+from analysis.tables import (
+    ABLATION_TABLES,
+    PAIRED_TABLES,
+    TABLE_TITLES,
+    cost_table,
+    has_ours,
+    paired_table,
+    protocols_present,
+    results_table,
+    successful,
+)
 
 # %% tags=["parameters"]
 results_root = default_results_root()  # relative paths are taken against the repository root
 out_dir = default_out_dir()
+reference = REFERENCE  # Table 14 compares every method with it, paired by seed
 
 # %%
 results_root, out_dir = require_runs(results_root), in_repo(out_dir)
@@ -31,11 +44,17 @@ report = Report(out_dir, "ablations")
 df = collect(results_root)
 
 # %%
-for name in ABLATION_TABLES:
-    table = results_table(df, name)
-    report.table(table, f"{name}_best", TABLE_TITLES[name])
-    if not has_ours(table):
-        report.note(f"{name}: no successful runs at its rows (method x budget); only the paper's numbers are shown")
+for protocol in protocols_present(df) or ["paper"]:
+    tag = "" if protocol == "paper" else f"_{protocol}"  # the paper's protocol keeps the plain file names
+    for name in ABLATION_TABLES:
+        table = results_table(df, name, protocol=protocol, reference=reference)
+        report.table(table, f"{name}{tag}_best", f"{TABLE_TITLES[name]} (protocol {protocol})")
+        if not has_ours(table):
+            report.note(f"{name} (protocol {protocol}): no successful runs at its rows (method x budget); only the "
+                        "paper's numbers are shown")
+        elif name in PAIRED_TABLES:
+            report.table(paired_table(table), f"{name}{tag}_paired",
+                         f"{TABLE_TITLES[name]}: paired differences with {method_label(reference)} (protocol {protocol})", latex=True)
 
 # %% [markdown]
 # ## Ablation variants against budget, with the paper's Table 4/5 points
@@ -54,10 +73,11 @@ for task, metric in dict.fromkeys(zip(ablation["task"], ablation["metric"], stri
     report.figure(fig, f"ablation_curve_{task}_{metric}")
 
 # %% [markdown]
-# ## Training cost: AdaLoRA relative to LoRA (Table 15)
+# ## Training cost relative to LoRA (Table 15): every method, one configuration per row
 
 # %%
 cost = cost_table(df)
-report.table(cost, "table15_cost", "Table 15: AdaLoRA / LoRA peak memory and training time")
-if cost["time ratio"].isna().all():
-    report.note("table15: no task x budget has successful LoRA and AdaLoRA runs; only the paper's ratios are shown")
+report.table(cost, "table15_cost", "Table 15: cost per method x budget (median over seeds), relative to LoRA")
+if cost["memory ×LoRA"].isna().all():
+    report.note("table15: no task x budget has successful runs beside a LoRA run of the same settings; only the "
+                "paper's ratios are shown")
