@@ -8,7 +8,8 @@ kernel started in the repository root; the notebooks run concurrently. The execu
 prints outside the cells (its TCP warning, absl INFO lines) so the terminal stays quiet. A
 failing cell stops the run with the notebook's name and the cell's error. Then
 ``<out-dir>/index.html`` (``analysis.index_page``) gathers every table and figure on one page,
-and the command prints the files it wrote, one per line, and nothing else.
+and the command prints the files it wrote, one per line, then a blank line and a short summary:
+the runs by status, the warnings by category (``analysis.run_summary``) and the page's path.
 
 A results root that is missing or holds no run is an error (exit status 1) with a message,
 checked before any kernel starts.
@@ -29,6 +30,7 @@ from nbclient.exceptions import CellExecutionError
 
 from analysis.index_page import write_index
 from analysis.paths import NoRuns, require_runs
+from analysis.run_summary import RunSummary, summarize
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
 REPO_ROOT = NOTEBOOK_DIR.parents[1]
@@ -122,9 +124,19 @@ def main(argv: list[str] | None = None) -> None:
         run_all(args.results_root, out_dir, args.only)
     except NotebookFailed as err:
         sys.exit(str(err))
-    write_index(Path(args.results_root).resolve(), out_dir)
+    results_root = Path(args.results_root).resolve()
+    index = write_index(results_root, out_dir)
     written = sorted(p for p, mtime in _snapshot(out_dir).items() if before.get(p) != mtime)
     print("\n".join(_shown(p) for p in written))
+    print_summary(summarize(results_root, out_dir), index)
+
+
+def print_summary(summary: RunSummary, index: Path) -> None:
+    """After the file list: how many runs ended how, what the page warns about, where it is."""
+    print(f"\nruns: {summary.status_text()}")
+    print(f"warnings: {summary.warning_count}" + "".join(f"\n  {len(lines)} {category.lower()}"
+                                                       for category, lines in summary.warnings.items()))
+    print(f"report page: {_shown(index)}")
 
 
 if __name__ == "__main__":
