@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,45 +126,55 @@ def assert_same_training(model, lambdas, ref_model, ref_lambdas) -> None:
 
 
 def kept_ranks(lambdas) -> dict[str, int]:
-    return {n: int((e != 0).sum()) for n, e in lambdas.items()}
+    """Non-zero λ per adapted module, by module name (PEFT's parameter names shortened to it)."""
+    return {n.removeprefix("base_model.model.").split(".lora_E")[0]: int((e != 0).sum()) for n, e in lambdas.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Trainer runs by (kind, accumulation steps), each made once for the tests that read it."""
+    runs = {}
+
+    def get(kind: str, grad_accum: int):
+        if (kind, grad_accum) not in runs:
+            runs[kind, grad_accum] = run_trainer(kind, tmp_path_factory.mktemp(f"{kind}{grad_accum}"), grad_accum)
+        return runs[kind, grad_accum]
+
+    return get
 
 
 @pytest.mark.parametrize(("kind", "grad_accum"), [("ours", 1), ("ours", 2), ("peft", 2)])
-def test_trainer_with_callback_equals_the_hand_written_loop(kind, grad_accum, tmp_path):
-    model, callback, lambdas, trainer = run_trainer(kind, tmp_path / "trainer", grad_accum)
+def test_trainer_with_callback_equals_the_hand_written_loop(kind, grad_accum, trained):
+    model, callback, lambdas, trainer = trained(kind, grad_accum)
     ref_model, ref_lambdas = hand_loop(kind, grad_accum)
     assert_same_training(model, lambdas, ref_model, ref_lambdas)
     ranks = kept_ranks(lambdas)
     assert sum(ranks.values()) == TARGET_R * len(ranks)  # b(T) reached at step T
     assert set(ranks.values()) != {INIT_R}  # the allocator pruned
-    assert callback.driver.rank_pattern() == (ranks if kind == "ours" else
-                                              {f"{n}": r for n, r in ranks.items()})
+    assert callback.driver.rank_pattern() == ranks
     logged = [r for r in trainer.state.log_history if "adalora/budget" in r]
     assert logged and logged[-1]["adalora/budget"] == TARGET_R * len(ranks)
     assert logged[-1]["adalora/rank_sum"] == TARGET_R * len(ranks)
-    assert callback.rank_history[0]["step"] == 0 and callback.rank_history[-1]["ranks"] == callback.driver.rank_pattern()
-    saved = json.loads((tmp_path / "trainer" / "checkpoint-10" / PATTERN_FILE).read_text())
+    assert callback.rank_history[0] == {"step": 0, "budget": INIT_R * len(ranks), "ranks": dict.fromkeys(ranks, INIT_R)}
+    assert callback.rank_history[-1]["ranks"] == ranks
+    saved = json.loads((Path(trainer.args.output_dir) / "checkpoint-10" / PATTERN_FILE).read_text())
     before = [h for h in callback.rank_history if h["step"] < 10][-1]  # on_save runs after step 9's update
     assert saved["step"] == 10 and saved["ranks"] == before["ranks"]
 
 
-@pytest.mark.parametrize("kind", ["ours", "peft"])
-def test_resume_from_a_trainer_checkpoint_continues_exactly(kind, tmp_path):
-    full_model, _, full_lambdas, _ = run_trainer(kind, tmp_path / "full")
-    resumed_dir = tmp_path / "resumed"
-    resumed_dir.mkdir()
-    shutil.copytree(tmp_path / "full" / "checkpoint-10", resumed_dir / "checkpoint-10")
-    assert (resumed_dir / "checkpoint-10" / STATE_FILE).is_file()
-    model, callback, lambdas, trainer = run_trainer(kind, resumed_dir, resume=True)
+@pytest.mark.parametrize(("kind", "grad_accum"), [("ours", 1), ("peft", 2)])
+def test_resume_from_a_trainer_checkpoint_continues_exactly(kind, grad_accum, trained, tmp_path):
+    full_model, full_callback, full_lambdas, full_trainer = trained(kind, grad_accum)
+    shutil.copytree(Path(full_trainer.args.output_dir) / "checkpoint-10", tmp_path / "checkpoint-10")
+    model, callback, lambdas, trainer = run_trainer(kind, tmp_path, grad_accum, resume=True)
     assert trainer.state.global_step == STEPS
-    assert callback.rank_history[0]["step"] == 0  # the history before step 10 came from the checkpoint
+    assert callback.rank_history == full_callback.rank_history  # steps 0-9 came from the checkpoint
     assert_same_training(model, lambdas, full_model, full_lambdas)
 
 
-def test_resume_without_the_callbacks_state_is_refused(tmp_path):
-    run_trainer("ours", tmp_path)
-    for folder in tmp_path.glob("checkpoint-*"):
-        (folder / STATE_FILE).unlink()
+def test_resume_without_the_callbacks_state_is_refused(trained, tmp_path):
+    shutil.copytree(Path(trained("ours", 1)[3].args.output_dir) / "checkpoint-10", tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-10" / STATE_FILE).unlink()
     with pytest.raises(RuntimeError, match=f"holds {STATE_FILE}"):
         run_trainer("ours", tmp_path, resume=True)
 

@@ -13,7 +13,8 @@ Trainer runs the loop, so :class:`AdaLoRACallback` hooks each of these in:
   after it; the allocator does not read the learning rate, so the order of those two is immaterial.
 * ``on_log``: the budget b(t) and the kept ranks (sum, min, max) as ``adalora/*`` scalars.
 * ``on_save``: ``adalora_state.pt`` (EMAs, masks, rank history) and ``adalora_rank_pattern.json``
-  into the checkpoint folder, so ``trainer.train(resume_from_checkpoint=...)`` continues exactly.
+  into the checkpoint folder, so ``trainer.train(resume_from_checkpoint=...)`` continues exactly
+  (for PEFT, ``on_step_end`` of a saving step also keeps PEFT from saving cut-down matrices).
 
 A callback cannot change the loss. For this library's methods γ·R enters through
 :class:`AdaLoRALossMixin` (``class MyTrainer(AdaLoRALossMixin, Trainer)``, or :class:`AdaLoRATrainer`):
@@ -68,12 +69,19 @@ class _HandleDriver:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.handle.load_state_dict(state)
 
+    def before_checkpoint(self) -> None:
+        """Nothing to do: the Trainer saves the model's full state dict."""
+
+    def after_checkpoint(self) -> None:
+        """Nothing to undo."""
+
 
 class _PeftDriver:
     """PEFT's ``AdaLoraModel`` (``get_peft_model(model, AdaLoraConfig(...)).base_model``)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        self._hidden: tuple[Any] | None = None  # the rank pattern while a checkpoint is written
 
     @property
     def config(self) -> Any:
@@ -102,11 +110,14 @@ class _PeftDriver:
         return torch.zeros(())
 
     def rank_pattern(self) -> dict[str, int]:
+        """Kept triplets per adapted module, by the module's name in the wrapped model (as
+        ``MethodHandle.rank_pattern``): PEFT's ``rank_pattern`` once it masked, init_r before."""
         pattern = self.config.rank_pattern
         if pattern:
-            return {name: int(sum(kept)) for name, kept in pattern.items()}
-        suffix = f"lora_E.{self.model.trainable_adapter_name}"
-        return {n: p.shape[0] for n, p in self.model.named_parameters() if n.endswith(suffix)}
+            return {name.split(".lora_E")[0]: int(sum(kept)) for name, kept in pattern.items()}
+        suffix = f".lora_E.{self.model.trainable_adapter_name}"
+        return {n.removesuffix(suffix): p.shape[0] for n, p in self.model.model.named_parameters()
+                if n.endswith(suffix)}
 
     def state_dict(self) -> dict[str, Any]:
         allocator = self.model.rankallocator
@@ -121,6 +132,19 @@ class _PeftDriver:
             setattr(allocator, key, {n: t.to(device) for n, t in state[key].items()})
         self.config.rank_pattern = state["rank_pattern"]
         self.config.total_step = state["total_step"]
+
+    def before_checkpoint(self) -> None:
+        """Hide the rank pattern while the Trainer saves: with one, PEFT saves each matrix cut to its
+        kept triplets, which the same model cannot load back (size mismatch on resume), and which
+        drops the pruned A and B that AdaLoRA keeps training (a pruned triplet may come back). The
+        checkpoint's adapter is then full-size, its pruned λ zero (the same outputs); the pattern
+        travels in ``adalora_state.pt``. ``trainer.save_model()`` after training saves the cut form."""
+        if self._hidden is None:
+            self._hidden, self.config.rank_pattern = (self.config.rank_pattern,), None
+
+    def after_checkpoint(self) -> None:
+        if self._hidden is not None:
+            (self.config.rank_pattern,), self._hidden = self._hidden, None
 
 
 def _driver_for(target: Any) -> _HandleDriver | _PeftDriver:
@@ -180,7 +204,15 @@ class AdaLoRACallback(TrainerCallback):
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(extra)
 
+    def on_step_end(self, args, state, control, **kwargs):
+        """The Trainer's flow callback, which runs first, has decided whether this step saves."""
+        if control.should_save:
+            self.driver.before_checkpoint()
+
+    on_epoch_end = on_step_end  # save_strategy="epoch" decides there
+
     def on_save(self, args, state, control, **kwargs):
+        self.driver.after_checkpoint()
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
