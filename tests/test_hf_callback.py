@@ -200,3 +200,21 @@ def test_the_loss_mixin_needs_the_callback(tmp_path):
 def test_a_target_that_is_neither_kind_is_refused():
     with pytest.raises(TypeError, match="apply_method"):
         AdaLoRACallback(tiny_deberta())
+
+
+def test_the_penalty_enters_once_per_optimiser_step_under_either_loss_scaling(tmp_path):
+    """With 2 accumulation steps the Trainer divides a per-batch loss by 2, or leaves a loss it
+    takes as normalised over the accumulated batch alone; the penalty then enters at half weight."""
+    model, handle, _, _ = build("ours")
+    batch = default_data_collator([Examples()[i] for i in range(BATCH)])
+    expected = model(**batch).loss + handle.regularization_loss()
+    for scaled, weight in ((False, 1.0), (True, 0.5), (None, 0.5)):  # None: DeBERTa accepts loss kwargs
+        trainer_cls = type("T", (AdaLoRATrainer,), {"loss_is_scaled_for_ga": scaled})
+        trainer = trainer_cls(model=model, args=train_args(tmp_path, grad_accum=2), train_dataset=Examples(),
+                              callbacks=[AdaLoRACallback(handle)])
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(2 * BATCH))
+        reg = handle.regularization_loss()
+        assert torch.equal(loss, model(**batch).loss + reg * weight), scaled
+        assert weight == 0.5 or torch.equal(loss, expected)
+    model.eval()
+    assert torch.equal(trainer.compute_loss(model, batch), model(**batch).loss)  # evaluation: the task loss
