@@ -36,8 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+try:
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+except ImportError as err:  # the method library itself needs only torch
+    raise ImportError("adalora.integrations.hf needs transformers>=4.46: pip install 'adalora[experiments]'") from err
 
 STATE_FILE = "adalora_state.pt"
 PATTERN_FILE = "adalora_rank_pattern.json"
