@@ -218,3 +218,21 @@ def test_the_penalty_enters_once_per_optimiser_step_under_either_loss_scaling(tm
         assert weight == 0.5 or torch.equal(loss, expected)
     model.eval()
     assert torch.equal(trainer.compute_loss(model, batch), model(**batch).loss)  # evaluation: the task loss
+
+
+@pytest.mark.slow
+def test_the_documented_examples_run_and_prune(tmp_path, monkeypatch):
+    """docs/trainer_callback.md's two complete examples, executed as written (40 steps each)."""
+    import re
+
+    monkeypatch.chdir(tmp_path)  # they write their output_dir to the working directory
+    doc = (Path(__file__).parents[1] / "docs" / "trainer_callback.md").read_text()
+    ours, theirs = re.findall(r"```python\n(.*?)```", doc, re.S)
+    namespace: dict = {}
+    exec(compile(ours, "trainer_callback.md[0]", "exec"), namespace)
+    assert sum(namespace["handle"].rank_pattern().values()) == 2 * 12  # target_r x the 12 adapted matrices
+    assert (tmp_path / "adalora_trainer_demo" / "checkpoint-20" / STATE_FILE).is_file()
+    namespace = {}
+    exec(compile(theirs, "trainer_callback.md[1]", "exec"), namespace)
+    pattern = namespace["model"].peft_config["default"].rank_pattern
+    assert sum(map(sum, pattern.values())) == 2 * 6
