@@ -1,14 +1,21 @@
-"""One report page, ``<out_dir>/index.html``: every table and figure ``make figures`` wrote, with provenance.
+"""One report page, ``<out_dir>/index.html``: the user's runs first, then every table and figure.
 
-The page is static (no server, no network: it opens from disk) and embeds what the notebooks
-wrote: each Markdown table (``<stem>.md``, rendered as an HTML table), each PNG figure, the
-notes on what could not be drawn, and the provenance of the runs: git sha(s), package
-versions, training precision (``trainer.precision`` / ``trainer.tf32``), config hashes (stored,
-or computed from the stored config for schema-1 records), and the status of every run.
+The page leads with what the user ran (tasks, methods, budgets, seeds, runs by status;
+``analysis.run_summary``) and a box with every warning: conflicting configurations, failed,
+unfinished or unconverged runs, cells and figures the notebooks could not fill. A table of
+contents follows, then the tables that hold a row of the user's, the user's rows first and the
+paper's beneath; tables with only the paper's numbers are collapsed under "Paper only". Then the
+figures, the notes and the provenance of the runs: git sha(s), package versions, training precision
+(``trainer.precision`` / ``trainer.tf32``), config hashes (stored, or computed from the stored
+config for schema-1 records). Every Markdown table ``make figures`` wrote is shown, the analysis
+helper's paired and protocol tables (``table*_paired.md``, ``table1_protocols.md``) included when
+present.
 
-A script on the page checks itself once loaded: every image decoded (``complete`` and a
-non-zero ``naturalWidth``) and every table has rows. It writes the verdict to ``<body>``'s
-``data-check`` ("ok" or what failed), which the browser test reads from Chromium's DOM dump.
+The page is static (no server, no network, no external asset: it opens from disk). A script on it
+checks itself once loaded: every image decoded (``complete`` and a non-zero ``naturalWidth``) and
+every table has rows; it writes the verdict to ``<body>``'s ``data-check`` ("ok" or what failed),
+and where the summary and the warning box lie (``data-summary-top``, ``data-warnings-top``, in CSS
+pixels, with ``data-viewport``), which the browser test reads from Chromium's DOM dump.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from analysis.collect import load_records, run_status
+from analysis.collect import load_records
 from analysis.paths import REPO_ROOT
+from analysis.run_summary import RunSummary, summarize
 from experiments.identity import identity_hash, record_identity
 
 INDEX = "index.html"
@@ -50,19 +58,46 @@ window.addEventListener("load", () => {
   }
   document.body.dataset.images = String(images.filter(i => i.complete && i.naturalWidth > 0).length);
   document.body.dataset.tables = String(tables.length);
+  for (const id of ["summary", "warnings"]) {
+    const el = document.getElementById(id);
+    document.body.dataset[id + "Top"] = el ? String(Math.round(el.getBoundingClientRect().top + window.scrollY)) : "none";
+  }
+  document.body.dataset.viewport = String(window.innerHeight);
   document.body.dataset.check = problems.length ? "failed: " + problems.join(", ") : "ok";
 });
 """
 
 _STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 1400px; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0 auto;
+       padding: 1.5em 2em 4em; max-width: 1300px; }
+h1 { font-size: 1.6em; margin: 0 0 0.4em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin: 1.4em 0 0.3em; }
+a { color: #0b5cad; }
+.summary { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; margin: 0.5em 0 1em;
+           padding: 0.8em 1em; background: #f4f7fb; border: 1px solid #d5e0ec; border-radius: 6px; }
+.summary dt { font-weight: 600; }
+.summary dd { margin: 0; }
+.warnings { border: 2px solid #c77700; background: #fff8e6; border-radius: 6px; padding: 0.6em 1em; margin: 1em 0; }
+.warnings.none { border-color: #3a8a3a; background: #eef8ee; }
+.warnings h2 { border: 0; margin: 0 0 0.3em; font-size: 1.15em; }
+.warnings h3 { font-size: 1em; margin: 0.6em 0 0.2em; }
+.warnings ul { margin: 0.2em 0 0.4em; padding-left: 1.4em; max-height: 16em; overflow-y: auto; }
+nav.toc > ul { columns: 2; column-gap: 2em; margin: 0.5em 0 1em; }
+nav.toc ul ul { margin: 0; padding-left: 1.2em; }
+nav.toc li { break-inside: avoid; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; margin: 0.3em 0 1.2em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; white-space: nowrap; }
-tr.paper td { color: #555; background: #f6f6f6; }
-.scroll { overflow-x: auto; }
+thead th { background: #eef1f4; }
+tbody.paper td, tr.paper td { color: #555; background: #f6f6f6; }
+tbody.paper tr:first-child td { border-top: 2px solid #999; }
+details.paper-only { margin: 1em 0; padding: 0.4em 0.8em; border: 1px solid #ddd; border-radius: 6px; }
+details.paper-only > summary { cursor: pointer; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; }
 figure { margin: 1em 0; }
 code { background: #f3f3f3; padding: 0 3px; }
+pre { white-space: pre-wrap; background: #f8f8f8; padding: 0.5em; }
 """
 
 
@@ -92,21 +127,30 @@ def parse_markdown_table(text: str) -> tuple[str | None, list[str], list[list[st
     return title, rows[0] if rows else [], rows[2:]
 
 
-def _table_html(stem: str, text: str) -> str:
+def _table_html(stem: str, text: str) -> tuple[str, bool]:
+    """(the table's HTML, whether it holds a row of the user's runs).
+
+    A table with a ``Source`` column (the paper's tables) shows the user's rows (``ours``) first
+    and the paper's beneath, in a second ``<tbody>``; one without it (run status, summaries,
+    paired comparisons) holds only the user's numbers.
+    """
     title, header, rows = parse_markdown_table(text)
+    heading = f'<h3 id="{html.escape(stem)}-title">{html.escape(title or stem)}</h3>'
     if not rows:  # nothing to show: say so rather than draw an empty table
-        return f"<h3>{html.escape(title or stem)}</h3><p><em>no rows</em></p>"
+        return f"{heading}<p><em>no rows</em></p>", False
     source = header.index("Source") if "Source" in header else None
+    ours = [r for r in rows if source is None or r[source] != "paper"]
+    paper = [r for r in rows if source is not None and r[source] == "paper"]
+
+    def body(part: list[list[str]], cls: str) -> str:
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in part)
+        return f"<tbody{cls}>{cells}</tbody>" if part else ""
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        f'<tr{" class=paper" if source is not None and row[source] == "paper" else ""}>'
-        + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-        for row in rows)
-    return (f'<h3 id="{html.escape(stem)}-title">{html.escape(title or stem)}</h3>'
-            f'<p><a href="{html.escape(stem)}.md">{html.escape(stem)}.md</a> · '
+    return (f'{heading}<p><a href="{html.escape(stem)}.md">{html.escape(stem)}.md</a> · '
             f'<a href="{html.escape(stem)}.csv">.csv</a></p>'
             f'<div class="scroll"><table id="{html.escape(stem)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+            f'{body(ours, "")}{body(paper, " class=paper")}</table></div>'), bool(ours)
 
 
 def _table_key(path: Path) -> tuple[int, str]:
@@ -180,23 +224,67 @@ def _dl(items: dict[str, Any]) -> str:
                             for k, v in items.items()) + "</ul>"
 
 
+def _list(items: list[str]) -> str:
+    return ", ".join(f"<code>{html.escape(i)}</code>" for i in items) or "<em>none</em>"
+
+
+def _summary_html(summary: RunSummary, built: str) -> str:
+    """What was run: a definition list at the top of the page."""
+    rows = [("Runs", html.escape(summary.status_text())), ("Results root", _list([str(summary.results_root)])),
+            ("Sweeps", _list(summary.sweeps)), ("Tasks", _list(summary.tasks)), ("Methods", _list(summary.methods)),
+            ("Budgets", _list(summary.budgets)), ("Seeds", _list(summary.seeds)), ("Built", html.escape(built))]
+    items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
+    return f'<section id="summary"><h2>What was run</h2><dl class="summary">{items}</dl></section>'
+
+
+def _warnings_html(summary: RunSummary) -> str:
+    if not summary.warnings:
+        return ('<section id="warnings" class="warnings none"><h2>No warnings</h2><p>Every run succeeded and '
+                "converged, no configurations conflict, and every table and figure could be filled.</p></section>")
+    parts = [f'<section id="warnings" class="warnings"><h2>Warnings ({summary.warning_count})</h2>']
+    for category, lines in summary.warnings.items():
+        parts.append(f"<h3>{html.escape(category)} ({len(lines)})</h3><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+    return "".join(parts) + "</section>"
+
+
+def _toc_html(entries: list[tuple[str, str]], paper_only: list[tuple[str, str]]) -> str:
+    def links(items: list[tuple[str, str]]) -> str:
+        return "".join(f'<li><a href="#{html.escape(a)}">{html.escape(t)}</a></li>' for a, t in items)
+
+    sub = f"<ul>{links(entries)}</ul>" if entries else ""
+    only = f"<ul>{links(paper_only)}</ul>" if paper_only else ""
+    return ('<nav class="toc" id="contents"><h2>Contents</h2><ul>'
+            '<li><a href="#summary">What was run</a></li><li><a href="#warnings">Warnings</a></li>'
+            f'<li><a href="#tables">Your results</a>{sub}</li>'
+            + (f'<li><a href="#paper-only">Paper only</a>{only}</li>' if paper_only else "")
+            + '<li><a href="#figures">Figures</a></li><li><a href="#notes">Notes</a></li>'
+            '<li><a href="#provenance">Provenance</a></li></ul></nav>')
+
+
 def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
     """Write ``<out_dir>/index.html`` from the files in ``out_dir`` and the runs under ``results_root``."""
     out_dir = Path(out_dir)
     prov = provenance(results_root)
-    status = run_status(results_root)
-    counts = ", ".join(f"{n} {s}" for s, n in status["status"].value_counts().items()) or "no runs"
-    parts = ["<h1>AdaLoRA reproduction: tables and figures</h1>",
-             f"<p>Runs under <code>{html.escape(str(results_root))}</code>: {len(status)} ({html.escape(counts)}). "
-             f"Built {prov['built']}. Cells: ours as mean ± std over seeds (n = seeds), the paper's row beneath with "
-             "Δ = ours − paper.</p>",
-             '<nav><a href="#tables">Tables</a> · <a href="#figures">Figures</a> · <a href="#notes">Notes</a> · '
-             '<a href="#provenance">Provenance</a></nav>',
-             '<h2 id="tables">Tables</h2>']
+    summary = summarize(results_root, out_dir)
+    ours, paper_only = [], []
     for path in sorted(out_dir.glob("*.md"), key=_table_key):
         if path.stem.endswith("_notes") or path.stem == "paper_inconsistencies":
             continue
-        parts.append(_table_html(path.stem, path.read_text()))
+        text = path.read_text()
+        table, has_ours = _table_html(path.stem, text)
+        title = parse_markdown_table(text)[0] or path.stem
+        (ours if has_ours else paper_only).append((f"{path.stem}-title", title, table))
+    parts = ["<h1>AdaLoRA reproduction report</h1>", _summary_html(summary, prov["built"]),
+             _warnings_html(summary),
+             _toc_html([(a, t) for a, t, _ in ours], [(a, t) for a, t, _ in paper_only]),
+             '<h2 id="tables">Your results</h2>',
+             "<p>Cells: yours as mean ± std over seeds (n = seeds); the paper's rows beneath, with "
+             "Δ = yours − paper.</p>"]
+    parts += [table for _, _, table in ours] or ["<p><em>No table holds a run of yours.</em></p>"]
+    if paper_only:
+        parts.append(f'<details class="paper-only" id="paper-only"><summary>Paper only: {len(paper_only)} '
+                     "table(s) with no run of yours</summary>" + "".join(t for _, _, t in paper_only) + "</details>")
     parts.append('<h2 id="figures">Figures</h2>')
     for heading, pngs in _figure_sections(out_dir):
         parts.append(f"<h3>{html.escape(heading)}</h3>")
@@ -212,7 +300,9 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
               "<h3>Precision (trainer.precision, trainer.tf32; runs per setting)</h3>", _dl(prov["runs_precision"]),
               "<h3>Config hashes (runs per hash)</h3>", _dl(prov["config_hashes"])]
     prov_json = json.dumps(prov).replace("</", "<\\/")  # cannot close the script element early
-    page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>AdaLoRA reproduction report</title>"
+    page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            '<meta name=viewport content="width=device-width, initial-scale=1">'
+            "<title>AdaLoRA reproduction report</title>"
             f"<style>{_STYLE}</style><script>{_CHECK_SCRIPT}</script></head>"
             f"<body data-check=pending>{''.join(parts)}"
             f"<script type=application/json id=provenance-data>{prov_json}</script>"

@@ -10,7 +10,8 @@ page get that one snapshot instead of each reading every ``result.json`` again. 
 prints outside the cells (its TCP warning, absl INFO lines) so the terminal stays quiet. A
 failing cell stops the run with the notebook's name and the cell's error. Then
 ``<out-dir>/index.html`` (``analysis.index_page``) gathers every table and figure on one page,
-and the command prints the files it wrote, one per line, and nothing else.
+and the command prints the files it wrote, one per line, then a blank line and a short summary:
+the runs by status, the warnings by category (``analysis.run_summary``) and the page's path.
 
 A results root that is missing or holds no run is an error (exit status 1) with a message,
 checked before any kernel starts.
@@ -32,6 +33,7 @@ from nbclient.exceptions import CellExecutionError
 from analysis.collect import collected_once
 from analysis.index_page import write_index
 from analysis.paths import NoRuns, require_runs
+from analysis.run_summary import RunSummary, summarize
 from analysis.stats import REFERENCE
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
@@ -133,9 +135,19 @@ def main(argv: list[str] | None = None) -> None:
             run_all(root, out_dir, args.only, args.reference)
         except NotebookFailed as err:
             sys.exit(str(err))
-        write_index(root, out_dir)
+        index = write_index(root, out_dir)
+        summary = summarize(root, out_dir)
     written = sorted(p for p, mtime in _snapshot(out_dir).items() if before.get(p) != mtime)
     print("\n".join(_shown(p) for p in written))
+    print_summary(summary, index)
+
+
+def print_summary(summary: RunSummary, index: Path) -> None:
+    """After the file list: how many runs ended how, what the page warns about, where it is."""
+    print(f"\nruns: {summary.status_text()}")
+    print(f"warnings: {summary.warning_count}" + "".join(f"\n  {len(lines)} {category.lower()}"
+                                                       for category, lines in summary.warnings.items()))
+    print(f"report page: {_shown(index)}")
 
 
 if __name__ == "__main__":
