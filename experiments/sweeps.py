@@ -60,6 +60,7 @@ def invalid_jobs(config: DictConfig, jobs: Sequence[Sequence[str]]) -> list[str]
 
     loader = GlobalHydra.instance().config_loader()
     master = HydraConfig.instance().cfg
+    shared = set.intersection(*(set(job) for job in jobs)) if len(jobs) > 1 else set()
     problems = []
     try:
         for num, overrides in enumerate(jobs):
@@ -68,7 +69,8 @@ def invalid_jobs(config: DictConfig, jobs: Sequence[Sequence[str]]) -> list[str]
                 HydraConfig.instance().set_config(job_cfg)  # the run path's override_dir reads the job's overrides
                 validate_run(job_cfg)
             except Exception as err:  # noqa: BLE001 - every bad job is listed, whatever its error
-                problems.append(f"  job {num} ({' '.join(overrides)}): {type(err).__name__}: {err}")
+                own = " ".join(o for o in overrides if o not in shared)  # what sets this job apart
+                problems.append(f"  job {num} ({own}): {type(err).__name__}: {err}")
     finally:
         HydraConfig.instance().cfg = master
     return problems
