@@ -11,7 +11,8 @@ the last segment of a resumed run)::
 
     {
       "schema_version": 2,
-      "status": "running" | "success" | "failed" | "diverged" | "oom",
+      "status": "running" | "success" | "failed" | "diverged" | "oom" | "interrupted" (SIGINT/SIGTERM;
+                a rerun resumes from the checkpoint written on the signal),
       "reason": null | "<why it failed>",
       "run": {"sweep": str, "task": str, "family": str, "method": str, "budget": str,
               "seed": int, "model": str},
@@ -44,35 +45,69 @@ had accumulated to this segment's (``train.segment_wall_time_s``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)  # what experiments.identity and analysis.collect can read
 RESULT_FILE = "result.json"
-STATUSES = ("running", "success", "failed", "diverged", "oom")
+STATUSES = ("running", "success", "failed", "diverged", "oom", "interrupted")
+TEMP_SUFFIX = ".tmp"  # every temp file of a run directory is ``.<name>.<random>.tmp`` (see :func:`replacing`)
+
+
+class NoSpaceLeft(OSError):
+    """A write hit a full disk; the message says so and names the file that could not be written."""
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp file beside ``path`` to write into; it replaces ``path`` when the block succeeds.
+
+    Readers see the old file or the complete new one, never a truncated one. On any error
+    (Ctrl-C included) the temp file is removed first: on a full disk that frees the space the
+    ``failed`` record needs, and the error is re-raised as :class:`NoSpaceLeft` naming ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cluster needs the umask's bits
+        os.close(fd)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC and not isinstance(err, NoSpaceLeft):
+            raise NoSpaceLeft(errno.ENOSPC, f"no space left on device while writing {path}") from err
+        raise
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temp files a killed writer left in ``run_dir`` (and its ``weights/``); returns them.
+
+    Called by the run holding the directory's lock, so no live writer owns them.
+    """
+    run_dir = Path(run_dir)
+    stale = [p for d in (run_dir, run_dir / "weights") for p in d.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    stale += [p for p in (run_dir / f"checkpoint{TEMP_SUFFIX}",) if p.is_file()]  # older versions' checkpoint temp
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cluster needs the umask's bits
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replacing(path) as tmp, open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _umask() -> int:

@@ -9,10 +9,12 @@ idempotent, and a directory holds one configuration (``experiments.identity``):
 - a checkpoint is resumed only if it is of the same configuration; another one stops the run
   (``force=true`` moves it aside and starts from step 0);
 - a failed, OOM or interrupted record is re-run; an unreadable record or checkpoint is moved
-  aside (``*.corrupt-<time>``) and the run starts cleanly.
+  aside (``*.corrupt-<time>``, a checkpoint that needs more than tensors and plain types
+  ``*.refused-<time>``) and the run starts cleanly.
 
-Every outcome of a run that starts, failures included, ends in a ``result.json`` with a status
-and a reason, so a sweep never loses a run.
+The configuration is validated (:func:`validate_run`) before anything is created on disk. Every
+outcome of a run that starts, failures and SIGINT/SIGTERM (``interrupted``) included, ends in a
+``result.json`` with a status and a reason, so a sweep never loses a run.
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
-from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
+from adalora.methods import (
+    METHODS,
+    AdaLoRASettings,
+    AdapterSettings,
+    LoRASettings,
+    apply_method,
+    parse_method_config,
+)
+from experiments import interrupts
 from experiments.identity import (
     IdentityMismatch,
     code_version,
@@ -47,11 +57,19 @@ from experiments.identity import (
     same_identity,
     unverified_note,
 )
+from experiments.interrupts import Interrupted
 from experiments.lr_search import selected_lr
 from experiments.models import load_model, load_tokenizer
 from experiments.protocol import PROTOCOLS, Protocol, get_protocol
 from experiments.protocol import best_eval as best_eval  # re-exported: its home was here
-from experiments.results import RESULT_FILE, move_aside, read_result, read_result_or_move_aside, write_result
+from experiments.results import (
+    RESULT_FILE,
+    move_aside,
+    read_result,
+    read_result_or_move_aside,
+    remove_stale_temps,
+    write_result,
+)
 from experiments.sweeps import LEDGER_ENV, record_outcome
 from experiments.tasks import build_task
 from experiments.tracking import Tracker, make_tracker
@@ -64,7 +82,7 @@ from experiments.training import (
     set_seed,
     total_optimizer_steps,
 )
-from experiments.validation import train_settings_problems
+from experiments.validation import run_input_problems, train_settings_problems
 from experiments.weights import ModelSpec, save_run_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +233,24 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"), protocol=protocol)
+
+
+_ANY_T = 10**12  # a training length for checking method knobs before the data fixes T
+
+
+def validate_run(cfg: DictConfig) -> ResolvedRun:
+    """Every check that needs neither data nor model, before anything is created on disk:
+    the seed and the run-path names, :func:`resolve`, and the method's knobs as the method will
+    parse them (fractional ``tinit``/``tfinal`` are checked against T when the data gives it)."""
+    problems = run_input_problems(cfg)
+    if problems:
+        raise ConfigError("invalid setting(s): " + "; ".join(problems))
+    resolved = resolve(cfg)
+    try:
+        parse_method_config(_schedule_in_steps(resolved.method, _ANY_T))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"bad method config: {err}") from err
+    return resolved
 
 
 def _schedule_in_steps(method: dict[str, Any], total_steps: int) -> dict[str, Any]:
@@ -381,18 +417,27 @@ def run(cfg: DictConfig, on_log=None) -> dict[str, Any]:
     force = bool(cfg.get("force", False))
     in_sweep = bool(os.environ.get(LEDGER_ENV))
     try:
-        with _run_lock(run_dir, enabled=main) as acquired:
-            if not acquired:
-                print(f"[busy] {run_dir} is being run by another job; not starting it twice")
-                record_outcome(run_dir, "busy", None)
-                return {"status": "running"}
-            plan = _plan(run_dir, run_identity_block(cfg), force, main)
-            if plan.skip is not None:
-                print(f"[skip] {run_dir} already succeeded with this configuration (force=true to re-run)")
+        with interrupts.handled():
+            resolved = validate_run(cfg)  # nothing is created for a configuration that cannot run
+            with _run_lock(run_dir, enabled=main) as acquired:
+                if not acquired:
+                    print(f"[busy] {run_dir} is being run by another job; not starting it twice")
+                    record_outcome(run_dir, "busy", None)
+                    return {"status": "running"}
                 if main:
-                    record_outcome(run_dir, "skipped", "success")
-                return plan.skip
-            record = _run_unlocked(cfg, run_dir, on_log, main, plan.resume)
+                    for stale in remove_stale_temps(run_dir):  # a killed writer's; we hold the lock
+                        print(f"[cleanup] removed the stale temp file {stale}", flush=True)
+                plan = _plan(run_dir, run_identity_block(cfg), force, main)
+                if plan.skip is not None:
+                    print(f"[skip] {run_dir} already succeeded with this configuration (force=true to re-run)")
+                    if main:
+                        record_outcome(run_dir, "skipped", "success")
+                    return plan.skip
+                record = _run_unlocked(cfg, resolved, run_dir, on_log, main, plan.resume)
+    except Interrupted as err:
+        if main:
+            record_outcome(run_dir, "failed", "interrupted", str(err))
+        raise
     except Exception as err:  # noqa: BLE001 - a sweep records every failure and goes on
         reason = f"{type(err).__name__}: {err}"
         if main:
@@ -415,8 +460,8 @@ def _job_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
-def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bool = False) -> dict[str, Any]:
-    resolved = resolve(cfg)
+def _run_unlocked(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log, main: bool,
+                  resume: bool = False) -> dict[str, Any]:
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
         "budget": effective_budget(cfg.method.name, cfg.budget.name), "seed": int(cfg.seed), "model": cfg.model.name,
@@ -434,6 +479,8 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
     started = time.perf_counter()
     earlier_segments_s = 0.0  # training time a resumed checkpoint had accumulated
     tracker = Tracker()
+    interrupted: Interrupted | None = None
+    trainer: Trainer | None = None
     try:
         if main:
             tracker = make_tracker(config.get("logger"), info, config, run_dir, resume=resume)
@@ -457,6 +504,10 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
         record["status"] = "success"
         if main and not resolved.train.keep_checkpoint and trainer.checkpoint_path is not None:
             trainer.checkpoint_path.unlink(missing_ok=True)
+    except Interrupted as err:  # the trainer checkpointed the step it stopped at (experiments.interrupts)
+        interrupted = err
+        steps = err.step if err.step is not None or trainer is None else trainer.state.global_step
+        record.update(status="interrupted", reason=str(err), train={**(record.get("train") or {}), "steps": steps})
     except Diverged as err:
         record.update(status="diverged", reason=str(err))
     except torch.cuda.OutOfMemoryError as err:
@@ -480,6 +531,9 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
     tracker.finish(record)
     reason = (record.get("reason") or "").strip().splitlines()[:1]
     print(f"[{record['status']}] {run_dir / RESULT_FILE}" + (f": {reason[0]}" if reason else ""), flush=True)
+    if interrupted is not None:
+        interrupted.reported = True
+        raise interrupted
     return record
 
 

@@ -7,6 +7,10 @@ process it runs, appends one JSON line with its outcome (:func:`record_outcome`,
 :func:`experiments.runner.run`). ``on_multirun_end`` reads the ledger and prints one line:
 done / skipped / failed / total and where the results are. Jobs that never reported (killed,
 out of time) are counted as missing, so nothing is lost silently.
+
+Before the first job starts, ``on_multirun_start`` also composes and validates every job's
+configuration (:func:`invalid_jobs`) and, if any cannot run, lists them all and exits 1: a bad
+value in job 40 of 60 is found in a second, not after 39 trainings, and no directory is created.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +51,29 @@ def expand_sweep(params: Mapping[str, str], cli_overrides: Sequence[str]) -> lis
         else:
             lists[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*lists.values())]
+
+
+def invalid_jobs(config: DictConfig, jobs: Sequence[Sequence[str]]) -> list[str]:
+    """``job <n> (<overrides>): <problem>`` for every job of a sweep whose configuration fails
+    :func:`experiments.runner.validate_run`, composed as the launcher will compose it."""
+    from experiments.runner import validate_run  # here: the runner imports this module
+
+    loader = GlobalHydra.instance().config_loader()
+    master = HydraConfig.instance().cfg
+    shared = set.intersection(*(set(job) for job in jobs)) if len(jobs) > 1 else set()
+    problems = []
+    try:
+        for num, overrides in enumerate(jobs):
+            try:
+                job_cfg = loader.load_sweep_config(config, list(overrides))
+                HydraConfig.instance().set_config(job_cfg)  # the run path's override_dir reads the job's overrides
+                validate_run(job_cfg)
+            except Exception as err:  # noqa: BLE001 - every bad job is listed, whatever its error
+                own = " ".join(o for o in overrides if o not in shared)  # what sets this job apart
+                problems.append(f"  job {num} ({own}): {type(err).__name__}: {err}")
+    finally:
+        HydraConfig.instance().cfg = master
+    return problems
 
 
 def record_outcome(run_dir: str | os.PathLike, outcome: str, status: str | None, reason: str | None = None) -> None:
@@ -123,8 +151,16 @@ class SweepSummary(Callback):
         # Plain `-m task=... trainer.lr=a,b` has no sweep file: params is None.
         params_node = config.hydra.sweeper.get("params")
         params = OmegaConf.to_container(params_node, resolve=False) if params_node is not None else {}
-        self.total = len(expand_sweep(params, list(config.hydra.overrides.task)))
+        jobs = expand_sweep(params, list(config.hydra.overrides.task))
+        self.total = len(jobs)
         self.results_root = str(root)
+        problems = invalid_jobs(config, jobs)
+        if problems:
+            print(f"[sweep] {len(problems)} of {self.total} jobs cannot run; nothing was started:", *problems,
+                  sep="\n", flush=True)
+            os.environ.pop(LEDGER_ENV, None)
+            self.ledger = None
+            sys.exit(1)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.ledger is None:

@@ -8,7 +8,8 @@ after an AdaLoRA mask.
 
 Checkpoints hold everything a resumed run needs to continue *exactly*: trainable weights,
 optimiser and scheduler state, the allocator's EMAs and masks, RNG states and the position
-inside the epoch. The data order of an epoch is a pure function of (seed, epoch), so a
+inside the epoch, all as tensors and plain types, so that they load with ``weights_only=True``:
+a planted ``checkpoint.pt`` cannot run code (one that needs more is refused and moved aside). The data order of an epoch is a pure function of (seed, epoch), so a
 resumed run skips the batches it already saw and sees the same ones after them.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -33,8 +35,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from adalora.methods import MethodHandle
 from adalora.optim import make_adamw
+from experiments import interrupts
+from experiments.interrupts import Interrupted
 from experiments.precision import check_precision, make_accelerator
-from experiments.results import move_aside
+from experiments.results import move_aside, replacing
 from experiments.weights import saves_weights, trained_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -101,27 +105,76 @@ class TrainState:
         return {"median": statistics.median(times), "mean": statistics.fmean(times), "steps": len(times)}
 
 
-def _report_corrupt(path: Path, err: BaseException) -> None:
-    moved = move_aside(path)
-    print(f"[corrupt] {path} cannot be read ({type(err).__name__}: {err}); moved to {moved.name}, "
-          "training from step 0", flush=True)
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)|Unsupported operand (\S+)")
+
+
+def _read_checkpoint(path: Path, move: bool, mmap: bool = False) -> dict[str, Any] | None:
+    """The payload of ``path``, loaded with ``weights_only=True``: tensors and plain types only, so
+    nothing in the file is executed. A file that needs more (a pickled object: written by hand, by
+    another program, or planted) is refused; an unreadable one is corrupt. Either is reported and,
+    if ``move``, moved aside, and the run trains from step 0."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - truncated zip, refused pickle, I/O error: all mean unusable
+        unsafe = _UNSAFE_GLOBAL.search(str(err))
+        why = "refused" if unsafe else "corrupt"
+        problem = (f"needs {next(g for g in unsafe.groups() if g)}, more than tensors and plain types; it was not "
+                   "loaded and nothing in it ran" if unsafe else f"cannot be read ({type(err).__name__}: {err})")
+        if move:
+            moved = move_aside(path, why)
+            print(f"[{why}] {path} {problem}; moved to {moved.name}, training from step 0", flush=True)
+        return None
+    return payload if isinstance(payload, dict) else {}
 
 
 def checkpoint_identity(path: Path, move: bool = True) -> tuple[bool, dict[str, Any] | None]:
-    """(whether ``path`` holds a readable checkpoint, the identity stored in it).
+    """(whether ``path`` holds a usable checkpoint, the identity stored in it).
 
     Read memory-mapped, so checking a multi-GB checkpoint before building the model is cheap; an
-    unreadable one is reported as absent (and moved aside if ``move``).
+    unusable one is reported as absent (and moved aside if ``move``).
     """
     if not path.exists():
         return False, None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # noqa: BLE001 - see load_checkpoint
-        if move:
-            _report_corrupt(path, err)
-        return False, None
-    return True, payload.get("identity") if isinstance(payload, dict) else None
+    payload = _read_checkpoint(path, move, mmap=True)
+    return payload is not None, None if payload is None else payload.get("identity")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays as tensors and numpy scalars as Python numbers (metrics may be
+    numpy floats): what ``weights_only=True`` loads without allow-listing anything."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain types (numpy's MT19937 key as an int64 tensor)."""
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {
+        "python": list(random.getstate()),
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(rng: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    state = rng["numpy"]
+    np.random.set_state(("MT19937", state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["gauss"]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def set_seed(seed: int) -> None:
@@ -248,6 +301,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         # A report needs the selected weights whatever is saved, on every rank (each one evaluates).
         self._track_best = report is not None or (settings.save_best and saves_weights(handle.kind, settings.save_model))
+        self._checkpointed_step: int | None = None  # the step of the last checkpoint written or resumed
 
     def _loader(self, epoch: int) -> DataLoader:
         sampler = EpochBatches(len(self.dataset), self.settings.batch_size, self.seed, epoch)
@@ -262,7 +316,7 @@ class Trainer:
         if self.checkpoint_path is None or not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
-        payload = {
+        payload = _plain({
             "model": trained_state(model, self.handle),  # Prune-LoRA's frozen gates included
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
@@ -270,26 +324,18 @@ class Trainer:
             "method": self.handle.state_dict(),
             "state": self.state.__dict__,
             "identity": self.identity,
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-        }
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint_path)
+            "rng": rng_state(),
+        })
+        with replacing(self.checkpoint_path) as tmp:  # removed on any error; a full disk is named
+            torch.save(payload, tmp)
+        self._checkpointed_step = self.state.global_step
 
     def load_checkpoint(self) -> bool:
         """Restore from ``checkpoint.pt`` if present; returns whether it resumed."""
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
-        try:
-            payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, I/O error: all mean unreadable
-            _report_corrupt(self.checkpoint_path, err)
+        payload = _read_checkpoint(self.checkpoint_path, move=self.accelerator.is_main_process)
+        if payload is None:
             return False
         model = self.accelerator.unwrap_model(self.model)
         missing = model.load_state_dict(payload["model"], strict=False)
@@ -300,13 +346,17 @@ class Trainer:
         self.handle.load_state_dict(payload["method"])
         self.state = TrainState(**payload["state"])
         self.best = payload.get("best")
-        rng = payload["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_state(payload["rng"])
+        self._checkpointed_step = self.state.global_step
         return True
+
+    def _stop_for(self, signum: int) -> None:
+        """A signal arrived during the step that just ended: checkpoint it (if it is progress since
+        the last checkpoint) and raise :class:`Interrupted` with the step."""
+        if self.checkpoint_path is not None and self._checkpointed_step != self.state.global_step:
+            self.save_checkpoint()
+        kept = self._checkpointed_step if self.checkpoint_path is not None else None
+        raise Interrupted(signum, self.state.global_step, kept)
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self) -> dict[str, Any]:
@@ -370,7 +420,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_after: int | None = None) -> TrainState:
-        """Run to the end (or for ``stop_after`` more optimiser steps, used by tests)."""
+        """Run to the end (or for ``stop_after`` more optimiser steps, used by tests).
+
+        A SIGINT/SIGTERM (under :func:`experiments.interrupts.handled`) stops the loop at the end
+        of the current step: see :meth:`_stop_for`.
+        """
+        with interrupts.deferred():
+            return self._train(stop_after)
+
+    def _train(self, stop_after: int | None) -> TrainState:
         s, state, acc = self.settings, self.state, self.accelerator
         params = [p for p in self.model.parameters() if p.requires_grad]
         started, steps_this_call = time.perf_counter() - state.elapsed_s, 0
@@ -426,6 +484,9 @@ class Trainer:
                 if every and state.global_step % every == 0 and not done:
                     self.save_checkpoint()
                 step_started = time.perf_counter()  # evaluation and checkpoints stay out of the step times
+                if (signum := interrupts.pending()) is not None:
+                    bar.close()
+                    self._stop_for(signum)
                 if done or (stop_after is not None and steps_this_call >= stop_after):
                     break
             else:

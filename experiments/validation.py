@@ -8,6 +8,7 @@ success, ``batch_size=0`` ended in a ZeroDivisionError after the model was loade
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from experiments.training import TrainSettings
@@ -54,4 +55,41 @@ def train_settings_problems(settings: TrainSettings) -> list[str]:
         bad("max_grad_norm", "must be a number >= 0 (0 or null: no clipping)")
     if not (_is_number(s.adam_eps) and s.adam_eps > 0):
         bad("adam_eps", "must be a number > 0")
+    return problems
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds: np.random.seed rejects anything outside 0..2**32-1
+# The configuration values that name a directory of the run path (config.yaml's run_dir).
+PATH_KEYS = ("sweep_name", "task.name", "method.name", "budget.name")
+
+
+def _path_component_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if value in (".", "..") or any(c in value for c in "/\\\0"):
+        return "must be one directory name (no '/', '\\', NUL, '.' or '..'), as it names a directory under output_root"
+    return None
+
+
+def run_input_problems(cfg: Any) -> list[str]:
+    """Every problem of the run's seed and run-path names, each as ``<key>=<value>: <what it must be>``.
+
+    Checked before anything is created: a ``seed=abc`` must not leave a ``seed=abc/`` directory,
+    and ``sweep_name=../../x`` must not write outside ``output_root``.
+    """
+    problems = []
+    seed = cfg.get("seed")
+    if not (_is_int(seed) and 0 <= seed <= SEED_MAX):
+        problems.append(f"seed={seed!r}: must be an integer in 0..{SEED_MAX} (numpy's seed range)")
+    for key in PATH_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = cfg.get(parent) if parent else cfg
+        value = node.get(leaf) if node is not None else None
+        problem = _path_component_problem(value)
+        if problem:
+            problems.append(f"{key}={value!r}: {problem}")
+    if not problems:
+        root, run_dir = Path(str(cfg.output_root)).resolve(), Path(str(cfg.run_dir)).resolve()
+        if not run_dir.is_relative_to(root):
+            problems.append(f"run_dir={str(cfg.run_dir)!r}: must lie under output_root={str(cfg.output_root)!r}")
     return problems

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from torch import nn
 
 from adalora.methods import MethodHandle, apply_method
 from experiments.models import load_model
+from experiments.results import replacing
 
 WEIGHTS_DIR = "weights"
 WEIGHT_FILES = {"final": f"{WEIGHTS_DIR}/final.safetensors", "best": f"{WEIGHTS_DIR}/best.safetensors"}
@@ -111,17 +111,10 @@ def rank_pattern_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, int] | Non
 # ---------------------------------------------------------------------------- the file
 def write_weights(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
     """Safetensors with JSON-valued metadata, written atomically (temp file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({n: t.contiguous() for n, t in tensors.items()}, tmp,
+    with replacing(path) as tmp:  # a failed write leaves no temp file; a full disk is named (NoSpaceLeft)
+        save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp),
                   metadata={k: json.dumps(v) for k, v in metadata.items()})
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file is as readable as result.json's readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, 0o644)  # a weights file is as readable as result.json's readers
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

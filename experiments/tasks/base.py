@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -78,21 +79,61 @@ def _split_files(dataset_cfg: Mapping, split: str) -> tuple[str, ...]:
 
 
 def _first_bad_json_line(paths: Sequence[str]) -> str | None:
-    """``file '...', line N: ...`` for the first line that is not one JSON object, if any."""
+    """``file '...', line N[, field 'f']: ...`` for the first line that is not one JSON object of
+    UTF-8 text and finite numbers, if any.
+
+    The JSON builder's own errors name neither file nor line: a non-UTF-8 byte surfaces as a bare
+    ``UnicodeDecodeError``, a number that overflows to inf (an STS-B label ``1e999``) as an opaque
+    generation error.
+    """
     for path in paths:
         if not os.path.isfile(path):
             continue
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line_number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as err:
-                    return f"file '{path}', line {line_number}, column {err.colno}: not valid JSON ({err.msg})"
-                if not isinstance(value, dict):
-                    return f"file '{path}', line {line_number}: expected one JSON object per line, got {value!r:.60}"
+        with open(path, "rb") as fh:
+            for line_number, raw in enumerate(fh, start=1):
+                problem = _json_line_problem(raw)
+                if problem:
+                    return f"file '{path}', line {line_number}{problem}"
     return None
+
+
+def _json_line_problem(raw: bytes) -> str | None:
+    """``[, field 'f']: what is wrong`` for one raw JSONL line, or None (blank lines are fine)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        try:  # name the field whose text holds the bad byte, where the rest of the line is JSON
+            value = json.loads(raw.decode("utf-8", errors="replace"))
+            field = next((k for k, v in _leaves(value) if isinstance(v, str) and "\ufffd" in v), None)
+        except json.JSONDecodeError:
+            field = None
+        where = f", field '{field}'" if field else ""
+        return (f"{where}: byte {raw[err.start]:#04x} at byte {err.start} of the line is not UTF-8 text "
+                "(save the file as UTF-8)")
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as err:
+        return f", column {err.colno}: not valid JSON ({err.msg}); each line of a JSONL file must be one JSON object"
+    if not isinstance(value, dict):
+        return f": expected one JSON object per line, got {value!r:.60}; each line of a JSONL file must be one JSON object"
+    for field, leaf in _leaves(value):
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            return f", field '{field}': {leaf} is not a finite number (a value beyond the float range or NaN)"
+    return None
+
+
+def _leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted field name, value) of every non-container value in a parsed JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item, prefix)
+    else:
+        yield prefix, value
 
 
 def _describe_source(dataset_cfg: Mapping, split: str) -> str:
@@ -172,12 +213,12 @@ def _load_json_split(dataset_cfg: Mapping, split: str) -> datasets.Dataset:
         # The JSON builder's error (DatasetGenerationError) names neither the file nor the line.
         bad = _first_bad_json_line(paths)
         if bad is not None:
-            raise DataValidationError(f"{bad}; each line of a JSONL file must be one JSON object") from exc
+            raise DataValidationError(bad) from exc
         raise
 
 
 def _has_rows(path: str) -> bool:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a non-UTF-8 byte is reported by _first_bad_json_line, with its line
         return any(line.strip() for line in f)
 
 
@@ -330,7 +371,10 @@ class Task(abc.ABC):
             if len(dataset) == 0:
                 raise DataValidationError(f"{ref.source}: split '{split}' is empty")
             require_columns(dataset, self.required_columns(), ref)
-            self.validate_split(dataset, ref)
+            try:
+                self.validate_split(dataset, ref)
+            except UnicodeDecodeError as err:  # the JSON builder keeps invalid UTF-8; reading a column fails
+                raise DataValidationError(_first_bad_json_line(ref.files) or f"{ref.source}: {err}") from err
             selected[split] = dataset
         self._raw = datasets.DatasetDict(selected)
         return self._raw

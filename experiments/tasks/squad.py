@@ -131,6 +131,13 @@ def _answers_problem(answers: object, context: str, needs_answer: bool) -> tuple
             "a SQuAD v1.1 example needs at least one answer (only v2.0 has unanswerable questions)",
         )
     for text, start in zip(texts, starts, strict=True):
+        if isinstance(start, float) and start.is_integer():  # one fractional start turns the column to floats
+            start = int(start)
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            return "answers.answer_start", f"expected a character offset >= 0, got {start!r}"
+        if start + len(text) > len(context):
+            return ("answers.answer_start",
+                    f"the answer {text!r} at offset {start} ends past the context ({len(context)} characters)")
         found = context[start : start + len(text)]
         if not text or found != text:
             return (
