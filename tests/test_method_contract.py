@@ -143,7 +143,7 @@ def test_fixed_size_is_a_property_of_the_kind_not_a_name_list():
 # ------------------------------------------------------------------------------------ the handle API
 def _train(handle: MethodHandle, steps: int = 6) -> None:
     handle.set_total_steps(steps)
-    params = handle.optimizer_param_groups(0.01)
+    params = handle.optimizer_param_groups(0.01, 5e-2)
     opt = torch.optim.AdamW(params, lr=5e-2)
     handle.model.train()
     for step in range(steps):
