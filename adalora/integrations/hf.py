@@ -60,9 +60,7 @@ class _HandleDriver:
         return self.handle.step(global_step)
 
     def penalty(self) -> torch.Tensor:
-        reg = self.handle.regularization_loss()
-        # TODO(contract merge): remove this guard; regularization_loss() then always returns a tensor.
-        return torch.zeros(()) if reg is None else reg
+        return self.handle.regularization_loss()
 
     def rank_pattern(self) -> dict[str, int] | None:
         return self.handle.rank_pattern()
