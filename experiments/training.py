@@ -431,8 +431,7 @@ class Trainer:
             for batch in loader:
                 with acc.accumulate(self.model):
                     loss = self.model(**batch).loss
-                    reg = self.handle.regularization_loss()
-                    total = loss if reg is None else loss + reg
+                    total = loss + self.handle.regularization_loss()  # a zero tensor where there is no penalty
                     nonfinite = _keep_nonfinite(nonfinite, total)
                     acc.backward(total)
                     state.batch_in_epoch += 1
