@@ -1,4 +1,10 @@
-"""Parameter budgets: the paper's budget levels as data, and its way of counting.
+"""Parameter budgets: the paper's budget levels as data, its way of counting, and the count rule.
+
+A budget level is a parameter count: :func:`budget_target` is LoRA at the level's ``lora_r`` on
+the six weight types of the actual backbone. A method reaches it through its own size knob
+(:func:`closest_knob`: the knob value whose count is closest, ties to the smaller). The paper's
+methods keep the paper's knob values where the paper states them (the columns of
+:class:`BudgetLevel`); docs/methods.md lists where those differ from the count rule.
 
 The paper reports *adapter* parameters only: the task head (pooler + classifier, or the QA
 head) is trained by every method but never counted, full fine-tuning counts the whole
@@ -8,10 +14,15 @@ once for every method, so the comparisons at "equal budget" share one accounting
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
+
+from adalora.architectures import ENCODER_WEIGHT_TYPES, architecture_of, find_targets
+
+# The largest knob value the count rule tries before it gives up (a knob that never reaches the target).
+MAX_KNOB = 4096
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,30 @@ def get_budget(name: str) -> BudgetLevel:
         return BUDGET_LEVELS[name]
     except KeyError:
         raise ValueError(f"unknown budget level {name!r}; known: {sorted(BUDGET_LEVELS)}") from None
+
+
+def budget_target(model: nn.Module, level: BudgetLevel) -> int:
+    """The level's trainable-parameter target on ``model``: LoRA at rank ``level.lora_r`` on the six
+    weight types, ``lora_r · Σ (d_in + d_out)``. Call it on the model before a method is applied."""
+    found = find_targets(model, architecture_of(model), ENCODER_WEIGHT_TYPES)
+    width = sum(model.get_submodule(n).in_features + model.get_submodule(n).out_features for n in found)
+    return level.lora_r * width
+
+
+def closest_knob(count: Callable[[int], int], target: int, limit: int = MAX_KNOB) -> int:
+    """The knob value 1, 2, ... whose ``count`` is closest to ``target``, ties to the smaller count.
+
+    ``count`` must grow with the knob (a rank, a bottleneck width); the search stops at the first
+    value past the target.
+    """
+    best: tuple[int, int, int] | None = None  # (distance, count, knob)
+    for knob in range(1, limit + 1):
+        c = count(knob)
+        if best is None or (abs(c - target), c) < best[:2]:
+            best = (abs(c - target), c, knob)
+        if c >= target:
+            return best[2]
+    raise ValueError(f"no knob value up to {limit} reaches the budget target of {target} parameters")
 
 
 def count_parameters(
