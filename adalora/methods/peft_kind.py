@@ -345,24 +345,43 @@ class PeftMethod(MethodHandle):
             config.base_model_name_or_path = kept_name
 
     def load_trained_state(self, tensors: Mapping[str, torch.Tensor], fingerprint: str | None, source: str) -> None:
-        """Load the PEFT adapter saved beside ``source`` with PEFT's own loader (AdaLoRA: its layers are
-        resized to the saved rank pattern first, keeping ``ranknum`` = init_r, so the scale is unchanged)."""
+        """Load the PEFT adapter saved beside ``source`` with PEFT's own loader. PEFT saves AdaLoRA's kept
+        triplets only; they go back to their places in init_r-sized tensors (zeros elsewhere, as the
+        pruned λ were in training), so the reloaded layers compute bit for bit what the trained ones did."""
         import json
 
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
 
         directory = Path(source).parent
-        saved = json.loads((directory / "adapter_config.json").read_text())
-        if self.is_adalora:
-            self._config().rank_pattern = saved.get("rank_pattern")
-        result = set_peft_model_state_dict(self.model, load_peft_weights(str(directory), device="cpu"))
+        state = load_peft_weights(str(directory), device="cpu")
+        pattern = json.loads((directory / "adapter_config.json").read_text()).get("rank_pattern")
+        if self.is_adalora and pattern:
+            state = self._at_init_r(state, pattern)
+        result = set_peft_model_state_dict(self.model, state)
         if result.unexpected_keys:
             raise ValueError(f"{directory} holds adapter tensors this model lacks: {result.unexpected_keys[:5]}")
+        if self.is_adalora:
+            self._config().rank_pattern = pattern
         if fingerprint is not None and base_fingerprint(self.model, set(self.trained_state())) != fingerprint:
             raise ValueError(f"the base model differs from the one {directory} was trained on (SHA-256 of the frozen "
                              "weights, PiSSA's residual included): another model, seed, transformers version or "
                              "hub revision")
+
+    def _at_init_r(self, state: Mapping[str, torch.Tensor], pattern: Mapping[str, list]) -> dict[str, torch.Tensor]:
+        """AdaLoRA's saved (kept-triplet) A, E, B scattered into zero tensors of the layers' init_r shapes."""
+        out = dict(state)
+        for name, module in self.adapted.items():
+            keep = torch.tensor(pattern[f"{name}.lora_E"], dtype=torch.bool)
+            for part in ("lora_A", "lora_E", "lora_B"):
+                key = f"{PEFT_PREFIX}{name}.{part}"
+                full = torch.zeros_like(getattr(module, part)[ADAPTER], device="cpu")
+                if part == "lora_B":
+                    full[:, keep] = state[key]
+                else:
+                    full[keep] = state[key]
+                out[key] = full
+        return out
 
     # ------------------------------------------------------------------ export
     def export(self, directory: str | Path, format: str = "peft", base_model_name_or_path: str | None = None) -> Path:
