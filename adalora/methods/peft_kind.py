@@ -46,7 +46,14 @@ from torch import nn
 
 from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
 from adalora.budget import BudgetLevel
-from adalora.methods.base import PEFT_PREFIX, SAVE_FILE, SAVE_FORMAT, ExportError, MethodHandle, peft_task_type
+from adalora.methods.base import (
+    PEFT_PREFIX,
+    SAVE_FILE,
+    SAVE_FORMAT,
+    ExportError,
+    MethodHandle,
+    peft_task_type,
+)
 from adalora.methods.registry import register_kind
 from adalora.methods.settings import MethodConfigError, require
 from adalora.methods.storage import base_fingerprint, write_safetensors
