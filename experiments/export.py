@@ -28,51 +28,26 @@ transformers checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from adalora.architectures import replace_module
-from adalora.layers import LoRALinear, SVDLinear
-from adalora.methods import METHODS
+from adalora.methods import ExportError, MethodConfigError, resolve_kind
+from adalora.methods.base import PEFT_TASK_TYPES, write_peft_adapter
 from experiments.models import load_tokenizer, package_model_dir
 from experiments.results import read_result
-from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, load_run, method_owned_names
+from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, load_run
 
-PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "question_answering": "QUESTION_ANS",
-                   "seq2seq_lm": "SEQ_2_SEQ_LM"}
-PEFT_PREFIX = "base_model.model."
+# The task head of a run (experiments.tasks) -> PEFT's task type.
+HEAD_TASK_TYPES = {"sequence_classification": PEFT_TASK_TYPES["ForSequenceClassification"],
+                   "question_answering": PEFT_TASK_TYPES["ForQuestionAnswering"],
+                   "seq2seq_lm": PEFT_TASK_TYPES["ForConditionalGeneration"]}
 SUITE_FORMAT_HINT = ("it stays in the suite's own format: <run_dir>/weights/*.safetensors, loaded with "
                      "experiments.weights.load_run(run_dir) and evaluated with python -m experiments.evaluate")
-
-
-class ExportError(ValueError):
-    """The run cannot be exported in the requested format; the message says what can be done."""
-
-
-def head_modules(model: nn.Module, loaded: LoadedRun) -> list[str]:
-    """The task head's top-level modules present in this model (PEFT's ``modules_to_save``)."""
-    modules = dict(model.named_modules())
-    return [p.rstrip(".") for p in loaded.handle.arch.head_prefixes if p.rstrip(".") in modules]
-
-
-def _head_tensors(loaded: LoadedRun, heads: list[str]) -> dict[str, torch.Tensor]:
-    owned = set(method_owned_names(loaded.handle))
-    out = {}
-    for name, param in loaded.model.named_parameters():
-        if name in owned or not param.requires_grad:
-            continue
-        if not any(name.startswith(h + ".") for h in heads):
-            raise ExportError(f"trained parameter {name} is neither the method's nor the task head's; "
-                              "PEFT's LoRA/AdaLoRA cannot hold it")
-        out[PEFT_PREFIX + name] = param.detach().clone()
-    return out
 
 
 def _base_location(spec: ModelSpec) -> str | None:
@@ -84,94 +59,61 @@ def _base_location(spec: ModelSpec) -> str | None:
     return None  # tiny: random init, rebuilt from the seed (--with-base writes it)
 
 
-def peft_adapter(loaded: LoadedRun, total_steps: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(adapter_config, adapter state dict) of a LoRA- or AdaLoRA-kind run."""
-    handle, spec = loaded.handle, loaded.spec
-    if handle.kind not in ("lora", "adalora"):
-        raise ExportError(
-            f"method {handle.name!r} ({handle.kind}) has no PEFT LoRA/AdaLoRA form; "
-            + ("use --format merged for a plain transformers checkpoint, or " if handle.kind in ("bitfit", "full_ft") else "")
-            + SUITE_FORMAT_HINT
-        )
-    heads = head_modules(loaded.model, loaded)
-    tensors = _head_tensors(loaded, heads)
-    settings = handle.settings
-    config: dict[str, Any] = {
-        "task_type": PEFT_TASK_TYPES[spec.head], "target_modules": sorted(handle.adapted),
-        "modules_to_save": heads or None, "lora_alpha": settings.alpha, "lora_dropout": 0.0, "bias": "none",
-        "fan_in_fan_out": False, "init_lora_weights": True, "inference_mode": True,
-        "base_model_name_or_path": _base_location(spec),
-    }
-    if handle.kind == "lora":
-        ranks = {m.r for m in handle.adapted.values()}
-        if len(ranks) != 1:
-            raise ExportError(f"LoRA layers with different ranks {sorted(ranks)}; LoraConfig needs rank_pattern")
-        config.update(peft_type="LORA", r=ranks.pop(), use_rslora=False)
-        for name, module in handle.adapted.items():
-            assert isinstance(module, LoRALinear)
-            tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = module.lora_A.detach().clone()
-            tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = module.lora_B.detach().clone()
-        return config, tensors
-    rank_pattern = {}
-    for name, module in handle.adapted.items():
-        assert isinstance(module, SVDLinear)
-        keep = module.lora_E.detach().view(-1) != 0
-        rank_pattern[f"{name}.lora_E"] = keep.tolist()
-        tensors[f"{PEFT_PREFIX}{name}.lora_A"] = module.lora_A.detach()[keep].clone()
-        tensors[f"{PEFT_PREFIX}{name}.lora_E"] = module.lora_E.detach()[keep].clone()
-        tensors[f"{PEFT_PREFIX}{name}.lora_B"] = module.lora_B.detach()[:, keep].clone()
-    config.update(
-        peft_type="ADALORA", init_r=settings.init_r, target_r=settings.target_r, tinit=settings.tinit,
-        tfinal=settings.tfinal, deltaT=settings.deltaT, beta1=settings.beta1, beta2=settings.beta2,
-        orth_reg_weight=settings.orth_reg_weight, total_step=total_steps, rank_pattern=rank_pattern,
-    )
+def _refuse(loaded: LoadedRun, fmt: str) -> None:
+    """An :class:`ExportError` naming what the method can do instead, unless it exports as ``fmt``."""
+    handle = loaded.handle
+    if fmt in handle.export_formats:
+        return
+    other = [f for f in handle.export_formats if f != fmt]
+    raise ExportError(f"method {handle.name!r} ({handle.kind}) has no {fmt} form; "
+                      + (f"use --format {other[0]}, or " if other else "") + SUITE_FORMAT_HINT)
+
+
+def peft_adapter(loaded: LoadedRun, total_steps: int | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(adapter_config, adapter state dict) of a run whose kind has a PEFT form (the kind writes them)."""
+    _refuse(loaded, "peft")
+    if total_steps:
+        loaded.handle.set_total_steps(total_steps)
+    try:
+        config, tensors = loaded.handle.peft_adapter(HEAD_TASK_TYPES[loaded.spec.head])
+    except MethodConfigError as err:
+        raise ExportError(f"{err} (result.json records no train.total_steps)") from err
+    config["base_model_name_or_path"] = _base_location(loaded.spec)
     return config, tensors
 
 
 def variant_note(run_dir: str | os.PathLike) -> str | None:
     """For an ablation variant: the exported adapter computes its outputs, not its training procedure."""
-    name = ((read_result(run_dir) or {}).get("run") or {}).get("method")
-    kind = METHODS.get(name, (None, None))[0]
-    if name in ("lora", "adalora") or kind not in ("lora", "adalora"):
+    record = read_result(run_dir) or {}
+    method = (record.get("config") or {}).get("method") or {"name": (record.get("run") or {}).get("method")}
+    try:
+        name, kind, _ = resolve_kind(method)
+    except MethodConfigError:
         return None
-    return (f"note: {name!r} is a {kind} variant; PEFT computes its outputs exactly, but training it further "
-            f"with PEFT would follow plain {kind}, not {name}")
+    if name == kind.kind or "peft" not in kind.export_formats:
+        return None
+    return (f"note: {name!r} is a {kind.kind} variant; PEFT computes its outputs exactly, but training it further "
+            f"with PEFT would follow plain {kind.kind}, not {name}")
 
 
 def export_peft(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final", with_base: bool = False) -> Path:
     """Write the PEFT adapter directory of a run; returns ``out``."""
     record = read_result(run_dir) or {}
     loaded = load_run(run_dir, which)
-    total_steps = (record.get("train") or {}).get("total_steps")
-    if loaded.handle.kind == "adalora" and not total_steps:
-        raise ExportError(f"{run_dir}/result.json records no train.total_steps (AdaLoraConfig.total_step)")
-    config, tensors = peft_adapter(loaded, total_steps)
+    config, tensors = peft_adapter(loaded, (record.get("train") or {}).get("total_steps"))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if with_base:
         base_dir = out / "base_model"
         _save_pretrained(build_base(loaded.spec), loaded.spec, base_dir)
         config["base_model_name_or_path"] = str(base_dir.resolve())
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_peft_adapter(out, config, tensors)
     return out
 
 
 def merged_model(loaded: LoadedRun) -> nn.Module:
     """The trained model with ΔW folded into each adapted linear layer (in place; plain transformers modules)."""
-    handle = loaded.handle
-    if handle.kind == "adapter":
-        raise ExportError(f"method {handle.name!r} adds bottleneck layers that cannot be merged into the base "
-                          f"weights; {SUITE_FORMAT_HINT}")
-    with torch.no_grad():
-        for name, module in handle.adapted.items():
-            base = module.base_layer
-            base.weight.add_(module.delta_weight().to(base.weight.dtype))
-            replace_module(loaded.model, name, base)
-    for param in loaded.model.parameters():
-        param.requires_grad_(True)
-    return loaded.model
+    _refuse(loaded, "merged")
+    return loaded.handle.merged_model()
 
 
 def _save_pretrained(model: nn.Module, spec: ModelSpec, out: Path) -> None:

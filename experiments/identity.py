@@ -39,6 +39,8 @@ NON_RESULT_KEYS = frozenset({"sweep_name", "output_root", "force", "run_dir", "l
 NON_RESULT_TRAINER_KEYS = frozenset(
     {"progress", "log_every", "checkpoint_every", "keep_checkpoint", "save_model", "save_best"}
 )
+# Method config keys that only name or describe the method (display label, description).
+NON_RESULT_METHOD_KEYS = frozenset({"label", "description"})
 # Keys already in the standard path: overriding them never adds a sub-directory.
 PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
 _MAX_DIRNAME = 150
@@ -65,10 +67,13 @@ def _method_hparams(task: Mapping[str, Any], method: Mapping[str, Any]) -> dict[
     Only these enter the identity: a new value for another method in the same task file must
     not make this method's finished runs look different.
     """
-    from adalora.methods import METHODS
+    from adalora.methods import MethodConfigError, resolve_kind
 
     name = method.get("name")
-    kind = method.get("kind") or METHODS.get(name, (None, None))[0]
+    try:
+        kind = resolve_kind(method)[1].kind
+    except MethodConfigError:  # a method this process cannot import: its name and explicit kind only
+        kind = method.get("kind")
     hp = task.get("hparams") or {}
     merged: dict[str, Any] = {}
     for key in ("default", kind, name):
@@ -101,7 +106,8 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
             merged = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **_set(value)}
             out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
         elif key == "method" and isinstance(value, Mapping):
-            out[key] = {**{k: v for k, v in hparams.items() if k in method_cfg}, **_set(value)}
+            merged = {**{k: v for k, v in hparams.items() if k in method_cfg}, **_set(value)}
+            out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_METHOD_KEYS}
         else:
             out[key] = value
     rest = {k: v for k, v in hparams.items() if k not in trainer_cfg and k not in method_cfg}

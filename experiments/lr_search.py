@@ -38,13 +38,13 @@ from typing import Any
 
 import yaml
 
+from adalora.methods import MethodConfigError, has_size_knob
 from experiments.results import RESULT_FILE, read_result
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SELECTED_LR_FILE = PROJECT_ROOT / "conf" / "selected_lr.yaml"
 # Tests and side-by-side studies point runs at another selection file.
 SELECTED_LR_ENV = "ADALORA_SELECTED_LR"
-_FIXED_SIZE = ("full_ft", "bitfit")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,13 @@ class Trial:
 
 
 def _budget_key(method: str, budget: str) -> str:
-    return "none" if method in _FIXED_SIZE or budget == "none" else budget
+    """``none`` for a method without a size knob (full FT, BitFit), as the runner records it."""
+    if budget == "none":
+        return budget
+    try:
+        return budget if has_size_knob(method) else "none"
+    except MethodConfigError:  # a name that only the method config's ``kind``/``module`` resolves: sized
+        return budget
 
 
 def trial_from_record(record: dict[str, Any], run_dir: str, which: str = "best") -> Trial | None:

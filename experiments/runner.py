@@ -35,7 +35,15 @@ from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
 
 from adalora.budget import BUDGET_LEVELS
-from adalora.methods import METHODS, AdaLoRASettings, AdapterSettings, LoRASettings, apply_method
+from adalora.methods import (
+    DESCRIPTIVE_KEYS,
+    MethodConfigError,
+    MethodHandle,
+    apply_method,
+    has_size_knob,
+    resolve_kind,
+)
+from adalora.methods.registry import settings_keys
 from experiments.identity import (
     IdentityMismatch,
     code_version,
@@ -67,7 +75,6 @@ from experiments.weights import ModelSpec, save_run_weights
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
-_METHOD_KEYS = {f.name for s in (LoRASettings, AdaLoRASettings, AdapterSettings) for f in dataclasses.fields(s)}
 _MODEL_KEYS = {"cls_dropout"}
 # Which task families each budget family serves (GLUE ablations use the QA "%" levels).
 _BUDGET_FAMILIES = {"glue": {"glue", "qa"}, "squad": {"qa"}, "summarization": {"nlg"}}
@@ -85,17 +92,25 @@ class RunConflict(ConfigError, IdentityMismatch):
 log = logging.getLogger("experiments.run")  # Hydra sends it to the console and <run_dir>/run.log
 
 
-FIXED_SIZE_KINDS = ("full_ft", "bitfit")
-
-
-def effective_budget(method_name: str, budget_name: str) -> str:
-    """full_ft and bitfit have no budget knob: they always record under ``none``.
+def effective_budget(method: str | Mapping[str, Any], budget_name: str) -> str:
+    """A method without a size knob (full FT, BitFit: ``MethodHandle.has_size_knob()``) always records
+    under ``none``. ``method``: the method config (``${effective_budget:${method},...}``), or a name.
 
     A sweep's cartesian product (methods × budgets) therefore maps every budget of a
     fixed-size method to one run directory; the repeats find it finished and skip.
     """
-    kind = METHODS.get(method_name, (None, None))[0]
-    return "none" if kind in FIXED_SIZE_KINDS else budget_name
+    if isinstance(method, DictConfig):
+        method = OmegaConf.to_container(method, resolve=True)
+    try:
+        sized = has_size_knob(method)
+    except MethodConfigError as err:
+        raise ConfigError(str(err)) from err
+    return budget_name if sized else "none"
+
+
+def method_label(method_cfg: Mapping[str, Any]) -> str:
+    """The method's display name (``label:`` of its config; default: its name)."""
+    return str(method_cfg.get("label") or method_cfg.get("name"))
 
 
 def register_resolvers() -> None:
@@ -119,18 +134,19 @@ def _hparams_for(task_cfg: Mapping, method_name: str, kind: str) -> dict[str, An
     for key in ("default", kind, method_name):
         block = hp.get(key) or {}
         merged.update(block)
-    unknown = sorted(set(merged) - _TRAIN_KEYS - _METHOD_KEYS - _MODEL_KEYS)
+    unknown = sorted(set(merged) - _TRAIN_KEYS - settings_keys() - _MODEL_KEYS)
     if unknown:
         raise ConfigError(f"task.hparams for {method_name!r} has unknown key(s) {unknown}")
     return merged
 
 
-def _budget_knobs(kind: str, method_cfg: Mapping, budget_name: str, task_cfg: Mapping) -> dict[str, Any]:
-    """Method knobs implied by the budget level, for keys the method config leaves null."""
-    if kind in FIXED_SIZE_KINDS:
-        return {}
+def budget_level(kind: type[MethodHandle], method_cfg: Mapping, budget_name: str, task_cfg: Mapping):
+    """The budget level a sized method trains at (None for a fixed-size one), checked against the task."""
+    if not kind.has_size_knob():
+        return None
     if budget_name == "none":
-        raise ConfigError(f"budget=none only fits full_ft and bitfit, not method={method_cfg['name']}")
+        raise ConfigError(f"budget=none only fits methods without a size knob (full_ft, bitfit), "
+                          f"not method={method_cfg['name']}")
     if budget_name not in BUDGET_LEVELS:
         raise ConfigError(f"budget.name {budget_name!r} is unknown; known: {sorted(BUDGET_LEVELS)} or none")
     level = BUDGET_LEVELS[budget_name]
@@ -140,21 +156,18 @@ def _budget_knobs(kind: str, method_cfg: Mapping, budget_name: str, task_cfg: Ma
         raise ConfigError(
             f"budget={budget_name} is a {level.family} level; task={task_cfg['name']} takes {sorted(allowed)} levels"
         )
-    if kind == "lora":
-        return {"r": level.lora_r}
-    if kind == "adalora":
-        allocate = method_cfg.get("allocate")
-        if allocate is None:
-            allocate = METHODS.get(method_cfg["name"], (kind, {}))[1].get("allocate", True)
-        if not allocate:  # no allocation (svd_lora): the final budget r̄ per matrix from the start
-            return {"init_r": level.adalora_target_r, "target_r": level.adalora_target_r}
-        return {"init_r": level.adalora_init_r, "target_r": level.adalora_target_r}
-    size = level.houlsby_bottleneck if method_cfg.get("placement", "houlsby") == "houlsby" else level.pfeiffer_bottleneck
-    if method_cfg["name"] == "adapter_pfeiffer":
-        size = level.pfeiffer_bottleneck
-    if size is None:
-        raise ConfigError(f"budget={budget_name} defines no adapter size (the paper runs no adapters on {family})")
-    return {"bottleneck": size}
+    return level
+
+
+def _budget_knobs(kind: type[MethodHandle], values: Mapping, level) -> dict[str, Any]:
+    """Method knobs the budget level implies without the model (the kind's ``budget_knobs``); a kind
+    whose rule needs the model gets them in ``apply_method``."""
+    if level is None:
+        return {}
+    try:
+        return kind.budget_knobs(level, values, None)
+    except MethodConfigError as err:
+        raise ConfigError(str(err)) from err
 
 
 @dataclasses.dataclass
@@ -162,6 +175,7 @@ class ResolvedRun:
     method: dict[str, Any]
     train: TrainSettings
     cls_dropout: float | None
+    budget: Any = None  # the BudgetLevel a sized method trains at; None for fixed-size methods
 
 
 def resolve(cfg: DictConfig) -> ResolvedRun:
@@ -177,22 +191,20 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     if cfg.model.arch not in _FAMILY_ARCHS[family]:
         raise ConfigError(f"task={task.name} ({family}) needs a model with arch in {sorted(_FAMILY_ARCHS[family])}, "
                           f"got model={cfg.model.name} ({cfg.model.arch})")
-    name = method_cfg.get("name")
-    kind = method_cfg.get("kind") or METHODS.get(name, (None, None))[0]
-    if kind is None:
-        raise ConfigError(f"method.name {name!r} is not registered; known: {sorted(METHODS)}")
+    try:
+        name, kind, defaults = resolve_kind(method_cfg)
+    except MethodConfigError as err:
+        raise ConfigError(str(err)) from err
     task_dict = OmegaConf.to_container(task, resolve=True)
-    hp = _hparams_for(task_dict, name, kind)
-    method = {**{k: v for k, v in hp.items() if k in _METHOD_KEYS}, **{k: v for k, v in method_cfg.items() if v is not None}}
-    for key, value in _budget_knobs(kind, method_cfg, cfg.budget.name, task_dict).items():
+    hp = _hparams_for(task_dict, name, kind.kind)
+    # The task's hyperparameters give the kind's own settings only (a shared ``default`` block may hold
+    # other kinds' keys); the method config's set keys all pass, so a misspelt one is an error.
+    own = {f.name for f in dataclasses.fields(kind.settings_cls)}
+    method = {**{k: v for k, v in hp.items() if k in own}, **{k: v for k, v in method_cfg.items() if v is not None}}
+    level = budget_level(kind, method_cfg, cfg.budget.name, task_dict)
+    values = {**defaults, **{k: v for k, v in method.items() if k not in DESCRIPTIVE_KEYS}}
+    for key, value in _budget_knobs(kind, values, level).items():
         method.setdefault(key, value)
-    if kind not in ("adalora", "lora"):
-        method = {k: v for k, v in method.items() if k not in _METHOD_KEYS - {f.name for f in dataclasses.fields(AdapterSettings)}}
-        if kind != "adapter":
-            method = {k: v for k, v in method.items() if k in ("name", "kind")}
-    elif kind == "lora":
-        lora_keys = {f.name for f in dataclasses.fields(LoRASettings)} | {"name", "kind"}
-        method = {k: v for k, v in method.items() if k in lora_keys}
     trainer = {k: v for k, v in hp.items() if k in _TRAIN_KEYS}
     trainer.update({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None})
     for key in ("lr", "batch_size"):
@@ -205,7 +217,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     problems = train_settings_problems(settings)
     if problems:
         raise ConfigError("invalid trainer setting(s): " + "; ".join(problems))
-    return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"))
+    return ResolvedRun(method=method, train=settings, cls_dropout=hp.get("cls_dropout"), budget=level)
 
 
 def _schedule_in_steps(method: dict[str, Any], total_steps: int) -> dict[str, Any]:
@@ -302,7 +314,7 @@ def _run_lock(run_dir: Path, enabled: bool) -> Iterator[bool]:
 def run_identity_block(cfg: DictConfig) -> dict[str, Any]:
     """The identity (hash, seedless group hash, keys) of this run's configuration."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    return identity_block(run_identity(config, effective_budget(cfg.method.name, cfg.budget.name)))
+    return identity_block(run_identity(config, effective_budget(config["method"], cfg.budget.name)))
 
 
 @dataclasses.dataclass
@@ -402,7 +414,8 @@ def _run_unlocked(cfg: DictConfig, run_dir: Path, on_log, main: bool, resume: bo
     resolved = resolve(cfg)
     info = {
         "sweep": cfg.sweep_name, "task": cfg.task.name, "family": cfg.task.family, "method": cfg.method.name,
-        "budget": effective_budget(cfg.method.name, cfg.budget.name), "seed": int(cfg.seed), "model": cfg.model.name,
+        "budget": "none" if resolved.budget is None else cfg.budget.name, "seed": int(cfg.seed), "model": cfg.model.name,
+        "label": method_label(cfg.method),
     }
     config = OmegaConf.to_container(cfg, resolve=True)
     record: dict[str, Any] = {
@@ -476,7 +489,7 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
     batches = math.ceil(math.ceil(len(train_data) / resolved.train.batch_size) / _world_size())
     total = total_optimizer_steps(batches, resolved.train)
     method_cfg = _schedule_in_steps(resolved.method, total)
-    handle = apply_method(model, method_cfg)
+    handle = apply_method(model, method_cfg, budget=resolved.budget)
     # This rank's device (cuda:<local rank> under DDP), the same singleton state as the Trainer's.
     device = PartialState(cpu=not torch.cuda.is_available()).device
 
@@ -484,7 +497,7 @@ def _build(cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, on_log):
         return task.evaluate(m, tokenizer, resolved.train.eval_batch_size, device)
 
     trainer = Trainer(
-        model, handle, train_data, task.collator(tokenizer), resolved.train, seed=int(cfg.seed), evaluate=evaluate,
+        handle.model, handle, train_data, task.collator(tokenizer), resolved.train, seed=int(cfg.seed), evaluate=evaluate,
         main_metric=task.main_metric, checkpoint_dir=run_dir, on_log=on_log, identity=run_identity_block(cfg),
     )
     if trainer.total_steps != total:
@@ -506,9 +519,10 @@ def _success_fields(trainer: Trainer, handle, task, state) -> dict[str, Any]:
     main = task.main_metric
     best = best_eval(evals, main)
     ranks = None
-    if handle.kind == "adalora":
+    pattern = handle.rank_pattern()
+    if pattern is not None:
         ranks = {
-            "pattern": handle.rank_pattern(),
+            "pattern": pattern,
             "history": state.rank_history,
             "weight_types": {n: list(v) for n, v in handle.weight_types.items()},
         }

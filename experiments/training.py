@@ -141,19 +141,6 @@ def total_optimizer_steps(batches_per_epoch: int, settings: TrainSettings) -> in
     return max(1, math.ceil(per_epoch * settings.epochs))
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """HF convention: no decay on biases and LayerNorm weights; Λ (lora_E) *is* decayed."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _on_any_rank(accelerator: Accelerator, nonfinite: torch.Tensor) -> torch.Tensor:
     """The step's non-finite flag summed over data-parallel ranks: 0 where every rank's loss was
     finite, NaN or ±inf where any rank's was (0 + x stays x; inf + -inf is NaN).
@@ -231,7 +218,7 @@ class Trainer:
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)
         handle.set_total_steps(self.total_steps)
-        self.optimizer = make_adamw(_param_groups(model, settings.weight_decay), lr=settings.lr, eps=settings.adam_eps)
+        self.optimizer = make_adamw(handle.optimizer_param_groups(settings.weight_decay), lr=settings.lr, eps=settings.adam_eps)
         if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
@@ -333,8 +320,7 @@ class Trainer:
     def _masks_at(self, step: int) -> bool:
         """Whether the allocator masked at ``step``: ranks are recorded right after a mask, when the kept
         rank is at most b(t); between masks b(t) keeps falling while masked λ can grow back."""
-        allocator = getattr(self.handle, "allocator", None)
-        return allocator is not None and allocator.budget_schedule(step)[1]
+        return self.handle.masks_at(step)
 
     def _log(self, payload: dict[str, Any]) -> None:
         if self.on_log is not None and self.accelerator.is_main_process:

@@ -18,26 +18,22 @@ transformers version or hub revision would silently change the model otherwise).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from adalora.methods import MethodHandle, apply_method
+from adalora.methods import MethodHandle, apply_method, get_kind
+from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors, write_safetensors
 from experiments.models import load_model
 
 WEIGHTS_DIR = "weights"
 WEIGHT_FILES = {"final": f"{WEIGHTS_DIR}/final.safetensors", "best": f"{WEIGHTS_DIR}/best.safetensors"}
 FORMAT = "adalora-suite-weights/1"
-SMALL_KINDS = ("lora", "adalora", "adapter", "bitfit")
 
 
 class WeightsError(RuntimeError):
@@ -57,79 +53,31 @@ class ModelSpec:
 
     @classmethod
     def of_run(cls, model_cfg: Mapping, task, cls_dropout: float | None, seed: int, handle: MethodHandle) -> ModelSpec:
-        method = {"name": handle.name, "kind": handle.kind, **dataclasses.asdict(handle.settings)}
-        return cls(dict(model_cfg), task.head, task.num_labels, cls_dropout, int(seed), method)
+        return cls(dict(model_cfg), task.head, task.num_labels, cls_dropout, int(seed), handle.config())
 
 
 def saves_weights(kind: str, save_model: bool | None) -> bool:
-    """``trainer.save_model``: null keeps the small methods' weights (not full FT's), true/false all/none."""
-    return kind in SMALL_KINDS if save_model is None else bool(save_model)
-
-
-def method_owned_names(handle: MethodHandle) -> list[str]:
-    """Parameters of the method's own layers (everything in them but the wrapped base layer)."""
-    names = []
-    for module_name, module in handle.adapted.items():
-        for name, _ in module.named_parameters():
-            if not name.startswith("base_layer."):
-                names.append(f"{module_name}.{name}")
-    return names
+    """``trainer.save_model``: null keeps the weights of kinds that say so (``saves_weights_by_default``:
+    the small methods, not full FT), true/false all/none."""
+    return get_kind(kind).saves_weights_by_default if save_model is None else bool(save_model)
 
 
 def trained_state(model: nn.Module, handle: MethodHandle) -> dict[str, torch.Tensor]:
-    """CPU copies of what the run changed: method-owned parameters and every trained parameter.
-
-    Full FT trains everything, so this is then the whole model (tied weights once, persistent
-    buffers included).
-    """
-    owned = set(method_owned_names(handle))
-    state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad or n in owned}
-    if handle.kind == "full_ft":
-        non_persistent = {f"{m}.{b}".lstrip(".") for m, mod in model.named_modules() for b in mod._non_persistent_buffers_set}
-        state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers() if n not in non_persistent})
-    return state
-
-
-def base_fingerprint(model: nn.Module, saved: set[str]) -> str:
-    """SHA-256 over name, dtype, shape and bytes of every state entry not in ``saved``."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if name in saved:
-            continue
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def rank_pattern_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, int] | None:
-    """Kept triplets per SVD matrix: the non-zero λ (lora_E) of each, rank 0 allowed."""
-    pattern = {n.removesuffix(".lora_E"): int(torch.count_nonzero(t)) for n, t in tensors.items() if n.endswith(".lora_E")}
-    return pattern or None
+    """CPU copies of what the run changed (``MethodHandle.trained_state``) of ``model``, the unwrapped
+    training model (``handle.model``)."""
+    return handle.trained_state(model)
 
 
 # ---------------------------------------------------------------------------- the file
 def write_weights(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Safetensors with JSON-valued metadata, written atomically (temp file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({n: t.contiguous() for n, t in tensors.items()}, tmp,
-                  metadata={k: json.dumps(v) for k, v in metadata.items()})
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file is as readable as result.json's readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Safetensors with JSON-valued metadata, written atomically (``adalora.methods.storage``)."""
+    write_safetensors(path, tensors, metadata)
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a run weights file of format {FORMAT} (metadata format={meta.get('format')!r})")
     return tensors, meta
@@ -200,9 +148,10 @@ def build_base(spec: ModelSpec) -> nn.Module:
 
 
 def build_model(spec: ModelSpec) -> tuple[nn.Module, MethodHandle]:
-    """The run's model before training: the base with the method applied (its init is overwritten)."""
-    model = build_base(spec)
-    return model, apply_method(model, spec.method)
+    """The run's model before training: the base with the method applied (its init is overwritten);
+    the model is ``handle.model`` (a kind may wrap the base)."""
+    handle = apply_method(build_base(spec), spec.method)
+    return handle.model, handle
 
 
 def weights_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
@@ -231,15 +180,10 @@ def load_run(run_dir: str | os.PathLike, which: str = "final") -> LoadedRun:
     tensors, meta = read_weights(weights_path(run_dir, which))
     spec = ModelSpec(**meta["spec"])
     model, handle = build_model(spec)
-    result = model.load_state_dict(tensors, strict=False)
-    if result.unexpected_keys:
-        raise WeightsError(f"weights hold tensors the rebuilt model lacks: {result.unexpected_keys[:5]}")
-    if base_fingerprint(model, set(tensors)) != meta["base_sha256"]:
-        raise WeightsError(
-            f"the base model rebuilt for {run_dir} differs from the one it was trained on (SHA-256 of the "
-            "frozen weights): another transformers/torch version, hub revision or model package. Train "
-            "with trainer.save_model=true to keep the whole model, or restore the original versions "
-            "(result.json 'env')"
-        )
+    try:
+        handle.load_trained_state(tensors, meta["base_sha256"], f"the weights of {run_dir}")
+    except ValueError as err:
+        raise WeightsError(f"{err}. Train with trainer.save_model=true to keep the whole model, or restore the "
+                           "original versions (result.json 'env')") from err
     model.eval()
     return LoadedRun(model, handle, spec, meta)

@@ -27,8 +27,8 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from adalora.methods import METHODS
-from experiments.runner import FIXED_SIZE_KINDS, PROJECT_ROOT, effective_budget, register_resolvers, resolve
+from adalora.methods import has_size_knob
+from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers, resolve
 from experiments.sweeps import expand_sweep
 
 CONF = PROJECT_ROOT / "conf"
@@ -74,7 +74,7 @@ class Job:
 
     @property
     def fixed_size(self) -> bool:
-        return METHODS.get(self.method, (None, None))[0] in FIXED_SIZE_KINDS
+        return not has_size_knob(self.method)
 
 
 # ------------------------------------------------------------------------------------- expansion

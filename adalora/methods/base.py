@@ -230,10 +230,14 @@ class MethodHandle:
                     names.append(f"{module_name}.{name}")
         return names
 
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        """CPU copies of what training changed: the kind's own parameters and every trained one."""
+    def trained_state(self, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """CPU copies of what training changed: the kind's own parameters and every trained one.
+
+        ``model``: the module being trained if it is not ``self.model`` itself but the same one
+        unwrapped by a launcher (its parameter names are ``self.model``'s).
+        """
         owned = set(self.owned_parameter_names())
-        return {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()
+        return {n: p.detach().to("cpu", copy=True) for n, p in (self.model if model is None else model).named_parameters()
                 if p.requires_grad or n in owned}
 
     def config(self) -> dict[str, Any]:
@@ -344,13 +348,6 @@ class MethodHandle:
         for param in self.model.parameters():
             param.requires_grad_(True)
         return self.model
-
-    def variant_note(self) -> str | None:
-        """For a variant exported in its kind's PEFT form: what the export does not carry."""
-        if self.name == self.kind:
-            return None
-        return (f"note: {self.name!r} is a {self.kind} variant; PEFT computes its outputs exactly, but training "
-                f"it further with PEFT would follow plain {self.kind}, not {self.name}")
 
 
 # Method config keys that describe a method rather than configure it (never settings fields).

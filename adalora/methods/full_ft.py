@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from adalora.budget import count_parameters
 from adalora.methods.base import MethodHandle
@@ -28,10 +29,11 @@ class FullFineTuning(MethodHandle):
         counts["trainable_paper"] = counts["total"]  # the paper's "184M" is the whole model
         return self._with_budget(counts)
 
-    def trained_state(self) -> dict[str, torch.Tensor]:
+    def trained_state(self, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """The whole model: every parameter (tied weights once) and every persistent buffer."""
-        state = super().trained_state()
-        non_persistent = {f"{m}.{b}".lstrip(".") for m, mod in self.model.named_modules()
+        model = self.model if model is None else model
+        state = super().trained_state(model)
+        non_persistent = {f"{m}.{b}".lstrip(".") for m, mod in model.named_modules()
                           for b in mod._non_persistent_buffers_set}
-        state.update({n: b.detach().to("cpu", copy=True) for n, b in self.model.named_buffers() if n not in non_persistent})
+        state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers() if n not in non_persistent})
         return state

@@ -15,6 +15,7 @@ point in the group ``adalora.methods`` (loaded the first time a name is not foun
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 from collections.abc import Mapping
@@ -32,7 +33,6 @@ ENTRY_POINT_GROUP = "adalora.methods"
 _KINDS: dict[str, type[MethodHandle]] = {}
 # Method name -> (kind, the defaults that define the variant). Every kind is also its own method.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {}
-_entry_points_loaded = False
 
 K = TypeVar("K", bound=type[MethodHandle])
 
@@ -65,11 +65,11 @@ def registered_kinds() -> list[str]:
 
 
 def _load_entry_points() -> None:
-    """Import every ``adalora.methods`` entry point once; one that returns a kind class registers it."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
+    """Import the ``adalora.methods`` entry points; one that returns a kind class registers it.
+
+    Called whenever a name is not (yet) registered, so a package installed after the first lookup
+    is found too; an entry point already imported costs a dictionary lookup (``sys.modules``).
+    """
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry.load()
@@ -78,13 +78,6 @@ def _load_entry_points() -> None:
                               f"failed to load: {type(err).__name__}: {err}") from err
         if isinstance(loaded, type) and issubclass(loaded, MethodHandle):
             register_kind(loaded)
-
-
-def reload_entry_points() -> None:
-    """Scan the entry points again (after installing a package into a running process)."""
-    global _entry_points_loaded
-    _entry_points_loaded = False
-    _load_entry_points()
 
 
 def get_kind(kind: str) -> type[MethodHandle]:
@@ -159,3 +152,8 @@ def apply_method(model: nn.Module, cfg: Mapping[str, Any], budget: BudgetLevel |
     handle.budget_target = target
     handle.trainable_paper_start = handle.parameter_counts()["trainable_paper"]
     return handle
+
+
+def settings_keys() -> set[str]:
+    """Every settings field of every registered kind (the method keys a task's hparams may set)."""
+    return {f.name for cls in _KINDS.values() for f in dataclasses.fields(cls.settings_cls)}
