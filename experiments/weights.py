@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from adalora.methods import MethodHandle, apply_method, get_kind
-from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors, write_safetensors
+from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors
 from experiments.models import load_model
 
 WEIGHTS_DIR = "weights"
@@ -69,11 +69,6 @@ def trained_state(model: nn.Module, handle: MethodHandle) -> dict[str, torch.Ten
 
 
 # ---------------------------------------------------------------------------- the file
-def write_weights(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Safetensors with JSON-valued metadata, written atomically (``adalora.methods.storage``)."""
-    write_safetensors(path, tensors, metadata)
-
-
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
@@ -84,11 +79,11 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def _write_one(run_dir: Path, which: str, tensors: Mapping[str, torch.Tensor], step: int, metrics: Mapping,
-               spec: ModelSpec, fingerprint: str) -> dict[str, Any]:
+               spec: ModelSpec, fingerprint: str, handle: MethodHandle) -> dict[str, Any]:
     rel = WEIGHT_FILES[which]
     meta = {"format": FORMAT, "which": which, "step": step, "metrics": dict(metrics),
             "spec": dataclasses.asdict(spec), "rank_pattern": rank_pattern_of(tensors), "base_sha256": fingerprint}
-    write_weights(run_dir / rel, tensors, meta)
+    handle.write_trained_state(run_dir / rel, tensors, meta)  # the kind's format (PEFT's beside it, kind peft)
     return {"file": rel, "step": step, "bytes": (run_dir / rel).stat().st_size, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}
 
@@ -111,7 +106,7 @@ def save_run_weights(run_dir: str | os.PathLike, trainer, handle: MethodHandle, 
     metrics = record["metrics"]
     block: dict[str, Any] = {"format": FORMAT, "base_sha256": fingerprint,
                              "final": _write_one(run_dir, "final", final, trainer.state.global_step,
-                                                 metrics["final"], spec, fingerprint)}
+                                                 metrics["final"], spec, fingerprint, handle)}
     stale = run_dir / WEIGHT_FILES["best"]
     best_step = metrics["best"].get("step")
     if not settings.save_best:
@@ -120,7 +115,7 @@ def save_run_weights(run_dir: str | os.PathLike, trainer, handle: MethodHandle, 
         block["best"] = "final"  # the best evaluation is the final one: same weights, one file
     elif trainer.best is not None and trainer.best["step"] == best_step:
         block["best"] = _write_one(run_dir, "best", trainer.best["tensors"], best_step, metrics["best"], spec,
-                                   fingerprint)
+                                   fingerprint, handle)
         stale = None
     else:
         seen = None if trainer.best is None else trainer.best["step"]
@@ -177,11 +172,12 @@ def weights_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
 
 def load_run(run_dir: str | os.PathLike, which: str = "final") -> LoadedRun:
     """The trained model of a run (final or best weights), on CPU, checked against its base."""
-    tensors, meta = read_weights(weights_path(run_dir, which))
+    path = weights_path(run_dir, which)
+    tensors, meta = read_weights(path)
     spec = ModelSpec(**meta["spec"])
     model, handle = build_model(spec)
     try:
-        handle.load_trained_state(tensors, meta["base_sha256"], f"the weights of {run_dir}")
+        handle.load_trained_state(tensors, meta["base_sha256"], str(path))
     except ValueError as err:
         raise WeightsError(f"{err}. Train with trainer.save_model=true to keep the whole model, or restore the "
                            "original versions (result.json 'env')") from err

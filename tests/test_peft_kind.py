@@ -190,7 +190,8 @@ def test_saved_adapter_is_peft_native_and_reloads_to_the_same_logits(tmp_path, r
     with torch.no_grad():
         expected = handle.model(**batch).logits
     handle.save(tmp_path)
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    adapter_dir = tmp_path / "method"  # PEFT's files beside method.safetensors (the suite's metadata)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == ("ADALORA" if row == "peft_adalora" else "LORA")
     assert config.get("use_dora", False) == (row == "peft_dora")
     assert config.get("use_rslora", False) == (row == "peft_rslora")
@@ -199,7 +200,7 @@ def test_saved_adapter_is_peft_native_and_reloads_to_the_same_logits(tmp_path, r
         assert config["total_step"] == 16
         assert {k.removesuffix(".lora_E"): sum(v) for k, v in config["rank_pattern"].items()} == handle.rank_pattern()
     # PEFT's own loader on a fresh base (PiSSA: it redoes the SVD of the same base)
-    native = peft.PeftModel.from_pretrained(build(seed=3), str(tmp_path)).eval()
+    native = peft.PeftModel.from_pretrained(build(seed=3), str(adapter_dir)).eval()
     layers = {n.removeprefix("base_model.model.") for n, m in native.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
     assert layers == set(handle.adapted)  # the six weight types (PEFT may store them as shorter suffixes)
     # and the suite's: MethodHandle.load rebuilds the handle (settings, ranks, accounting) around it
@@ -274,3 +275,137 @@ def test_allocator_state_round_trip_continues_exactly():
     assert resumed.rank_pattern() == full.rank_pattern() and set(full.rank_pattern().values()) != {4}
     for name, tensor in full.trained_state().items():
         assert torch.equal(tensor, resumed.trained_state()[name]), name
+
+
+# ------------------------------------------------------------------ through experiments.run
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.runner import PROJECT_ROOT, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+FAMILIES = {  # task, model, budget level, Σ (d_in + d_out), Σ d_out over the adapted matrices of the tiny model
+    "deberta": ("tiny_glue_rte", "tiny_deberta", "glue_0.3m", 896, 448),
+    "bart": ("tiny_xsum", "tiny_bart", "nlg_0.26", 2304, 1152),
+}
+
+
+def _run_cfg(tmp_path: Path, family: str, row: str, extra: list[str] = ()):
+    task, model, level, _, _ = FAMILIES[family]
+    return _compose([f"task={task}", f"model={model}", f"method={row}", f"budget={level}", f"output_root={tmp_path}",
+                     "trainer.progress=false", "trainer.max_steps=12", *extra])
+
+
+def _expected_count(family: str, row: str, record: dict) -> int:
+    """The paper-way count the budget rule gives on the tiny model (LoRA r = 2 at both levels)."""
+    _, _, _, unit, d_out = FAMILIES[family]
+    if row == "peft_dora":
+        return 1 * unit + d_out  # r = 1: DoRA's magnitude vectors are half a unit of rank (a tie, ties to the smaller)
+    if row != "peft_adalora":
+        return 2 * unit
+    pattern, weights = record["ranks"]["pattern"], record["ranks"]["weight_types"]
+    assert set(pattern) == set(weights)
+    return sum(k * (w + 1) for k, w in zip(pattern.values(), _widths(family, pattern)))
+
+
+def _widths(family: str, pattern: dict) -> list[int]:
+    build = tiny_deberta if family == "deberta" else tiny_bart
+    model = build()
+    return [model.get_submodule(n).in_features + model.get_submodule(n).out_features for n in pattern]
+
+
+def _run_and_check(tmp_path: Path, family: str, row: str) -> None:
+    from experiments.evaluate import reevaluate
+    from experiments.runner import run
+
+    cfg = _run_cfg(tmp_path, family, row)
+    record = run(cfg)
+    assert record["status"] == "success", record["reason"]
+    assert record["run"]["label"].endswith("(PEFT)") and record["train"]["steps"] == 12
+    params = record["params"]
+    assert params["trainable_paper"] == _expected_count(family, row, record)
+    _, _, _, unit, _ = FAMILIES[family]
+    assert params["budget_target"] == 2 * unit
+    if row == "peft_adalora":  # the count at init_r at the start, the kept triplets at the end
+        n = len(record["ranks"]["pattern"])
+        assert params["trainable_paper_start"] == 4 * (unit + n)
+        assert sum(record["ranks"]["pattern"].values()) == 2 * n
+        assert set(record["ranks"]["pattern"].values()) != {4}
+        assert record["ranks"]["history"][0]["budget"] == 4 * n > record["ranks"]["history"][-1]["budget"]
+    else:
+        assert params["trainable_paper_start"] == params["trainable_paper"] and record["ranks"] is None
+    run_dir = Path(cfg.run_dir)
+    adapter = json.loads((run_dir / "weights" / "final" / "adapter_config.json").read_text())  # PEFT's own files
+    assert adapter["peft_type"] == ("ADALORA" if row == "peft_adalora" else "LORA")
+    out = reevaluate(run_dir)  # experiments.evaluate: rebuilt from the saved files, the recorded metrics exactly
+    assert out["reproduced"], (out["metrics"], out["recorded"])
+
+
+def test_peft_adalora_runs_end_to_end_and_reloads(tmp_path):
+    _run_and_check(tmp_path, "deberta", "peft_adalora")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["deberta", "bart"])
+@pytest.mark.parametrize("row", ROWS)
+def test_every_shipped_row_runs_end_to_end_and_reloads(tmp_path, family, row):
+    if (family, row) == ("deberta", "peft_adalora"):
+        pytest.skip("the fast test above")
+    _run_and_check(tmp_path, family, row)
+
+
+def test_peft_rows_read_the_hparams_of_the_method_they_stand_beside():
+    from experiments.runner import resolve
+
+    rte = {row: resolve(_compose(["task=glue_rte", f"method={row}", "budget=glue_0.3m"])) for row in ROWS}
+    lora = resolve(_compose(["task=glue_rte", "method=lora", "budget=glue_0.3m"]))
+    adalora = resolve(_compose(["task=glue_rte", "method=adalora", "budget=glue_0.3m"]))
+    for row in LORA_ROWS:  # LoRA's alpha and lr fallback (glue_rte: 32, 1.2e-3)
+        assert rte[row].method["alpha"] == lora.method["alpha"] == 32 and rte[row].train.lr == lora.train.lr
+    ada = rte["peft_adalora"]
+    assert {k: ada.method[k] for k in ("tinit", "tfinal", "deltaT", "orth_reg_weight", "alpha", "init_r", "target_r")} \
+        == {k: adalora.method[k] for k in ("tinit", "tfinal", "deltaT", "orth_reg_weight", "alpha", "init_r", "target_r")}
+    assert ada.train.lr == adalora.train.lr == 1.2e-3
+    squad = resolve(_compose(["task=squad_v1", "method=peft_rslora", "budget=qa_0.16"]))
+    assert squad.train.epochs == 8 and squad.train.lr == 8e-5  # LoRA's SQuAD recipe (official LoRA commands)
+
+
+def test_peft_rows_take_their_own_lr_search_result(tmp_path, monkeypatch):
+    from experiments.lr_search import SELECTED_LR_ENV
+    from experiments.runner import resolve
+
+    selection = tmp_path / "selected.yaml"
+    selection.write_text("selected: {glue_rte: {peft_dora: {glue_0.3m: {lr: 3.0e-4}}}}\n")
+    monkeypatch.setenv(SELECTED_LR_ENV, str(selection))
+    assert resolve(_compose(["task=glue_rte", "method=peft_dora", "budget=glue_0.3m"])).train.lr == 3e-4
+    assert resolve(_compose(["task=glue_rte", "method=peft_pissa", "budget=glue_0.3m"])).train.lr == 1.2e-3
+
+
+def test_resumed_peft_adalora_run_matches_the_uninterrupted_one(tmp_path):
+    """Stop after 7 of 20 steps (checkpoint every 7), resume: the same λ, masks, allocator EMAs and metrics."""
+    from experiments.runner import _build, resolve, run
+
+    extra = ["trainer.max_steps=20", "trainer.checkpoint_every=7", "trainer.eval_every=10", "trainer.keep_checkpoint=true"]
+    full_cfg = _run_cfg(tmp_path / "full", "deberta", "peft_adalora", extra)
+    full = run(full_cfg)
+    cut_cfg = _run_cfg(tmp_path / "cut", "deberta", "peft_adalora", extra)
+    trainer, _, _ = _build(cut_cfg, resolve(cut_cfg), Path(cut_cfg.run_dir), None)
+    trainer.train(stop_after=7)  # the process "dies" here: only the step-7 checkpoint survives
+    del trainer
+    resumed = run(cut_cfg)
+    assert resumed["status"] == full["status"] == "success"
+    assert resumed["metrics"]["evals"] == full["metrics"]["evals"]
+    assert resumed["ranks"]["pattern"] == full["ranks"]["pattern"] and set(full["ranks"]["pattern"].values()) != {4}
+    a = torch.load(Path(full_cfg.run_dir) / "checkpoint.pt", weights_only=False)
+    b = torch.load(Path(cut_cfg.run_dir) / "checkpoint.pt", weights_only=False)
+    assert a["state"]["global_step"] == b["state"]["global_step"] == 14
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):  # PEFT's RankAllocator, as tensors
+        assert a["method"][key].keys() == b["method"][key].keys() and a["method"][key]
+        for name, tensor in a["method"][key].items():
+            assert torch.equal(tensor, b["method"][key][name]), (key, name)

@@ -48,9 +48,6 @@ from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
 from adalora.budget import BudgetLevel
 from adalora.methods.base import (
     PEFT_PREFIX,
-    SAVE_FILE,
-    SAVE_FORMAT,
-    ExportError,
     MethodHandle,
     peft_task_type,
 )
@@ -158,6 +155,13 @@ class PeftMethod(MethodHandle):
         return super().budget_knobs(level, values, model)
 
     @classmethod
+    def hparams_blocks(cls, values: Mapping[str, Any]) -> tuple[str, ...]:
+        """A row reads the task's hyperparameters of the method it stands beside: LoRA's (``lora``: alpha,
+        the lr through ``${selected_lr:...}`` with LoRA's fallback, LoRA's epochs) or AdaLoRA's
+        (``adalora``: schedule, γ, alpha), then a ``peft`` block if a task has one."""
+        return ("adalora" if values.get("peft_type") == "adalora" else "lora", cls.kind)
+
+    @classmethod
     def count_for(cls, model: nn.Module, values: Mapping[str, Any], name: str) -> int:
         """As the base class, with PEFT's default initialisation: the count does not depend on it, and
         PiSSA's SVD cannot run on the meta tensors the count is measured on."""
@@ -252,7 +256,7 @@ class PeftMethod(MethodHandle):
         Otherwise the suite's convention (base class)."""
         ratio = self.settings.loraplus_lr_ratio
         if ratio is None:
-            return super().optimizer_param_groups(weight_decay)
+            return super().optimizer_param_groups(weight_decay, lr)
         if lr is None:
             raise MethodConfigError(f"method {self.name!r} (LoRA+) needs the learning rate to form its groups")
         from peft.optimizers import create_loraplus_optimizer
@@ -318,26 +322,36 @@ class PeftMethod(MethodHandle):
         self._config().rank_pattern = None if pattern is None else {n: list(v) for n, v in pattern.items()}
 
     # ------------------------------------------------------------------ what it saves
-    def save(self, directory: str | Path) -> Path:
-        """PEFT's own ``save_pretrained`` (``adapter_config.json`` + ``adapter_model.safetensors``) and,
-        beside it, ``method.safetensors`` with no tensors: the suite's method config and the
-        fingerprint of the base, so ``MethodHandle.load`` rebuilds this method. Each file is replaced
-        whole (written in a temporary directory first). Returns the sidecar file."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".peft-save.", dir=directory))
+    def write_trained_state(self, path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
+        """PEFT's own ``save_pretrained`` of ``tensors`` into ``<path without suffix>/`` (``weights/final/``,
+        ``<dir>/method/``), and ``path`` itself with no tensors: the suite's metadata (method config, base
+        fingerprint) that rebuilds the handle. A snapshot other than the current weights (the best
+        evaluation's) is loaded for the save and the current weights put back; AdaLoRA's kept triplets
+        are then the snapshot's non-zero λ. The adapter is written in a temporary directory first and
+        moved into place whole."""
+        adapter_dir = path.with_suffix("")
+        current = self.trained_state()
+        swapped = any(not torch.equal(current[n], t) for n, t in tensors.items())
+        config = self._config()
+        pattern = getattr(config, "rank_pattern", None)
+        if swapped:
+            self.model.load_state_dict(dict(tensors), strict=False)
+            if self.is_adalora:
+                config.rank_pattern = {f"{n}.lora_E": (m.lora_E[ADAPTER].detach().view(-1) != 0).tolist()
+                                       for n, m in self.adapted.items()}
+        adapter_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
         try:
             self._save_adapter(tmp)
-            trained = set(self.trained_state())
-            meta = {"format": SAVE_FORMAT, "method": self.config(), "rank_pattern": self.rank_pattern(),
-                    "total_steps": self.total_steps, "base_sha256": base_fingerprint(self.model, trained),
-                    "peft_adapter": True}
-            write_safetensors(tmp / SAVE_FILE, {}, meta)
-            for entry in sorted(tmp.iterdir()):
-                os.replace(entry, directory / entry.name)
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            os.replace(tmp, adapter_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return directory / SAVE_FILE
+            if swapped:
+                self.model.load_state_dict(current, strict=False)
+                if self.is_adalora:
+                    config.rank_pattern = pattern
+        write_safetensors(path, {}, {**metadata, "peft_adapter": adapter_dir.name})
 
     def _save_adapter(self, directory: Path, base_model_name_or_path: str | None = None) -> None:
         """``save_pretrained`` with the run's ``total_step`` in the config; PEFT cuts AdaLoRA's A, E, B to
@@ -352,15 +366,19 @@ class PeftMethod(MethodHandle):
             config.base_model_name_or_path = kept_name
 
     def load_trained_state(self, tensors: Mapping[str, torch.Tensor], fingerprint: str | None, source: str) -> None:
-        """Load the PEFT adapter saved beside ``source`` with PEFT's own loader. PEFT saves AdaLoRA's kept
-        triplets only; they go back to their places in init_r-sized tensors (zeros elsewhere, as the
+        """Load the PEFT adapter written beside ``source`` (:meth:`write_trained_state`) with PEFT's own
+        loader; tensors in the suite's format (a checkpoint's) load as for any kind. PEFT saves AdaLoRA's
+        kept triplets only; they go back to their places in init_r-sized tensors (zeros elsewhere, as the
         pruned λ were in training), so the reloaded layers compute bit for bit what the trained ones did."""
         import json
 
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
 
-        directory = Path(source).parent
+        directory = Path(source).with_suffix("")
+        if tensors or not (directory / "adapter_config.json").is_file():
+            super().load_trained_state(tensors, fingerprint, source)
+            return
         state = load_peft_weights(str(directory), device="cpu")
         pattern = json.loads((directory / "adapter_config.json").read_text()).get("rank_pattern")
         if self.is_adalora and pattern:
@@ -391,26 +409,32 @@ class PeftMethod(MethodHandle):
         return out
 
     # ------------------------------------------------------------------ export
-    def export(self, directory: str | Path, format: str = "peft", base_model_name_or_path: str | None = None) -> Path:
-        """``peft``: PEFT's own ``save_pretrained``; ``merged``: ``merge_and_unload`` of a copy (PiSSA's
-        residual base plus its update, DoRA's normalised weight: plain transformers modules)."""
-        out = Path(directory)
-        if format == "peft":
-            out.mkdir(parents=True, exist_ok=True)
-            self._save_adapter(out, base_model_name_or_path)
-            return out
-        if format != "merged":
-            raise ExportError(f"format must be 'peft' or 'merged', got {format!r}")
-        merged = copy.deepcopy(self.model).merge_and_unload()
+    def peft_adapter(self, task_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """PEFT's own ``save_pretrained`` output (config and tensors), so an export is PEFT's format."""
+        import json
+
+        from safetensors.torch import load_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self._save_adapter(Path(tmp))
+            config = json.loads((Path(tmp) / "adapter_config.json").read_text())
+            tensors = load_file(str(Path(tmp) / "adapter_model.safetensors"))
+        return config, tensors
+
+    def merged_model(self) -> nn.Module:
+        """PEFT's ``merge_and_unload`` in place (PiSSA's residual base plus its update, DoRA's normalised
+        weight, AdaLoRA's P Λ Q): plain transformers modules, every parameter trainable again."""
+        merged = self.model.merge_and_unload()
         for param in merged.parameters():
             param.requires_grad_(True)
-        merged.save_pretrained(out)
-        return out
+        self.model = merged
+        return merged
 
-    def variant_note(self) -> str | None:
-        """The adapter is PEFT's own; only LoRA+'s learning-rate ratio (an optimiser setting) is not in it."""
-        if self.settings.loraplus_lr_ratio is None:
-            return None
-        return (f"note: {self.name!r} trains with LoRA+ (lr of B = {self.settings.loraplus_lr_ratio} x lr of A); "
-                "the ratio is an optimiser setting, not part of adapter_config.json")
-
+    def export(self, directory: str | Path, format: str = "peft", base_model_name_or_path: str | None = None) -> Path:
+        """As the base class; ``merged`` merges a copy (the base class re-finds layers by backbone names)."""
+        if format != "merged":
+            return super().export(directory, format, base_model_name_or_path)
+        clone = copy.copy(self)
+        clone.model = copy.deepcopy(self.model)
+        clone.merged_model().save_pretrained(Path(directory))
+        return Path(directory)
