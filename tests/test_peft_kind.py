@@ -409,3 +409,13 @@ def test_resumed_peft_adalora_run_matches_the_uninterrupted_one(tmp_path):
         assert a["method"][key].keys() == b["method"][key].keys() and a["method"][key]
         for name, tensor in a["method"][key].items():
             assert torch.equal(tensor, b["method"][key][name]), (key, name)
+
+
+def test_export_prints_no_variant_note_for_peft_rows(tmp_path):
+    from experiments.export import variant_note
+    from experiments.results import write_result
+
+    for name, method in (("dora", shipped("peft_dora")), ("qk", {"name": "lora_qk"})):
+        write_result(tmp_path / name, {"status": "success", "run": {"method": method["name"]}, "config": {"method": method}})
+    assert variant_note(tmp_path / "dora") is None  # the adapter is PEFT's own config, not a variant of it
+    assert "lora_qk" in variant_note(tmp_path / "qk")  # a registered variant still gets its note
