@@ -419,3 +419,16 @@ def test_export_prints_no_variant_note_for_peft_rows(tmp_path):
         write_result(tmp_path / name, {"status": "success", "run": {"method": method["name"]}, "config": {"method": method}})
     assert variant_note(tmp_path / "dora") is None  # the adapter is PEFT's own config, not a variant of it
     assert "lora_qk" in variant_note(tmp_path / "qk")  # a registered variant still gets its note
+
+
+def test_peft_is_an_experiments_dependency_not_a_core_one():
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "peft>=0.12" in project["optional-dependencies"]["experiments"]
+    assert not any(d.startswith("peft") for d in project["dependencies"] + project["optional-dependencies"]["dev"])
+    tree = ast.parse((ROOT / "adalora" / "methods" / "peft_kind.py").read_text())
+    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert "peft" not in top  # imported when a peft method is applied: `import adalora` needs torch only
