@@ -423,6 +423,7 @@ def test_export_prints_no_variant_note_for_peft_rows(tmp_path):
 
 def test_peft_is_an_experiments_dependency_not_a_core_one():
     import ast
+
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
