@@ -46,6 +46,7 @@ from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, 
 HEAD_TASK_TYPES = {"sequence_classification": PEFT_TASK_TYPES["ForSequenceClassification"],
                    "question_answering": PEFT_TASK_TYPES["ForQuestionAnswering"],
                    "seq2seq_lm": PEFT_TASK_TYPES["ForConditionalGeneration"]}
+FORMAT_NAMES = {"peft": "PEFT", "merged": "merged"}
 SUITE_FORMAT_HINT = ("it stays in the suite's own format: <run_dir>/weights/*.safetensors, loaded with "
                      "experiments.weights.load_run(run_dir) and evaluated with python -m experiments.evaluate")
 
@@ -65,7 +66,7 @@ def _refuse(loaded: LoadedRun, fmt: str) -> None:
     if fmt in handle.export_formats:
         return
     other = [f for f in handle.export_formats if f != fmt]
-    raise ExportError(f"method {handle.name!r} ({handle.kind}) has no {fmt} form; "
+    raise ExportError(f"method {handle.name!r} ({handle.kind}) has no {FORMAT_NAMES[fmt]} form; "
                       + (f"use --format {other[0]}, or " if other else "") + SUITE_FORMAT_HINT)
 
 

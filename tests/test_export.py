@@ -180,7 +180,7 @@ def test_adapters_keep_the_suite_format_and_full_ft_saves_only_when_asked(tmp_pa
     for fmt in ("peft", "merged"):
         assert export_main([str(run_dir), "--format", fmt, "--out", str(tmp_path / fmt)]) == 2
         assert "suite's own format" in capsys.readouterr().err
-    with pytest.raises(ExportError, match="no PEFT LoRA/AdaLoRA form"):
+    with pytest.raises(ExportError, match=r"'adapter_houlsby' \(adapter\) has no PEFT form"):
         export_peft(run_dir, tmp_path / "x")
     assert reevaluate(run_dir)["reproduced"]
 

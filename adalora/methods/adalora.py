@@ -79,6 +79,7 @@ class AdaLoRA(MethodHandle):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.allocator: RankAllocator | None = None
+        self._loaded_ranks: dict[str, int] | None = None  # λ ≠ 0 of loaded weights, until the allocator masks
 
     @classmethod
     def budget_knobs(cls, level: BudgetLevel, values: Mapping[str, Any], model: nn.Module | None) -> dict[str, Any]:
@@ -115,7 +116,10 @@ class AdaLoRA(MethodHandle):
         return orthogonal_penalty(self)
 
     def step(self, global_step: int) -> int | None:
-        return None if self.allocator is None else self.allocator.update_and_mask(global_step)
+        if self.allocator is None:
+            return None
+        self._loaded_ranks = None
+        return self.allocator.update_and_mask(global_step)
 
     def masks_at(self, global_step: int) -> bool:
         return self.allocator is not None and self.allocator.budget_schedule(global_step)[1]
@@ -124,7 +128,15 @@ class AdaLoRA(MethodHandle):
         """Kept triplets per SVD matrix (init_r everywhere when nothing is allocated)."""
         if self.allocator is None:
             return {n: m.r for n, m in self.svd_modules.items()}
+        if self._loaded_ranks is not None:
+            return dict(self._loaded_ranks)
         return self.allocator.rank_pattern()
+
+    def load_trained_state(self, tensors: Mapping[str, torch.Tensor], fingerprint: str | None, source: str) -> None:
+        """Loaded weights carry their pruning in λ (0 = pruned), which a fresh allocator has not seen:
+        the rank pattern counts λ ≠ 0 until the allocator masks again."""
+        super().load_trained_state(tensors, fingerprint, source)
+        self._loaded_ranks = {n: m.rank() for n, m in self.svd_modules.items()}
 
     def parameter_counts(self) -> dict[str, Any]:
         """AdaLoRA counts the triplets it keeps (the paper's way), not the r_init it trains."""
@@ -162,6 +174,7 @@ class AdaLoRA(MethodHandle):
         return config, tensors
 
 
+register_variant("adalora", "adalora")  # the paper's method: the kind as itself
 register_variant("adalora_sensitivity", "adalora", importance="sensitivity")
 register_variant("adalora_magnitude", "adalora", importance="magnitude")
 register_variant("adalora_no_orth", "adalora", orth_reg_weight=0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adalora.methods.base import MethodHandle
-from adalora.methods.registry import register_kind
+from adalora.methods.registry import register_kind, register_variant
 
 
 @register_kind
@@ -16,3 +16,6 @@ class BitFit(MethodHandle):
 
     def trains(self, param_name: str) -> bool:
         return param_name.endswith(".bias")
+
+
+register_variant("bitfit", "bitfit")  # the paper's method: the kind as itself

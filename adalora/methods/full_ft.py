@@ -9,7 +9,7 @@ from torch import nn
 
 from adalora.budget import count_parameters
 from adalora.methods.base import MethodHandle
-from adalora.methods.registry import register_kind
+from adalora.methods.registry import register_kind, register_variant
 
 
 @register_kind
@@ -37,3 +37,6 @@ class FullFineTuning(MethodHandle):
                           for b in mod._non_persistent_buffers_set}
         state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers() if n not in non_persistent})
         return state
+
+
+register_variant("full_ft", "full_ft")  # the paper's method: the kind as itself

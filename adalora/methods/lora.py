@@ -102,5 +102,6 @@ class LoRA(MethodHandle):
         return config, tensors
 
 
+register_variant("lora", "lora")  # the paper's method: the kind as itself
 register_variant("lora_qk", "lora", targets=("W_q", "W_k"), budget_targets=ENCODER_WEIGHT_TYPES)
 register_variant("lora_regu", "lora", orth_reg_weight=0.1, orth_reg="frd")

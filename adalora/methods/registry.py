@@ -31,15 +31,16 @@ from adalora.methods.settings import MethodConfigError
 ENTRY_POINT_GROUP = "adalora.methods"
 
 _KINDS: dict[str, type[MethodHandle]] = {}
-# Method name -> (kind, the defaults that define the variant). Every kind is also its own method.
+# Method name -> (kind, the defaults that define the variant): the suite's methods (each with a
+# conf/method/<name>.yaml). A registered kind's own name needs no entry.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {}
 
 K = TypeVar("K", bound=type[MethodHandle])
 
 
 def register_kind(cls: K) -> K:
-    """Class decorator: register a :class:`MethodHandle` subclass under ``cls.kind`` (also as a method
-    of that name). Registering the same class twice is harmless; another class under a taken name is
+    """Class decorator: register a :class:`MethodHandle` subclass under ``cls.kind`` (a config may name
+    it as its method: ``{"name": <kind>}``). Registering the same class twice is harmless; another class under a taken name is
     an error."""
     if not (isinstance(cls, type) and issubclass(cls, MethodHandle)) or not cls.kind:
         raise TypeError(f"{cls!r} must be a MethodHandle subclass with a non-empty `kind`")
@@ -47,7 +48,6 @@ def register_kind(cls: K) -> K:
     if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
         raise ValueError(f"method kind {cls.kind!r} is already registered by {known.__module__}.{known.__qualname__}")
     _KINDS[cls.kind] = cls
-    METHODS.setdefault(cls.kind, (cls.kind, {}))
     return cls
 
 
@@ -109,9 +109,9 @@ def resolve_kind(cfg: Mapping[str, Any]) -> tuple[str, type[MethodHandle], dict[
         raise MethodConfigError(f"method.name is required (one of {sorted(METHODS)}, or a name of your own with "
                                 "method.kind)")
     import_method_module(cfg.get("module"))
-    if cfg.get("kind") is None and name not in METHODS:
+    if cfg.get("kind") is None and name not in METHODS and name not in _KINDS:
         _load_entry_points()
-    variant_kind, defaults = METHODS.get(name, (None, {}))
+    variant_kind, defaults = METHODS.get(name, (name if name in _KINDS else None, {}))
     kind = cfg.get("kind") or variant_kind
     if kind is None:
         raise MethodConfigError(f"method.name {name!r} is not registered and the config sets no method.kind; "
