@@ -341,6 +341,10 @@ def _run_and_check(tmp_path: Path, family: str, row: str) -> None:
     run_dir = Path(cfg.run_dir)
     adapter = json.loads((run_dir / "weights" / "final" / "adapter_config.json").read_text())  # PEFT's own files
     assert adapter["peft_type"] == ("ADALORA" if row == "peft_adalora" else "LORA")
+    from adalora.methods.storage import read_safetensors
+
+    tensors, meta = read_safetensors(run_dir / "weights" / "final.safetensors")  # the suite's metadata only
+    assert tensors == {} and meta["peft_adapter"] == "final" and meta["rank_pattern"] == (record["ranks"] or {}).get("pattern")
     out = reevaluate(run_dir)  # experiments.evaluate: rebuilt from the saved files, the recorded metrics exactly
     assert out["reproduced"], (out["metrics"], out["recorded"])
 

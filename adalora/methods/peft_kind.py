@@ -343,6 +343,7 @@ class PeftMethod(MethodHandle):
         tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
         try:
             self._save_adapter(tmp)
+            ranks = self.rank_pattern()  # the saved weights' (a snapshot's own while it is loaded)
             shutil.rmtree(adapter_dir, ignore_errors=True)
             os.replace(tmp, adapter_dir)
         finally:
@@ -351,7 +352,7 @@ class PeftMethod(MethodHandle):
                 self.model.load_state_dict(current, strict=False)
                 if self.is_adalora:
                     config.rank_pattern = pattern
-        write_safetensors(path, {}, {**metadata, "peft_adapter": adapter_dir.name})
+        write_safetensors(path, {}, {**metadata, "rank_pattern": ranks, "peft_adapter": adapter_dir.name})
 
     def _save_adapter(self, directory: Path, base_model_name_or_path: str | None = None) -> None:
         """``save_pretrained`` with the run's ``total_step`` in the config; PEFT cuts AdaLoRA's A, E, B to
