@@ -110,8 +110,7 @@ def by_phase(counts: Counter[tuple[str, str]]) -> dict[str, int]:
 
 def adapted_matrices(model_name: str) -> int:
     """Number of matrices LoRA and AdaLoRA adapt in ``model_name`` (W_q, W_k, W_v, W_o, W_f1, W_f2)."""
-    from adalora.architectures import architecture_of, find_targets
-    from adalora.methods import ENCODER_WEIGHT_TYPES
+    from adalora.architectures import ENCODER_WEIGHT_TYPES, architecture_of, find_targets
     from benchmarks.models import build_model
 
     model = build_model(model_name, torch.device("meta"))

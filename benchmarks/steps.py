@@ -147,7 +147,7 @@ def build_our_run(method: str, model_name: str, cfg: dict[str, Any], sched: Sche
     params, opt = _optimizer(model)
     run = Run(method, model, with_precision(lambda b: model(**b).loss, device, precision), params, opt, cfg,
               reg_fn=handle.regularization_loss if handle.kind == "adalora" else None,
-              alloc_fn=handle.step if handle.allocator is not None else None,
+              alloc_fn=handle.step if getattr(handle, "allocator", None) is not None else None,
               trainable_paper=handle.parameter_counts()["trainable_paper"])
     return run, handle
 

@@ -218,8 +218,7 @@ class Trainer:
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)
         handle.set_total_steps(self.total_steps)
-        groups = handle.optimizer_param_groups(settings.weight_decay, lr=settings.lr)
-        self.optimizer = make_adamw(groups, lr=settings.lr, eps=settings.adam_eps)
+        self.optimizer = make_adamw(handle.optimizer_param_groups(settings.weight_decay, settings.lr), lr=settings.lr, eps=settings.adam_eps)
         if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)

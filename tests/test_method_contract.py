@@ -143,7 +143,7 @@ def test_fixed_size_is_a_property_of_the_kind_not_a_name_list():
 # ------------------------------------------------------------------------------------ the handle API
 def _train(handle: MethodHandle, steps: int = 6) -> None:
     handle.set_total_steps(steps)
-    params = handle.optimizer_param_groups(0.01)
+    params = handle.optimizer_param_groups(0.01, 5e-2)
     opt = torch.optim.AdamW(params, lr=5e-2)
     handle.model.train()
     for step in range(steps):
@@ -208,3 +208,14 @@ def test_export_says_which_formats_a_method_has(tmp_path):
         apply_method(tiny_deberta(), {"name": "bitfit"}).export(tmp_path, format="peft")
     with pytest.raises(ValueError, match="format must be 'peft' or 'merged'"):
         apply_method(tiny_deberta(), {"name": "lora", "r": 2}).export(tmp_path, format="onnx")
+
+
+def test_a_methods_label_is_not_part_of_its_identity():
+    """Adding ``label:`` to the method yamls keeps every finished run's identity hash (tests/fixtures/runs)."""
+    from experiments.identity import identity_hash, run_identity
+
+    base = {"task": {"name": "t", "hparams": {}}, "method": {"name": "lora", "r": 2}, "seed": 0}
+    labelled = {**base, "method": {"name": "lora", "label": "LoRA", "description": "x", "r": 2}}
+    assert identity_hash(run_identity(labelled, "glue_0.3m")) == identity_hash(run_identity(base, "glue_0.3m"))
+    other = {**base, "method": {"name": "lora", "r": 4}}
+    assert identity_hash(run_identity(other, "glue_0.3m")) != identity_hash(run_identity(base, "glue_0.3m"))

@@ -184,10 +184,11 @@ class MethodHandle:
         """Whether :meth:`step` changed the rank pattern at ``global_step`` (the loop records ranks then)."""
         return False
 
-    def optimizer_param_groups(self, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
-        """Parameter groups for AdamW. Default, the HF convention: no decay on biases and LayerNorm
-        weights. A kind may return groups with their own ``lr`` (LoRA+: a multiple of ``lr``, the
-        trainer's learning rate) or ``weight_decay``."""
+    def optimizer_param_groups(self, weight_decay: float, lr: float) -> list[dict[str, Any]]:
+        """Parameter groups for AdamW at base learning rate ``lr``. Default, the HF convention: no
+        decay on biases and LayerNorm weights (Λ, ``lora_E``, *is* decayed). A kind may return groups
+        with their own ``lr`` (LoRA+: B at a multiple of ``lr``) or ``weight_decay``; the scheduler
+        scales every group's lr by the same factor."""
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if not param.requires_grad:

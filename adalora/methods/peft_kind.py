@@ -250,15 +250,13 @@ class PeftMethod(MethodHandle):
         forced = global_step == self._config().total_step - self.settings.tfinal
         return forced or self._tuner().rankallocator.budget_schedule(global_step)[1]
 
-    def optimizer_param_groups(self, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
+    def optimizer_param_groups(self, weight_decay: float, lr: float) -> list[dict[str, Any]]:
         """LoRA+: PEFT's own grouping (``create_loraplus_optimizer``: B and 1-d tensors at
         ``lr · loraplus_lr_ratio``, the rest at ``lr``; ``weight_decay`` as its ``loraplus_weight_decay``).
         Otherwise the suite's convention (base class)."""
         ratio = self.settings.loraplus_lr_ratio
         if ratio is None:
             return super().optimizer_param_groups(weight_decay, lr)
-        if lr is None:
-            raise MethodConfigError(f"method {self.name!r} (LoRA+) needs the learning rate to form its groups")
         from peft.optimizers import create_loraplus_optimizer
 
         captured = create_loraplus_optimizer(self.model, _CapturedGroups, lr=lr, loraplus_lr_ratio=ratio,
