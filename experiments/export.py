@@ -95,10 +95,12 @@ def variant_note(run_dir: str | os.PathLike) -> str | None:
     record = read_result(run_dir) or {}
     method = (record.get("config") or {}).get("method") or {"name": (record.get("run") or {}).get("method")}
     try:
-        name, kind, _ = resolve_kind(method)
+        name, kind, defaults = resolve_kind(method)
     except MethodConfigError:
         return None
-    if name == kind.kind or "peft" not in kind.export_formats:
+    # a registered variant (its defaults define it) trains unlike its kind; a method config of its own
+    # (e.g. a `peft` row: PEFT's config itself) is what the adapter says
+    if name == kind.kind or not defaults or "peft" not in kind.export_formats:
         return None
     return (f"note: {name!r} is a {kind.kind} variant; PEFT computes its outputs exactly, but training it further "
             f"with PEFT would follow plain {kind.kind}, not {name}")

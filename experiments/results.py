@@ -45,50 +45,18 @@ had accumulated to this segment's (``train.segment_wall_time_s``).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from adalora.atomic import TEMP_SUFFIX, replacing
 
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)  # what experiments.identity and analysis.collect can read
 RESULT_FILE = "result.json"
 STATUSES = ("running", "success", "failed", "diverged", "oom", "interrupted")
-TEMP_SUFFIX = ".tmp"  # every temp file of a run directory is ``.<name>.<random>.tmp`` (see :func:`replacing`)
-
-
-class NoSpaceLeft(OSError):
-    """A write hit a full disk; the message says so and names the file that could not be written."""
-
-
-@contextlib.contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[Path]:
-    """A temp file beside ``path`` to write into; it replaces ``path`` when the block succeeds.
-
-    Readers see the old file or the complete new one, never a truncated one. On any error
-    (Ctrl-C included) the temp file is removed first: on a full disk that frees the space the
-    ``failed`` record needs, and the error is re-raised as :class:`NoSpaceLeft` naming ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cluster needs the umask's bits
-        os.close(fd)
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC and not isinstance(err, NoSpaceLeft):
-            raise NoSpaceLeft(errno.ENOSPC, f"no space left on device while writing {path}") from err
-        raise
-
-
 def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
     """Delete the temp files a killed writer left in ``run_dir`` (and its ``weights/``); returns them.
 
@@ -108,12 +76,6 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
         json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def move_aside(path: str | os.PathLike, why: str = "corrupt") -> Path:

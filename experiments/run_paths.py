@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from adalora.atomic import current_umask
 from experiments.results import RESULT_FILE
 
 _LISTED = 20
@@ -47,15 +48,9 @@ def find_run(path: str | os.PathLike) -> Path:
     raise RunPathError(f"{path} holds {len(runs)} runs; give one of them:\n  {shown}{more}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def apply_umask(root: Path) -> None:
     """Give ``root`` and everything in it the permissions a plain ``open``/``mkdir`` would."""
-    mask = _umask()
+    mask = current_umask()
     os.chmod(root, 0o777 & ~mask)
     for folder, dirs, files in os.walk(root):
         for name in dirs:

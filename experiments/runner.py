@@ -142,11 +142,12 @@ def register_resolvers() -> None:
 
 
 # ---------------------------------------------------------------------------- resolution
-def _hparams_for(task_cfg: Mapping, method_name: str, kind: str) -> dict[str, Any]:
-    """Task hyperparameters for a method: ``default`` < kind (e.g. lora) < exact name."""
+def _hparams_for(task_cfg: Mapping, method_name: str, blocks: tuple[str, ...]) -> dict[str, Any]:
+    """Task hyperparameters for a method: ``default`` < the kind's blocks (``hparams_blocks``: e.g. lora;
+    the peft kind's LoRA-family rows: lora, peft) < exact name."""
     hp = task_cfg.get("hparams") or {}
     merged: dict[str, Any] = {}
-    for key in ("default", kind, method_name):
+    for key in ("default", *blocks, method_name):
         block = hp.get(key) or {}
         merged.update(block)
     unknown = sorted(set(merged) - _TRAIN_KEYS - settings_keys() - _MODEL_KEYS)
@@ -212,7 +213,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     except MethodConfigError as err:
         raise ConfigError(str(err)) from err
     task_dict = OmegaConf.to_container(task, resolve=True)
-    hp = _hparams_for(task_dict, name, kind.kind)
+    hp = _hparams_for(task_dict, name, kind.hparams_blocks({**defaults, **method_cfg}))
     # The task's hyperparameters give the kind's own settings only (a shared ``default`` block may hold
     # other kinds' keys); the method config's set keys all pass, so a misspelt one is an error.
     own = {f.name for f in dataclasses.fields(kind.settings_cls)}

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 
 from adalora.methods import MethodHandle, apply_method, get_kind
-from adalora.methods.storage import base_fingerprint, dump_safetensors, rank_pattern_of, read_safetensors
+from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors
 from experiments.models import load_model
-from experiments.results import replacing
 
 WEIGHTS_DIR = "weights"
 WEIGHT_FILES = {"final": f"{WEIGHTS_DIR}/final.safetensors", "best": f"{WEIGHTS_DIR}/best.safetensors"}
@@ -71,31 +69,21 @@ def trained_state(model: nn.Module, handle: MethodHandle) -> dict[str, torch.Ten
 
 
 # ---------------------------------------------------------------------------- the file
-def write_weights(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Safetensors with JSON-valued metadata, written atomically (temp file + ``os.replace``)."""
-    with replacing(path) as tmp:  # a failed write leaves no temp file; a full disk is named (NoSpaceLeft)
-        dump_safetensors(tmp, tensors, metadata)
-
-
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
-    try:
-        tensors, meta = read_safetensors(path)
-    except (SafetensorError, OSError, ValueError) as err:  # the library's message names no file
-        raise WeightsError(f"{path} cannot be read ({type(err).__name__}: {err}): the file is truncated, damaged "
-                           "or not safetensors; re-run the run with force=true to write it again") from err
+    tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a run weights file of format {FORMAT} (metadata format={meta.get('format')!r})")
     return tensors, meta
 
 
 def _write_one(run_dir: Path, which: str, tensors: Mapping[str, torch.Tensor], step: int, metrics: Mapping,
-               spec: ModelSpec, fingerprint: str) -> dict[str, Any]:
+               spec: ModelSpec, fingerprint: str, handle: MethodHandle) -> dict[str, Any]:
     rel = WEIGHT_FILES[which]
     meta = {"format": FORMAT, "which": which, "step": step, "metrics": dict(metrics),
             "spec": dataclasses.asdict(spec), "rank_pattern": rank_pattern_of(tensors), "base_sha256": fingerprint}
-    write_weights(run_dir / rel, tensors, meta)
+    handle.write_trained_state(run_dir / rel, tensors, meta)  # the kind's format (PEFT's beside it, kind peft)
     return {"file": rel, "step": step, "bytes": (run_dir / rel).stat().st_size, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}
 
@@ -118,7 +106,7 @@ def save_run_weights(run_dir: str | os.PathLike, trainer, handle: MethodHandle, 
     metrics = record["metrics"]
     block: dict[str, Any] = {"format": FORMAT, "base_sha256": fingerprint,
                              "final": _write_one(run_dir, "final", final, trainer.state.global_step,
-                                                 metrics["final"], spec, fingerprint)}
+                                                 metrics["final"], spec, fingerprint, handle)}
     stale = run_dir / WEIGHT_FILES["best"]
     best_step = metrics["best"].get("step")
     if not settings.save_best:
@@ -127,7 +115,7 @@ def save_run_weights(run_dir: str | os.PathLike, trainer, handle: MethodHandle, 
         block["best"] = "final"  # the best evaluation is the final one: same weights, one file
     elif trainer.best is not None and trainer.best["step"] == best_step:
         block["best"] = _write_one(run_dir, "best", trainer.best["tensors"], best_step, metrics["best"], spec,
-                                   fingerprint)
+                                   fingerprint, handle)
         stale = None
     else:
         seen = None if trainer.best is None else trainer.best["step"]
@@ -184,11 +172,12 @@ def weights_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
 
 def load_run(run_dir: str | os.PathLike, which: str = "final") -> LoadedRun:
     """The trained model of a run (final or best weights), on CPU, checked against its base."""
-    tensors, meta = read_weights(weights_path(run_dir, which))
+    path = weights_path(run_dir, which)
+    tensors, meta = read_weights(path)
     spec = ModelSpec(**meta["spec"])
     model, handle = build_model(spec)
     try:
-        handle.load_trained_state(tensors, meta["base_sha256"], f"the weights of {run_dir}")
+        handle.load_trained_state(tensors, meta["base_sha256"], str(path))
     except ValueError as err:
         raise WeightsError(f"{err}. Train with trainer.save_model=true to keep the whole model, or restore the "
                            "original versions (result.json 'env')") from err

@@ -186,14 +186,15 @@ def test_lr_search_sweeps_expand_to_one_run_per_grid_value():
     from tests.test_sweeps import sweep_jobs
 
     jobs = sweep_jobs("lr_search_squad")
-    assert len(jobs) == 96 and len({j.run_dir for j in jobs}) == 96
+    assert len(jobs) == 224 and len({j.run_dir for j in jobs}) == 224
     assert {j.lr for j in jobs} == {5e-5, 8e-5, 1e-4, 2e-4}
-    assert {j.method for j in jobs} == {"lora", "adapter_houlsby", "adapter_pfeiffer"}
+    assert {j.method for j in jobs} == {"lora", "adapter_houlsby", "adapter_pfeiffer", "peft_dora", "peft_pissa",
+                                        "peft_rslora", "peft_loraplus"}
     sample = next(j for j in jobs if j.task == "squad_v2" and j.method == "lora" and j.lr == 8e-5 and j.budget == "qa_0.16")
     assert "/lr_search/lr=8e-05/squad_v2/lora/qa_0.16/seed=0" in sample.run_dir
     glue = sweep_jobs("lr_search_glue")
     assert {j.lr for j in glue} == {3e-5, 5e-5, 8e-5, 1e-4, 2e-4, 3e-4, 5e-4, 8e-4, 1e-3}  # App. C.2 + §4.1
-    assert len({j.run_dir for j in glue}) == 8 * 3 * 3 * 9
+    assert len({j.run_dir for j in glue}) == 8 * 7 * 3 * 9
 
 
 def _record(tmp_path, name, task, method, budget, lr, seed, status, value, metric="accuracy"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -108,7 +109,7 @@ def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file(tmp_pa
 
 def test_full_disk_during_the_weights_write_is_a_failed_record_naming_the_file(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
-    monkeypatch.setattr(experiments.weights, "save_file", _full_disk_after(50, experiments.weights.save_file))
+    monkeypatch.setattr(safetensors.torch, "save_file", _full_disk_after(50, safetensors.torch.save_file))
     record = run(cfg)
     run_dir = Path(cfg.run_dir)
     assert record["status"] == "failed"

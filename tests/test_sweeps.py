@@ -27,7 +27,6 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from adalora.methods import has_size_knob
 from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers, resolve
 from experiments.sweeps import expand_sweep
 
@@ -52,9 +51,13 @@ EXPECTED_RUNS = {
     "smoke": 2 * 6,
     "smoke_nlg": 4,
     # the baselines' learning-rate search: one run per grid value (trainer.lr), seed 0
-    "lr_search_glue": len(GLUE_TASKS) * 3 * len(GLUE_BUDGETS) * 9,  # 648: LoRA, Houlsby, Pfeiffer
-    "lr_search_squad": 2 * 3 * 4 * 4,  # 96
-    "lr_search_nlg": 2 * 4 * 4,  # 32: LoRA only
+    "lr_search_glue": len(GLUE_TASKS) * 7 * len(GLUE_BUDGETS) * 9,  # 1512: LoRA, Houlsby, Pfeiffer + 4 PEFT rows
+    "lr_search_squad": 2 * 7 * 4 * 4,  # 224
+    "lr_search_nlg": 2 * 5 * 4 * 4,  # 160: LoRA + 4 PEFT rows
+    # PEFT's methods beside Tables 1-3 (docs/peft_methods.md): DoRA, PiSSA, rsLoRA, LoRA+, PEFT's AdaLoRA
+    "glue_peft": len(GLUE_TASKS) * 5 * len(GLUE_BUDGETS) * SEEDS,  # 600
+    "squad_peft": 2 * 5 * 4,  # 40
+    "nlg_peft": 2 * 5 * 4,  # 40
 }
 
 
@@ -68,15 +71,16 @@ class Job:
     run_dir: str
     identity: str  # the resolved run config, minus the sweep's name and the budget's label
     lr: float | None = None  # an explicit trainer.lr (the lr_search_* sweeps), part of what a run is
+    effective: str = ""  # effective_budget of the job's method config (a yaml-only row has no registered name)
 
     @property
     def key(self) -> tuple:
-        key = (self.task, self.method, effective_budget(self.method, self.budget), self.seed)
+        key = (self.task, self.method, self.effective, self.seed)
         return key if self.lr is None else (*key, self.lr)
 
     @property
     def fixed_size(self) -> bool:
-        return not has_size_knob(self.method)
+        return self.effective == "none"
 
 
 # ------------------------------------------------------------------------------------- expansion
@@ -136,9 +140,9 @@ def _job(cfg: DictConfig, overrides: list[str]) -> Job:
     assert hydra_dir == Path(run_dir), f"Hydra's job dir {hydra_dir} != run_dir {run_dir} ({overrides})"
     identity = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                 for k, v in cfg.items() if k not in ("hydra", "sweep_name", "run_dir", "budget")}
-    identity["effective_budget"] = effective_budget(cfg.method.name, cfg.budget.name)
+    identity["effective_budget"] = effective_budget(cfg.method, cfg.budget.name)
     return Job(tuple(overrides), cfg.task.name, cfg.method.name, cfg.budget.name, int(cfg.seed), run_dir,
-               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr)
+               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"])
 
 
 @functools.cache

@@ -1,14 +1,15 @@
 """Every compared method behind one contract: ``apply_method(model, cfg) -> MethodHandle``.
 
 One module per kind (PEFT's ``tuners/`` layout: settings + layers + the handle):
-``full_ft``, ``bitfit``, ``lora``, ``adapter``, ``adalora``. The contract is
+``full_ft``, ``bitfit``, ``lora``, ``adapter``, ``adalora``, and ``peft`` (a PEFT config; peft is
+imported only when such a method is applied). The contract is
 :class:`~adalora.methods.base.MethodHandle` (docs/methods.md, field by field); kinds are
 registered in :mod:`adalora.methods.registry`, from this package, a config's ``module:`` or the
 ``adalora.methods`` entry-point group. Ablation variants are configs of these kinds
 (``register_variant``), never forked code paths.
 """
 
-from adalora.methods import adalora, adapter, bitfit, full_ft, lora  # noqa: F401 - register the built-in kinds
+from adalora.methods import adalora, adapter, bitfit, full_ft, lora, peft_kind  # noqa: F401 - register the built-in kinds
 from adalora.methods.adalora import AdaLoRA, AdaLoRASettings
 from adalora.methods.adapter import Adapter, AdapterSettings
 from adalora.methods.base import DESCRIPTIVE_KEYS, ExportError, MethodHandle, NoSettings

@@ -115,6 +115,12 @@ class MethodHandle:
         return {cls.size_knob: closest_knob(lambda v: cls.count_for(model, {**values, cls.size_knob: v}, name), target)}
 
     @classmethod
+    def hparams_blocks(cls, values: Mapping[str, Any]) -> tuple[str, ...]:
+        """The blocks of a task's ``hparams`` this method reads between ``default`` and its own name,
+        lowest precedence first. Default: the kind's block (``lora``, ``adalora``, ...)."""
+        return (cls.kind,)
+
+    @classmethod
     def count_for(cls, model: nn.Module, values: Mapping[str, Any], name: str) -> int:
         """The paper-way trainable count of this kind with ``values`` on ``model``, measured on a copy
         whose tensors live on the meta device (no memory, no change to ``model`` or the RNG)."""
@@ -257,8 +263,15 @@ class MethodHandle:
         path = Path(directory) / SAVE_FILE
         meta = {"format": SAVE_FORMAT, "method": self.config(), "rank_pattern": rank_pattern_of(tensors), "total_steps": self.total_steps,
                 "base_sha256": base_fingerprint(self.model, set(tensors))}
-        write_safetensors(path, tensors, meta)
+        self.write_trained_state(path, tensors, meta)
         return path
+
+    def write_trained_state(self, path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
+        """Write ``tensors`` (a :meth:`trained_state`, this model's or an earlier snapshot of it) with their
+        metadata to ``path`` (:meth:`save`, and a run's ``weights/*.safetensors``). Default: one
+        safetensors file; a kind with a format of its own writes that beside it (:meth:`load_trained_state`
+        gets ``path`` back as ``source``)."""
+        write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, model: nn.Module, directory: str | Path) -> MethodHandle:

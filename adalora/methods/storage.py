@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from adalora.atomic import replacing
 
 
 def base_fingerprint(model: nn.Module, saved: set[str]) -> str:
@@ -53,17 +54,9 @@ def dump_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """:func:`dump_safetensors`, atomically (temp file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """:func:`dump_safetensors`, atomically (``adalora.atomic.replacing``: complete or absent, a full disk named)."""
+    with replacing(path) as tmp:
         dump_safetensors(tmp, tensors, metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file is as readable as result.json's readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
