@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from adalora.methods import MethodHandle, apply_method, get_kind
@@ -72,7 +73,11 @@ def trained_state(model: nn.Module, handle: MethodHandle) -> dict[str, torch.Ten
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
-    tensors, meta = read_safetensors(path)
+    try:
+        tensors, meta = read_safetensors(path)
+    except (SafetensorError, OSError, ValueError) as err:  # the library's message names no file
+        raise WeightsError(f"{path} cannot be read ({type(err).__name__}: {err}): the file is truncated, damaged "
+                           "or not safetensors; re-run the run with force=true to write it again") from err
     if meta.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a run weights file of format {FORMAT} (metadata format={meta.get('format')!r})")
     return tensors, meta
