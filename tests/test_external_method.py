@@ -21,6 +21,10 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForSequenceClassification
 
 from adalora.methods import MethodHandle
+from analysis.collect import collect
+from analysis.figures import budget_curve
+from analysis.index_page import write_index
+from analysis.tables import format_table, results_table, write_table
 from experiments.evaluate import reevaluate
 from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
 from experiments.weights import build_base, load_run
@@ -136,6 +140,19 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
         optimizer = torch.load(run_dir / "checkpoint.pt", weights_only=False)["optimizer"]
         lrs = [g["lr"] for g in optimizer["param_groups"]]  # the kind's own groups reached AdamW
         assert len(lrs) == 2 and lrs[1] == pytest.approx(4 * lrs[0])
+
+    # the tables, the budget curve and the report page show it under its config's label, after the paper's rows
+    df = collect(tmp_path / "out")
+    table1 = results_table(df.assign(task=df["task"].replace({"tiny_glue_rte": "glue_rte"})), "table1")
+    assert list(table1.index)[-2:] == [("ext_qv", "glue_0.3m"), ("ext_qv", "glue_0.6m")]
+    rows = format_table(table1).set_index(["Method", "Budget", "Source"])
+    assert rows.loc[("QV low-rank", "0.3M", "paper"), "RTE"] == "—"
+    assert rows.loc[("QV low-rank", "0.6M", "ours"), "RTE"].endswith("(n=2)")
+    curve = budget_curve(df, "tiny_glue_rte", "accuracy")
+    assert "QV low-rank (ours)" in {c.get_label() for c in curve.axes[0].containers}
+    write_table(table1, tmp_path / "figures", "table1", "Table 1")
+    page = write_index(tmp_path / "out", tmp_path / "figures").read_text()
+    assert page.count("QV low-rank") >= 2  # the run summary and the table
 
     # resume: a run that stopped after its step-2 checkpoint continues to the uninterrupted result
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
