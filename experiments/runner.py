@@ -46,7 +46,7 @@ from adalora.methods import (
     resolve_kind,
 )
 from adalora.methods.registry import settings_keys, settings_values
-from adalora.methods.settings import checked_values, missing_keys
+from adalora.methods.settings import checked_values
 from experiments import interrupts
 from experiments.identity import (
     IdentityMismatch,
@@ -258,7 +258,7 @@ def validate_run(cfg: DictConfig) -> ResolvedRun:
     try:
         name, kind, defaults = resolve_kind(resolved.method)
         values = settings_values(_schedule_in_steps(resolved.method, _ANY_T), defaults)
-        if missing_keys(kind.settings_cls, values) == [kind.size_knob] and resolved.budget is not None:
+        if kind.size_knob is not None and kind.size_knob not in values and resolved.budget is not None:
             checked_values(kind.settings_cls, values, f"method {name!r} ({kind.kind})")
         else:
             kind.parse_settings(values, name)

@@ -232,7 +232,7 @@ def test_products_take_the_forward_autocast_dtype_once_per_shape_group():
 
 
 def test_exact_rounding_must_be_a_boolean_or_null():
-    with pytest.raises(ValueError, match="method.exact_rounding must be true, false or null, got 'maybe'"):
+    with pytest.raises(ValueError, match="method.exact_rounding must be true/false or null, got 'maybe'"):
         apply_method(build_model("tiny", CPU), {**ADALORA, "exact_rounding": "maybe"})
 
 
