@@ -97,7 +97,7 @@ PROFILE ?=
 DEMO_CPU_JOBS ?= 2
 DEMO_GPU_JOBS ?= 8
 DEMO_ENV = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds, tables and figures (cpu: 16 runs | gpu: full grid)
+demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds, tables and figures (cpu: 16 runs, 18 min on 2 cores | gpu: full grid)
 	@profile="$(PROFILE)"; \
 	if [ -z "$$profile" ]; then profile=$$($(PYTHON) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')"); fi; \
 	case "$$profile" in \
