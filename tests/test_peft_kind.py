@@ -431,7 +431,7 @@ def test_peft_is_an_experiments_dependency_not_a_core_one():
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "peft>=0.12" in project["optional-dependencies"]["experiments"]
+    assert "peft>=0.13" in project["optional-dependencies"]["experiments"]
     assert not any(d.startswith("peft") for d in project["dependencies"] + project["optional-dependencies"]["dev"])
     tree = ast.parse((ROOT / "adalora" / "methods" / "peft_kind.py").read_text())
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
