@@ -11,22 +11,15 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from hydra import compose, initialize_config_dir
 
 import experiments.training
 import experiments.weights
 from experiments.results import read_result
-from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve, run, run_identity_block
+from experiments.runner import _build, register_resolvers, resolve, run, run_identity_block
 from experiments.training import rng_state, set_rng_state
+from tests.test_identity import _cfg  # the tiny 4-step RTE run those tests use
 
 register_resolvers()
-
-
-def _cfg(out: Path, *extra: str, method: str = "lora"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=4", *extra])
 
 
 class _Planted:
