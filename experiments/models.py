@@ -26,13 +26,14 @@ random initialisation of tiny models and of task heads is reproducible.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from adalora.trust import import_named_module
 
 HEADS = ("sequence_classification", "question_answering", "seq2seq_lm")
 SOURCES = ("hub", "tiny", "package")
@@ -137,7 +138,7 @@ def package_model_dir(module_name: str) -> Path:
     """The ``from_pretrained`` directory of a pip-installed model package."""
     pip_name = module_name.replace("_", "-")
     try:
-        module = importlib.import_module(module_name)
+        module = import_named_module(module_name, "model.package")
     except ModuleNotFoundError as exc:
         raise RuntimeError(
             f"model package {module_name!r} is not installed; install it with "

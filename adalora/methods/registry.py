@@ -16,7 +16,6 @@ point in the group ``adalora.methods`` (loaded the first time a name is not foun
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.metadata
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from adalora.architectures import architecture_of
 from adalora.budget import BudgetLevel, budget_target, get_budget
 from adalora.methods.base import DESCRIPTIVE_KEYS, MethodHandle
 from adalora.methods.settings import MethodConfigError
+from adalora.trust import import_named_module
 
 ENTRY_POINT_GROUP = "adalora.methods"
 
@@ -96,7 +96,7 @@ def import_method_module(module: str | None) -> None:
     if not module:
         return
     try:
-        importlib.import_module(module)
+        import_named_module(module, "method.module")
     except ImportError as err:
         raise MethodConfigError(f"method.module {module!r} cannot be imported ({err}); put it on PYTHONPATH or "
                                 "install the package that provides it") from err
