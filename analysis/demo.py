@@ -106,8 +106,8 @@ def adalora_vs_lora(df: pd.DataFrame) -> pd.DataFrame:
 def _write_flat(table: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path]:
     """A table that is already what a reader sees: ``<stem>.csv`` and ``<stem>.md``."""
     paths = [out / f"{stem}.csv", out / f"{stem}.md"]
-    table.to_csv(paths[0], index=False)
-    paths[1].write_text(to_markdown(table, title))
+    table.to_csv(paths[0], index=False, encoding="utf-8")
+    paths[1].write_text(to_markdown(table, title), encoding="utf-8")
     return paths
 
 
@@ -126,7 +126,7 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     status = run_status(results_root)
-    status.to_csv(out / f"{PREFIX}run_status.csv", index=False)
+    status.to_csv(out / f"{PREFIX}run_status.csv", index=False, encoding="utf-8")
     df = successful(collect(results_root))
     if df.empty:
         raise SystemExit(f"no successful runs under {results_root}: run `make demo` (or sweep=demo) first")
@@ -158,13 +158,13 @@ def write_demo_report(results_root: str | Path, out_dir: str | Path,
             title = f"{task_label(task)} @ {budget}{unbudgeted}: dev {metric_label(metric)}, mean ± std over seeds"
             fig, curve = learning_curves(curve_records, title=title)
             written += save_figure(fig, out / f"{PREFIX}learning_curve_{task}_{budget}")
-            curve.to_csv(out / f"{PREFIX}learning_curve_{task}_{budget}.csv", index=False)
+            curve.to_csv(out / f"{PREFIX}learning_curve_{task}_{budget}.csv", index=False, encoding="utf-8")
         adalora = df[(df["task"] == task) & (df["method"] == "adalora")]
         for budget in sorted(set(adalora["budget"]), key=budget_rank):
             for suffix, fig, matrix, first in rank_heatmaps_by_configuration(records, task, budget):
                 stem = f"{task}_{budget}{suffix}"
                 written += save_figure(fig, out / f"{PREFIX}rank_heatmap_{stem}")
-                matrix.to_csv(out / f"{PREFIX}rank_heatmap_{stem}.csv")
+                matrix.to_csv(out / f"{PREFIX}rank_heatmap_{stem}.csv", encoding="utf-8")
                 written += save_figure(rank_over_training(first), out / f"{PREFIX}rank_over_training_{stem}")
     counts = status["status"].value_counts().to_dict()
     wall = status.drop_duplicates("run_dir")["wall_time_s"].sum()

@@ -302,22 +302,30 @@ def rank_heatmaps_by_configuration(runs: pd.DataFrame | Iterable[dict[str, Any]]
 
 
 def rank_totals(record: dict[str, Any]) -> pd.DataFrame:
-    """Rank history -> steps x weight types (summed over layers), plus the budget b(t)."""
+    """Rank history -> steps x weight types (summed over layers), plus the budget b(t) where the kind
+    schedules one (its history records a budget at each step; other rank-changing kinds record none)."""
     types = {name: wt[1] for name, wt in record["ranks"]["weight_types"].items()}
     rows = []
     for entry in sorted(record["ranks"]["history"], key=lambda e: e["step"]):
-        totals: dict[str, float] = {"step": entry["step"], "budget": entry["budget"]}
+        totals: dict[str, float] = {"step": entry["step"], "budget": entry.get("budget")}
         for name, rank in entry["ranks"].items():
             totals[types[name]] = totals.get(types[name], 0) + rank
         rows.append(totals)
     frame = pd.DataFrame(rows).set_index("step")
     ordered = sorted((c for c in frame.columns if c != "budget"), key=_type_key)
-    return frame[["budget", *ordered]]
+    budget = ["budget"] if frame["budget"].notna().any() else []
+    return frame[[*budget, *ordered]].astype(float)
 
 
 def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -> Figure:
-    """Budget b(t) and the total rank per weight type (stacked, summed over layers) vs step."""
+    """The total rank per weight type (stacked, summed over layers) vs step, and the budget b(t).
+
+    Wording follows the kind: a kind that schedules a budget (AdaLoRA and its variants: each history
+    entry records b(t), and the rank is the count of kept singular values) gets the b(t) line and
+    "kept singular values"; any other kind that reports ranks gets a plain "total rank", no budget.
+    """
     totals = rank_totals(record)
+    budgeted = "budget" in totals.columns
     # Hold the last allocation until the run's last step T, where the x axis ends.
     last = max(int((record.get("train") or {}).get("steps") or totals.index[-1]), int(totals.index[-1]))
     if last > totals.index[-1]:
@@ -329,18 +337,21 @@ def rank_over_training(record: dict[str, Any], save: str | Path | None = None) -
         ax = fig.subplots()
         lower = np.zeros(len(steps))
         colors = colormaps["tab20"].colors
-        for i, wtype in enumerate(totals.columns[1:]):
+        types = [c for c in totals.columns if c != "budget"]
+        for i, wtype in enumerate(types):
             upper = lower + totals[wtype].to_numpy()
             ax.fill_between(steps, lower, upper, step="post", color=colors[i % 20], alpha=0.85, label=wtype, lw=0)
             lower = upper
-        ax.step(steps, totals["budget"], where="post", color="black", lw=2, label="budget b(t)")
+        if budgeted:
+            ax.step(steps, totals["budget"], where="post", color="black", lw=2, label="budget b(t)")
         ax.set_xlabel("training step (optimizer updates)")
-        ax.set_ylabel("total rank (kept singular values)")
+        ax.set_ylabel("total rank (kept singular values)" if budgeted else "total rank")
         ax.set_ylim(bottom=0)
         ax.set_xlim(0, last)
-        ax.set_title(f"{method_label(run['method'], record_labels([record]))} rank allocation: {task_label(run['task'])} @ "
+        ax.set_title(f"{method_label(run['method'], record_labels([record]))} "
+                     f"{'rank allocation' if budgeted else 'rank over training'}: {task_label(run['task'])} @ "
                      f"{budget_label(run['budget'])}, seed {run['seed']}")
-        ax.legend(loc="upper right", ncol=2 if totals.shape[1] <= 8 else 3)
+        ax.legend(loc="upper right", ncol=2 if len(types) <= 7 else 3)
         return _finish(fig, save)
 
 

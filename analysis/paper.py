@@ -98,6 +98,15 @@ PAPER_METHODS: dict[str, str] = {
     "adalora_no_orth": "AdaLoRA γ=0", "lora_regu": "LoRA_regu", "lora_qk": "LoRA (W_q,W_k)",
 }
 
+# The model each of the paper's tables reports (its Sec. 4), under the ``model`` name our records carry
+# (``conf/model/*.yaml``): its numbers, and a Δ against them, are meaningful only beside runs of that
+# model on that table's tasks (``analysis.tables``); a run of any other model gets tables of its own.
+PAPER_BACKBONES: dict[str, str] = {
+    "table1": "deberta_v3_base", "table2": "deberta_v3_base", "table3": "bart_large",
+    "table4": "deberta_v3_base", "table5": "deberta_v3_base", "table14": "deberta_v3_base",
+}
+BACKBONE_LABELS: dict[str, str] = {"deberta_v3_base": "DeBERTaV3-base", "bart_large": "BART-large"}
+
 # Denominators of the paper's "% of full FT" budgets, used to place its points on a
 # parameter axis: DeBERTaV3-base 165,888 params per unit of rank = 0.08% -> 207.36M (the
 # stated 184M does not fit its own % levels); BART-large ~406M.

@@ -30,11 +30,12 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from analysis.collect import collected_once
+from analysis.collect import collect, collected_once
 from analysis.index_page import write_index
 from analysis.paths import NoRuns, require_runs
 from analysis.run_summary import RunSummary, summarize
 from analysis.stats import REFERENCE
+from analysis.tables import UnknownReference, check_reference
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent / "notebooks"
 REPO_ROOT = NOTEBOOK_DIR.parents[1]
@@ -131,6 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     before = _snapshot(out_dir)
     root = Path(args.results_root).resolve()
     with collected_once(root):
+        try:  # a reference asked for must have runs; where the default has none, nothing is paired (noted)
+            if args.reference != REFERENCE:
+                check_reference(collect(root), args.reference)
+        except UnknownReference as err:
+            print(f"make figures: {err}", file=sys.stderr)
+            sys.exit(2)
         try:
             run_all(root, out_dir, args.only, args.reference)
         except NotebookFailed as err:

@@ -191,7 +191,7 @@ def _synthetic_glue(method: str, budget: str, offset: float) -> pd.DataFrame:
     rows, k = [], 0
     for task, metrics in AVERAGE_COMPONENTS.items():
         for metric in metrics:
-            rows.append({"task": task, "method": method, "budget": budget, "metric": metric, "seed": 0,
+            rows.append({"task": task, "method": method, "budget": budget, "metric": metric, "seed": 0, "model": "deberta_v3_base",
                          "value_best": 80.0 + offset + k, "value_final": 0.0, "trainable_params": 1000,
                          "status": "success", "is_main": True, "run_dir": f"{task}/{method}"})
             k += 1

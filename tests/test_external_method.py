@@ -143,7 +143,8 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
 
     # the tables, the budget curve and the report page show it under its config's label, after the paper's rows
     df = collect(tmp_path / "out")
-    table1 = results_table(df.assign(task=df["task"].replace({"tiny_glue_rte": "glue_rte"})), "table1")
+    table1 = results_table(df.assign(task=df["task"].replace({"tiny_glue_rte": "glue_rte"}), model="deberta_v3_base"),
+                           "table1")
     assert list(table1.index)[-2:] == [("ext_qv", "glue_0.3m"), ("ext_qv", "glue_0.6m")]
     rows = format_table(table1).set_index(["Method", "Budget", "Source"])
     assert rows.loc[("QV low-rank", "0.3M", "paper"), "RTE"] == "—"

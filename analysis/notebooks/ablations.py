@@ -16,18 +16,16 @@
 # %%
 from analysis.collect import collect
 from analysis.figures import budget_curve
-from analysis.labels import method_label
 from analysis.paper import paper_results
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.stats import REFERENCE
 from analysis.tables import (
     ABLATION_TABLES,
-    PAIRED_TABLES,
     TABLE_TITLES,
     cost_table,
     has_ours,
-    paired_table,
+    paired_companion,
     protocols_present,
     results_table,
     successful,
@@ -36,7 +34,7 @@ from analysis.tables import (
 # %% tags=["parameters"]
 results_root = default_results_root()  # relative paths are taken against the repository root
 out_dir = default_out_dir()
-reference = REFERENCE  # Table 14 compares every method with it, paired by seed
+reference = REFERENCE  # Table 14 compares every method with it where it shows it, else with LoRA (all six)
 
 # %%
 results_root, out_dir = require_runs(results_root), in_repo(out_dir)
@@ -47,14 +45,15 @@ df = collect(results_root)
 for protocol in protocols_present(df) or ["paper"]:
     tag = "" if protocol == "paper" else f"_{protocol}"  # the paper's protocol keeps the plain file names
     for name in ABLATION_TABLES:
-        table = results_table(df, name, protocol=protocol, reference=reference)
-        report.table(table, f"{name}{tag}_best", f"{TABLE_TITLES[name]} (protocol {protocol})")
+        table = results_table(df, name, protocol=protocol, reference=reference)  # Table 14: against a method it shows
+        title = f"{TABLE_TITLES[name]} (protocol {protocol})"
+        companion = paired_companion(table, f"{name}{tag}", title)
+        report.table(table, f"{name}{tag}_best", title)
         if not has_ours(table):
             report.note(f"{name} (protocol {protocol}): no successful runs at its rows (method x budget); only the "
                         "paper's numbers are shown")
-        elif name in PAIRED_TABLES:
-            report.table(paired_table(table), f"{name}{tag}_paired",
-                         f"{TABLE_TITLES[name]}: paired differences with {method_label(reference)} (protocol {protocol})", latex=True)
+        if companion is not None:
+            report.table(*companion, latex=True)
 
 # %% [markdown]
 # ## Ablation variants against budget, with the paper's Table 4/5 points

@@ -62,4 +62,4 @@ for task, metric in sorted(set(curves)):
         continue
     fig, points = pareto_figure(df, task, metric)
     report.figure(fig, f"pareto_{task}_{metric}")
-    points.to_csv(report.out / f"pareto_{task}_{metric}.csv", index=False)
+    points.to_csv(report.out / f"pareto_{task}_{metric}.csv", index=False, encoding="utf-8")

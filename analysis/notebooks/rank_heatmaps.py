@@ -40,7 +40,7 @@ for task, budget, method in groups:
     for suffix, fig, matrix, first in rank_heatmaps_by_configuration(df, task, budget, method):
         stem = f"{task}_{method}_{budget}{suffix}"
         report.figure(fig, f"rank_heatmap_{stem}")
-        matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv")
+        matrix.round(2).to_csv(f"{out_dir}/rank_heatmap_{stem}.csv", encoding="utf-8")
         report.figure(rank_over_training(first), f"rank_over_training_{stem}_seed{first['run']['seed']}")
         drawn += 1
 if not drawn:

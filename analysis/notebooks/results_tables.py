@@ -13,14 +13,16 @@
 # %% [markdown]
 # # Results tables
 # Every run under `results_root`, collected into one table, and the paper's Tables 1-3 with
-# our mean ± std over seeds beside the paper's numbers (Δ = ours − paper), one set per protocol.
-# Every method that ran appears (the paper's first, others after them); each cell is compared with
-# `reference` over shared seeds (`table<N>_paired`: mean difference, 95% CI, paired t-test, Holm).
+# our mean ± std over seeds of the paper's backbone beside the paper's numbers (Δ = ours − paper), one
+# set per protocol. Runs of any other model (the tiny ones included) get the same layouts of their own,
+# named by model (`table1_<model>_best`), with no paper numbers. Every method that ran appears (the
+# paper's first, others after them, under their labels); each cell is compared with `reference` over
+# shared seeds (`<table>_paired`: mean difference, 95% CI, paired t-test, Holm).
 
 # %%
 from analysis.collect import collect, run_status, save
 from analysis.labels import method_label
-from analysis.paper import KNOWN_INCONSISTENCIES
+from analysis.paper import BACKBONE_LABELS, KNOWN_INCONSISTENCIES, PAPER_BACKBONES
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
 from analysis.stats import REFERENCE
@@ -28,7 +30,10 @@ from analysis.tables import (
     MAIN_TABLES,
     TABLE_TITLES,
     has_ours,
-    paired_table,
+    model_stem,
+    model_tables,
+    model_title,
+    paired_companion,
     protocol_table,
     protocols_present,
     results_table,
@@ -59,32 +64,48 @@ else:
     report.note(f"no run directories under {results_root}")
 
 # %% [markdown]
-# ## The paper's tables, ours beside them
+# ## The paper's tables, ours beside them; every other model in the same layouts
+
 
 # %%
+def write(table, stem: str, title: str) -> None:
+    """The table as ``<stem>_<which>``, and beside a best-eval table its paired comparisons, if any."""
+    companion = paired_companion(table, stem, title)
+    report.table(table, f"{stem}_{table.attrs['which']}", title, latex=True)
+    if companion is not None:
+        report.table(*companion, latex=True)
+    elif table.attrs["which"] == "best" and has_ours(table):
+        report.note(f"{stem}_paired: not written, no method shares a seed with the reference "
+                    f"{method_label(table.attrs['reference'], table.attrs['labels'])} in this table")
+
+
 protocols = protocols_present(df) or ["paper"]
 for protocol in protocols:
     tag = "" if protocol == "paper" else f"_{protocol}"  # the paper's protocol keeps the plain file names
     for name in MAIN_TABLES:
         for which in ("best", "final"):
             table = results_table(df, name, which=which, protocol=protocol, reference=reference)
-            report.table(table, f"{name}{tag}_{which}", f"{TABLE_TITLES[name]} ({which} eval, protocol {protocol})",
-                         latex=True)
+            write(table, f"{name}{tag}", f"{TABLE_TITLES[name]} ({which} eval, protocol {protocol})")
+            own = model_tables(df, name, which=which, protocol=protocol, reference=reference)
+            for model, mine in own.items():
+                write(mine, model_stem(name, model, tag), f"{model_title(name, model)} ({which} eval, protocol {protocol})")
             if not has_ours(table):
-                report.note(f"{name} ({which}, protocol {protocol}): no successful runs for its tasks; only the "
-                            "paper's numbers are shown")
-            elif which == "best":
-                report.table(paired_table(table), f"{name}{tag}_paired",
-                             f"{TABLE_TITLES[name]}: paired differences with {method_label(reference)} (best eval, protocol "
-                             f"{protocol})", latex=True)
+                backbone = BACKBONE_LABELS[PAPER_BACKBONES[name]]
+                elsewhere = ", ".join(f"{model_stem(name, m, tag)}_{which}.md" for m in own)
+                report.note(f"{name} ({which}, protocol {protocol}): no successful run of {backbone} on its tasks; only "
+                            "the paper's numbers are shown" + (f" (runs of other models: {elsewhere})" if own else ""))
 
 # %% [markdown]
 # ## Paper vs heldout protocol (when runs of both exist)
 
 # %%
 if {"paper", "heldout"} <= set(protocols):
-    report.table(protocol_table(df, "table1"), "table1_protocols",
-                 "Table 1 under both protocols: mean over the GLUE columns both have, and the ranking")
+    comparison = protocol_table(df, "table1")
+    if len(comparison):
+        report.table(comparison, "table1_protocols",
+                     "Table 1 under both protocols: mean over the GLUE columns both have, and the ranking")
+    else:
+        report.note("table1_protocols: not written, no Table 1 row has runs under both protocols")
 
 # %% [markdown]
 # ## All tasks, main metric (including tiny and demo tasks that have no paper numbers)
@@ -103,5 +124,5 @@ else:
 
 # %%
 inconsistencies = "".join(f"- {item}\n" for item in KNOWN_INCONSISTENCIES)
-(report.out / "paper_inconsistencies.md").write_text(inconsistencies)
+(report.out / "paper_inconsistencies.md").write_text(inconsistencies, encoding="utf-8")
 print(inconsistencies)
