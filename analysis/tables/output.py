@@ -66,7 +66,7 @@ def table_notes(table: pd.DataFrame) -> list[str]:
                      f"{ABOVE_MARK} / {BELOW_MARK}: the interval lies above / below 0. Fewer than 2 shared seeds: "
                      "no interval, no p.")
     paired = table.attrs.get("paired")
-    if paired is not None:
+    if paired is not None and len(paired):  # no comparison (no run shares a seed with the reference): no marks
         reference = method_label(table.attrs["reference"], table.attrs.get("labels"))
         where = table.attrs.get("companion")  # set only where the paired table is written beside this one
         notes.append(f"{ABOVE_MARK} / {BELOW_MARK}: the 95% t-interval of the paired difference with {reference} "
