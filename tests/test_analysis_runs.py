@@ -219,9 +219,12 @@ def test_notebooks_run_on_real_and_synthetic_fixtures(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 0, name
     assert (out / "ablation_curve_glue_sst2_accuracy.png").stat().st_size > 0
     for name in ("table1_best.md", "table1_best.tex", "table2_best.tex", "table14_best.md", "table15_cost.md",
-                 "run_status.md", "table1_paired.md", "table1_paired.tex", "table14_paired.md",
-                 "pareto_tiny_glue_rte_accuracy.png", "pareto_tiny_glue_rte_accuracy.csv"):
+                 "run_status.md", "table1_paired.md", "table1_paired.tex",
+                 "pareto_tiny_glue_rte_accuracy.png", "pareto_tiny_glue_rte_accuracy.csv",
+                 "table1_tiny_deberta_best.md", "table1_tiny_deberta_paired.md", "table3_tiny_bart_best.md"):
         assert (out / name).exists(), name
+    # Table 14 pairs with LoRA (all six), a method it shows; no run of LoRA (W_q,W_k): nothing paired, no file
+    assert not (out / "table14_paired.md").exists()
     assert "failed" in (out / "run_status.md").read_text()  # the synthetic root's failed run is listed
     assert "protocol paper" in (out / "table1_best.md").read_text()  # every caption states its protocol
     assert "Holm" in (out / "table1_paired.md").read_text()
