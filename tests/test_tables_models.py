@@ -182,3 +182,25 @@ def test_make_figures_reaches_the_users_model_tables_with_its_label(root, tmp_pa
     assert not (out / "table1_protocols.md").exists()  # one protocol: no header-only file
     for name in proc.stdout.split("\n\n")[0].splitlines():  # every file it printed exists
         assert Path(name).is_file(), name
+
+
+@pytest.mark.slow
+def test_an_external_methods_runs_reach_the_tiny_models_table1_and_paired_table_under_its_label(tmp_path, monkeypatch):
+    """The method of ``tests/test_external_method.py`` (a user's module, its own config and label), swept
+    with LoRA on the tiny model: its row in ``table1_tiny_deberta`` and in its paired table."""
+    from tests.test_external_method import KIND_SOURCE, _conf_dir, _run
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "ext_tbl_methods.py").write_text(KIND_SOURCE.format(kind="ext_tbl"), encoding="utf-8")
+    conf = _conf_dir(tmp_path, "ext_tbl", "ext_tbl_methods")
+    monkeypatch.syspath_prepend(str(pkg))
+    _run(tmp_path / "out", conf, pkg, "method=ext_tbl,lora", "budget=glue_0.3m", "seed=0,1", multirun=True)
+    df = collect(tmp_path / "out")
+    assert "ext_tbl" not in results_table(df, "table1").index.get_level_values("method")  # not DeBERTaV3-base
+    table = model_tables(df, "table1", reference="lora")["tiny_deberta"]
+    rows = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert rows.loc[("QV low-rank", "0.3M", "ours"), "tiny RTE"].endswith("(n=2)")
+    paired, stem, title = paired_companion(table, "table1_tiny_deberta", "Table 1 layout, tiny_deberta")
+    assert stem == "table1_tiny_deberta_paired" and title.endswith("paired differences with LoRA")
+    assert paired.set_index(["Method", "Task"]).loc[("QV low-rank", "tiny RTE"), "n"] == 2
