@@ -57,12 +57,10 @@ def values_of(df: pd.DataFrame, which: str) -> pd.DataFrame:
     return successful(df).dropna(subset=[f"value_{which}"])
 
 
-
 def column_labels(columns: list[tuple[str, str]]) -> list[str]:
     """``MNLI Acc`` / ``MNLI Acc-mm`` where a task has several metrics, else just ``RTE``."""
     metrics_per_task = pd.Series([t for t, _ in columns]).value_counts()
     return [task_label(t) if metrics_per_task[t] == 1 else f"{task_label(t)} {metric_label(m)}" for t, m in columns]
-
 
 
 def assemble(agg: pd.DataFrame, columns: list[tuple[str, str]], rows: list[tuple[str, str]],
@@ -106,7 +104,6 @@ def assemble(agg: pd.DataFrame, columns: list[tuple[str, str]], rows: list[tuple
     table.attrs["tasks"] = {label: task_label(t) for (t, _), label in zip(columns, labels, strict=True)}
     table.attrs["metrics"] = {label: metric_label(m) for (_, m), label in zip(columns, labels, strict=True)}
     return table
-
 
 
 def has_ours(table: pd.DataFrame) -> bool:

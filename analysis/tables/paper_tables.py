@@ -78,8 +78,7 @@ def _average_rows(agg: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=agg.columns)
 
 
-
-def _place_rows(paper_rows: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _place_rows(theirs: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The paper's rows in order, and each extra row in the block it belongs to.
 
     Where the paper groups its rows by budget (Tables 1, 3), an extra row goes after the last row
@@ -87,8 +86,8 @@ def _place_rows(paper_rows: list[tuple[str, str]], extra: list[tuple[str, str]])
     side by side), it goes into its method's block in budget order (e.g. LoRA at 0.32%, which
     Table 5 does not report, between LoRA's 0.16% and 0.65%).
     """
-    rows = list(paper_rows)
-    methods = [m for m, _ in paper_rows]
+    rows = list(theirs)
+    methods = [m for m, _ in theirs]
     first = {m: methods.index(m) for m in methods}
     last = {m: len(methods) - 1 - methods[::-1].index(m) for m in methods}
     by_method = all(last[m] - first[m] + 1 == methods.count(m) for m in first)  # each method contiguous
@@ -103,18 +102,16 @@ def _place_rows(paper_rows: list[tuple[str, str]], extra: list[tuple[str, str]])
     return rows
 
 
-
 def _table_rows(paper: pd.DataFrame, agg: pd.DataFrame, labels: dict[str, str]) -> list[tuple[str, str]]:
     """The paper's rows in its order (with our rows of its methods at its other budgets placed among
     them), then every other method that ran at the table's budgets, by display name and budget."""
-    paper_rows = list(dict.fromkeys(zip(paper["method"], paper["budget"], strict=True)))
-    ours_rows = set(zip(agg["method"], agg["budget"], strict=True)) - set(paper_rows)
+    theirs = list(dict.fromkeys(zip(paper["method"], paper["budget"], strict=True)))
+    ours_rows = set(zip(agg["method"], agg["budget"], strict=True)) - set(theirs)
     budgets, methods = set(paper["budget"]), set(paper["method"])
     extra = [r for r in ours_rows if r[0] in methods and r[1] in budgets]
     others = sorted((r for r in ours_rows if not is_paper_method(r[0]) and r[1] in budgets),
                     key=lambda r: (method_rank(r[0], labels), budget_rank(r[1])))
-    return _place_rows(paper_rows, extra) + others
-
+    return _place_rows(theirs, extra) + others
 
 
 def results_table(df: pd.DataFrame, table: str = "table1", which: str = "best", include_paper: bool = True,
