@@ -112,7 +112,8 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
     A researcher who links a sweep folder into the results root (``outputs/colleague -> /shared/sweep``)
     expects its runs in the report, so links are followed; a directory reached a second time (a link
     to a folder already read, a link to an ancestor) is not read again, and the link is named once
-    on stderr. Sub-directories are walked in name order, so which path a run gets is stable.
+    on stderr. Sub-directories are walked in name order, real ones before links, so a run keeps its
+    real path where it has one, and the path it gets is stable.
     """
     seen: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -120,10 +121,11 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
         stat = here.stat()
         if (stat.st_dev, stat.st_ino) in seen:
             dirs.clear()
-            _report(here, f"a link to {here.resolve()}, which is read already under this root; read once")
+            _report(here, f"the same directory as {here.resolve()}, read already through another path under "
+                          "this root (a symbolic link); its runs are listed once")
             continue
         seen.add((stat.st_dev, stat.st_ino))
-        dirs.sort()
+        dirs.sort(key=lambda name: (os.path.islink(os.path.join(folder, name)), name))  # real paths before links
         yield here, files
 
 
