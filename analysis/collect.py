@@ -193,14 +193,19 @@ def _record_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
 
 
 def _report(path: Path, why: str) -> None:
-    """Name a left-out path on stderr, once per process: ``make figures`` reads the records more than once."""
-    line = f"[collect] skipped {path}: {why}"
-    if line not in _REPORTED:
-        _REPORTED.add(line)
+    """Name a left-out path on stderr (once: :func:`print_once`)."""
+    print_once(f"[collect] skipped {path}: {why}")
+
+
+def print_once(line: str) -> None:
+    """Print ``line`` on stderr unless this process printed it already: ``make figures`` reads the
+    records (and the notebooks' notes) more than once, and a reader wants each problem said once."""
+    if line not in _PRINTED:
+        _PRINTED.add(line)
         print(line, file=sys.stderr)
 
 
-_REPORTED: set[str] = set()
+_PRINTED: set[str] = set()
 
 
 # ---------------------------------------------------------------------------- the record, as the analysis reads it
