@@ -440,7 +440,7 @@ def _snapshot_of(root: str | Path) -> Path | None:
     """The active snapshot's folder (:data:`SNAPSHOT_ENV`) if it was taken of ``root``."""
     folder = os.environ.get(SNAPSHOT_ENV)
     marker = Path(folder) / _SNAPSHOT_ROOT if folder else None
-    if marker is None or not marker.is_file() or marker.read_text() != str(Path(root).resolve()):
+    if marker is None or not marker.is_file() or marker.read_text(encoding="utf-8") != str(Path(root).resolve()):
         return None
     return marker.parent
 
@@ -463,7 +463,7 @@ def collected_once(root: str | Path) -> Iterator[Path]:
         loaded = list(load_records(root))
         results_frame(loaded).to_parquet(Path(folder) / "results.parquet", index=False)
         status_frame(loaded).to_parquet(Path(folder) / "run_status.parquet", index=False)
-        (Path(folder) / _SNAPSHOT_ROOT).write_text(str(Path(root).resolve()))
+        (Path(folder) / _SNAPSHOT_ROOT).write_text(str(Path(root).resolve()), encoding="utf-8")
         os.environ[SNAPSHOT_ENV] = folder
         try:
             yield Path(folder)
