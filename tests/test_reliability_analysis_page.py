@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from analysis.index_page import parse_markdown_table, write_index
-from analysis.run_notebooks import MANIFEST, staged_build
+from analysis.run_notebooks import MANIFEST, carry_over, staged_build
 from tests.test_report_page import PNG, REPO_ROOT, RUNS, open_in_browser
 
 TABLE = "### Table 1\n\n| Method | Budget | Source | RTE |\n| --- | --- | --- | --- |\n| LoRA | 0.3M | ours | {} |\n"
@@ -60,6 +60,20 @@ def test_a_failed_build_leaves_the_previous_one_as_it_was(tmp_path):
         raise RuntimeError("a notebook failed")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in out.iterdir() if p.name.startswith(".build-")] == []
+
+
+def test_a_partial_rebuild_keeps_the_other_notebooks_files_on_the_page(tmp_path):
+    """``--only results_tables`` reruns one notebook: the others' files of the last build stay."""
+    out = tmp_path / "figures"
+    _build(out, {"figure2.png": PNG, "table1_best.md": TABLE.format("72.00").encode()})
+    with staged_build(out) as (staging, _):
+        (staging / "table1_best.md").write_text(TABLE.format("73.00"), encoding="utf-8")
+        carry_over(out, staging)
+        write_index(RUNS, staging)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "73.00" in page and "72.00" not in page and "figure2.png" in page and (out / "figure2.png").is_file()
+    assert sorted((out / MANIFEST).read_text(encoding="utf-8").split()) == ["figure2.png", "index.html",
+                                                                            "table1_best.md"]
 
 
 def test_a_manifest_naming_paths_outside_the_figures_folder_removes_nothing_there(tmp_path):
