@@ -16,7 +16,14 @@ stored identity; theirs is computed from the config they store. A record of a sc
 does not know is refused (status ``unreadable``, with the reason) and the others are processed.
 Anything that is not a run record (another tool's ``result.json``, a ``seed=abc/`` directory, a
 record whose ``run.seed`` is not an integer) is skipped, named with its path on stderr, and
-the rest is processed; the seed column is always an integer column.
+the rest is processed; the seed column is always an integer column. A run record with a field of
+the wrong type (:func:`record_problem`: a metric that is a string, a task that is a number, a
+success without metrics), or whose identity would need code imported (a schema-1 record naming a
+``method.module``: ``adalora.trust``), is left out of the tables and listed as ``unreadable`` in
+``run_status`` with the reason, printed once per process as one line naming its path.
+
+A sweep folder that is a symbolic link (to another disk, a colleague's folder) is read like any
+other; a directory reached twice (a link to a folder already read, a link loop) is read once.
 
 Finding the runs is one walk of the tree, and ``make figures`` reads the records once:
 :func:`collected_once` writes both frames to a snapshot that :func:`collect` and
@@ -41,9 +48,10 @@ from typing import Any
 
 import pandas as pd
 
+from adalora import trust
 from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
 from experiments.identity import identity_hash, record_identity
-from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, read_result
+from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, STATUSES, read_result
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"
@@ -78,13 +86,13 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     """Directories holding a ``result.json`` or named ``seed=<s>`` (a run that never wrote one).
 
     A ``seed=<s>`` directory whose runs live in override sub-directories is not a run itself.
-    One walk of the tree; each directory with a record marks its ancestors once (linear).
+    One walk of the tree (:func:`_walk`: symbolic links to directories followed, each directory
+    read once); each directory with a record marks its ancestors once (linear).
     """
     root = Path(root)
     results: set[Path] = set()
     seeds: set[Path] = set()
-    for folder, _, files in os.walk(root):
-        here = Path(folder)
+    for here, files in _walk(root):
         if RESULT_FILE in files:
             results.add(here)
         if here.name.startswith(SEED_PREFIX):
@@ -96,6 +104,29 @@ def find_run_dirs(root: str | Path) -> list[Path]:
                 break  # its ancestors are marked already, or it is outside the root
             above.add(parent)
     return sorted(results | (seeds - above))
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """(directory, its file names) for every directory under ``root``, following symbolic links.
+
+    A researcher who links a sweep folder into the results root (``outputs/colleague -> /shared/sweep``)
+    expects its runs in the report, so links are followed; a directory reached a second time (a link
+    to a folder already read, a link to an ancestor) is not read again, and the link is named once
+    on stderr. Sub-directories are walked in name order, real ones before links, so a run keeps its
+    real path where it has one, and the path it gets is stable.
+    """
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        here = Path(folder)
+        stat = here.stat()
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs.clear()
+            _report(here, f"the same directory as {here.resolve()}, read already through another path under "
+                          "this root (a symbolic link); its runs are listed once")
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort(key=lambda name: (os.path.islink(os.path.join(folder, name)), name))  # real paths before links
+        yield here, files
 
 
 def _not_a_record(record: Any) -> str | None:
@@ -126,28 +157,170 @@ def load_records(root: str | Path, skipped: list[tuple[Path, str]] | None = None
     """(run dir, record or None, read error or None) for every run directory under root.
 
     What is not a run is left out, printed on stderr as ``[collect] skipped <path>: <why>`` and
-    appended to ``skipped`` (path, why) when a list is given.
+    appended to ``skipped`` (path, why) when a list is given. A run whose record is of an unknown
+    schema, has a field of the wrong type (:func:`record_problem`) or names code to compute its
+    identity comes with its record None and the reason (shown as ``unreadable``), printed the same
+    way, once per process.
     """
     for run_dir in find_run_dirs(root):
         try:
             record = read_result(run_dir)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            _report(run_dir / RESULT_FILE, f"not JSON ({err}); left out of the tables")
             yield run_dir, None, f"unreadable {RESULT_FILE}: {err}"
             continue
-        why = _not_a_record(record)
-        if why is None and record is not None and record["schema_version"] not in KNOWN_SCHEMA_VERSIONS:
-            message = (f"{run_dir / RESULT_FILE}: schema_version {record['schema_version']!r} is not one this "
-                       f"code reads {list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
-            print(f"[collect] {message}", file=sys.stderr)
-            yield run_dir, None, message
-            continue
-        why = why or _not_a_run(run_dir, record)
+        why = _not_a_record(record) or _not_a_run(run_dir, record)
         if why is not None:
-            print(f"[collect] skipped {run_dir}: {why}", file=sys.stderr)
+            _report(run_dir, why)
             if skipped is not None:
                 skipped.append((run_dir, why))
             continue
-        yield run_dir, record, None
+        problem = None if record is None else _record_problem(run_dir, record)
+        if problem is not None:
+            _report(run_dir / RESULT_FILE, problem)
+        yield run_dir, (None if problem else record), problem
+
+
+def _record_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """Why this run's record is left out of the tables (unknown schema, wrong types, names code), or None."""
+    if record["schema_version"] not in KNOWN_SCHEMA_VERSIONS:
+        return (f"schema_version {record['schema_version']!r} is not one this code reads "
+                f"{list(KNOWN_SCHEMA_VERSIONS)}; left out (update the suite to read it)")
+    problem = record_problem(record)
+    if problem is not None:
+        return f"{problem}; left out of the tables (fix or remove the file)"
+    return _identity_problem(run_dir, record)
+
+
+def _report(path: Path, why: str) -> None:
+    """Name a left-out path on stderr (once: :func:`print_once`)."""
+    print_once(f"[collect] skipped {path}: {why}")
+
+
+def print_once(line: str) -> None:
+    """Print ``line`` on stderr unless this process printed it already: ``make figures`` reads the
+    records (and the notebooks' notes) more than once, and a reader wants each problem said once."""
+    if line not in _PRINTED:
+        _PRINTED.add(line)
+        print(line, file=sys.stderr)
+
+
+_PRINTED: set[str] = set()
+
+
+# ---------------------------------------------------------------------------- the record, as the analysis reads it
+INT64 = (-(2**63), 2**63 - 1)
+NUMBER = "a number that fits a float64"
+_TEXT_FIELDS = ("run.sweep", "run.task", "run.family", "run.method", "run.budget", "run.model", "run.label",
+                "run.protocol", "reason", "metrics.main_metric", "env.git_sha", "train.precision")
+_COUNT_FIELDS = ("run.seed", "params.trainable_paper", "params.trainable_paper_start", "params.budget_target",
+                 "train.steps", "train.world_size", "weights.final.bytes")
+_NUMBER_FIELDS = ("params.budget_gap", "train.wall_time_s", "train.peak_memory_mb", "train.step_time_s.median")
+_BLOCK_FIELDS = ("run", "metrics", "metrics.best", "metrics.final", "params", "train", "train.step_time_s",
+                 "weights", "env", "env.versions", "config", "identity", "identity.keys")
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """The first field of a run record the analysis cannot use, said in one line; None when it can.
+
+    This is the analysis's view of the record schema (``experiments.results`` writes the record and
+    documents it): only the fields that collect, the tables, the figures and the report page read,
+    each of the type they assume. A field may be absent or null (older records lack some) except
+    what a result needs: a ``success`` record has ``metrics`` with a ``main_metric``, its value in
+    ``metrics.best`` and a list of ``metrics.evals``. Metric values are numbers a float holds
+    (``NaN`` included: a run may measure it); counts and the seed fit int64 (the frames' integer
+    columns). ``record`` already has a ``status`` and a ``run`` object (:func:`_not_a_run`).
+    """
+    if record["status"] not in STATUSES:
+        return f"status is {_shown(record['status'])}, not one of {list(STATUSES)}"
+    for path in _BLOCK_FIELDS:
+        value = _field(record, path)
+        if value is not None and not isinstance(value, dict):
+            return f"{path} is {_shown(value)}, not an object"
+    checks = ((_TEXT_FIELDS, _is_text, "a string"), (_COUNT_FIELDS, _is_count, "an integer that fits int64"),
+              (_NUMBER_FIELDS, _is_number, NUMBER))
+    for paths, check, kind in checks:
+        for path in paths:
+            value = _field(record, path)
+            if value is not None and not check(value):
+                return f"{path} is {_shown(value)}, not {kind}"
+    return _metrics_problem(record.get("metrics"), success=record["status"] == "success")
+
+
+def _metrics_problem(metrics: dict[str, Any] | None, success: bool) -> str | None:
+    """What is wrong with the ``metrics`` block (its objects' types are checked already), or None."""
+    if metrics is None:
+        return "status is 'success' but the record has no metrics" if success else None
+    main = metrics.get("main_metric")
+    if success and main is None:
+        return "status is 'success' but metrics.main_metric is missing"
+    if success and (metrics.get("best") or {}).get(main) is None:
+        return f"status is 'success' but metrics.best has no value of its main metric {main!r}"
+    evals = metrics.get("evals")
+    if (success or evals is not None) and not (isinstance(evals, list) and all(isinstance(e, dict) for e in evals)):
+        return f"metrics.evals is {_shown(evals)}, not a list of evaluations"
+    blocks = [(name, metrics.get(name) or {}) for name in ("best", "final")]
+    blocks += [(f"evals[{i}]", entry) for i, entry in enumerate(evals or [])]
+    for name, block in blocks:
+        for metric, value in block.items():
+            if value is not None and not _is_number(value):
+                return f"metrics.{name}.{metric} is {_shown(value)}, not {NUMBER}"
+    return None
+
+
+def _field(record: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path; None where it, or a block above it, is absent or not an object."""
+    value: Any = record
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number a float64 holds (a bool is no number; an integer of 400 digits overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A value in a one-line message: its repr cut to 40 characters, and its JSON type."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    text = text if len(text) <= 40 else f"{text[:37]}..."
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number"}
+    return f"{text} ({kinds.get(type(value), type(value).__name__)})"
+
+
+def stored_or_computed_identity(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`experiments.identity.record_identity` of a record read from disk, as data: computing a
+    schema-1 record's identity resolves its method, and a ``method.module`` it names is refused
+    (``adalora.trust.UntrustedCode``), never imported."""
+    with trust.reading(run_dir / RESULT_FILE):
+        return record_identity(record)
+
+
+def _identity_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """Why the record's identity cannot be had without importing code it names, or None."""
+    try:
+        stored_or_computed_identity(run_dir, record)
+    except trust.UntrustedCode as err:
+        return str(err)
+    return None
 
 
 def _keys_from_path(run_dir: Path) -> dict[str, Any]:
@@ -157,6 +330,8 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     keys: dict[str, Any] = dict.fromkeys(RUN_KEYS)
     seed = parts[at].removeprefix(SEED_PREFIX)
     keys["seed"] = int(seed) if parts[at].startswith(SEED_PREFIX) and seed.isdigit() else None
+    if keys["seed"] is not None and not _is_count(keys["seed"]):
+        keys["seed"] = None  # beyond int64: no integer column holds it
     for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
         keys[name] = part
     return keys
@@ -183,7 +358,7 @@ def _status_row(run_dir: Path, record: dict[str, Any] | None, error: str | None)
             row.update(status="missing", reason=f"no {RESULT_FILE} and no checkpoint")
         return row
     row.update({k: v for k, v in record.get("run", {}).items() if k in RUN_KEYS})
-    identity = record_identity(record)
+    identity = stored_or_computed_identity(run_dir, record)
     if identity is not None:
         row.update(config_hash=identity_hash(identity), config_group=identity_hash(identity, with_seed=False),
                    identity=identity)
@@ -265,7 +440,7 @@ def _snapshot_of(root: str | Path) -> Path | None:
     """The active snapshot's folder (:data:`SNAPSHOT_ENV`) if it was taken of ``root``."""
     folder = os.environ.get(SNAPSHOT_ENV)
     marker = Path(folder) / _SNAPSHOT_ROOT if folder else None
-    if marker is None or not marker.is_file() or marker.read_text() != str(Path(root).resolve()):
+    if marker is None or not marker.is_file() or marker.read_text(encoding="utf-8") != str(Path(root).resolve()):
         return None
     return marker.parent
 
@@ -288,7 +463,7 @@ def collected_once(root: str | Path) -> Iterator[Path]:
         loaded = list(load_records(root))
         results_frame(loaded).to_parquet(Path(folder) / "results.parquet", index=False)
         status_frame(loaded).to_parquet(Path(folder) / "run_status.parquet", index=False)
-        (Path(folder) / _SNAPSHOT_ROOT).write_text(str(Path(root).resolve()))
+        (Path(folder) / _SNAPSHOT_ROOT).write_text(str(Path(root).resolve()), encoding="utf-8")
         os.environ[SNAPSHOT_ENV] = folder
         try:
             yield Path(folder)

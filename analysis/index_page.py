@@ -7,9 +7,10 @@ contents follows, then the tables that hold a row of the user's, the user's rows
 paper's beneath; tables with only the paper's numbers are collapsed under "Paper only". Then the
 figures, the notes and the provenance of the runs: git sha(s), package versions, training precision
 (``trainer.precision`` / ``trainer.tf32``), config hashes (stored, or computed from the stored
-config for schema-1 records). Every Markdown table ``make figures`` wrote is shown, the analysis
+config for schema-1 records). Every Markdown table ``make figures`` wrote in this build is shown
+(the page is written in the build's staging folder: ``analysis.run_notebooks``), the analysis
 helper's paired and protocol tables (``table*_paired.md``, ``table1_protocols.md``) included when
-present.
+present; every file is read as UTF-8, and one that is not is left out with a line on stderr.
 
 The page is static (no server, no network, no external asset: it opens from disk). A script on it
 checks itself once loaded: every image decoded (``complete`` and a non-zero ``naturalWidth``) and
@@ -29,10 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from analysis.collect import load_records
-from analysis.paths import REPO_ROOT
+from analysis.collect import load_records, stored_or_computed_identity
+from analysis.paths import REPO_ROOT, read_output
 from analysis.run_summary import RunSummary, summarize
-from experiments.identity import identity_hash, record_identity
+from experiments.identity import identity_hash
 
 INDEX = "index.html"
 # Section order of the page: (heading, file-name prefixes). Anything else goes under "Other".
@@ -189,14 +190,14 @@ def _version(package: str) -> str:
 def provenance(results_root: str | Path) -> dict[str, Any]:
     """What produced the runs (from their records) and this page (from this checkout)."""
     shas, versions, hashes, precisions = Counter(), Counter(), Counter(), Counter()
-    for _, record, _ in load_records(results_root):
+    for run_dir, record, _ in load_records(results_root):
         if record is None:
             continue
         env = record.get("env") or {}
         shas[env.get("git_sha") or "unknown"] += 1
         for name, version in (env.get("versions") or {}).items():
             versions[f"{name}=={version}"] += 1
-        identity = record_identity(record)  # stored (schema 2) or computed from the stored config (schema 1)
+        identity = stored_or_computed_identity(run_dir, record)  # schema 1: from its config, importing nothing
         if identity is not None:
             hashes[identity_hash(identity)] += 1
         precisions[_precision(record.get("train") or {})] += 1
@@ -263,7 +264,11 @@ def _toc_html(entries: list[tuple[str, str]], paper_only: list[tuple[str, str]])
 
 
 def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
-    """Write ``<out_dir>/index.html`` from the files in ``out_dir`` and the runs under ``results_root``."""
+    """Write ``<out_dir>/index.html`` from the files in ``out_dir`` and the runs under ``results_root``.
+
+    ``make figures`` passes the staging folder of its build (``analysis.run_notebooks``), so the page
+    shows the files this build wrote and nothing else that lies in the figures folder.
+    """
     out_dir = Path(out_dir)
     prov = provenance(results_root)
     summary = summarize(results_root, out_dir)
@@ -271,7 +276,9 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
     for path in sorted(out_dir.glob("*.md"), key=_table_key):
         if path.stem.endswith("_notes") or path.stem == "paper_inconsistencies":
             continue
-        text = path.read_text()
+        text = read_output(path)
+        if text is None:
+            continue
         table, has_ours = _table_html(path.stem, text)
         title = parse_markdown_table(text)[0] or path.stem
         (ours if has_ours else paper_only).append((f"{path.stem}-title", title, table))
@@ -292,7 +299,9 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
                   f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in pngs]
     parts.append('<h2 id="notes">Notes</h2>')
     for path in sorted(out_dir.glob("*_notes.md")) + sorted(out_dir.glob("paper_inconsistencies.md")):
-        parts.append(f"<h3>{html.escape(path.stem)}</h3><pre>{html.escape(path.read_text())}</pre>")
+        text = read_output(path)
+        if text is not None:
+            parts.append(f"<h3>{html.escape(path.stem)}</h3><pre>{html.escape(text)}</pre>")
     parts += ['<h2 id="provenance">Provenance</h2>',
               f"<p>This page: git <code>{html.escape(prov['page_git_sha'])}</code></p>", _dl(prov["page_versions"]),
               "<h3>Git sha of the runs (runs per sha)</h3>", _dl(prov["runs_git_sha"]),

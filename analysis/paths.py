@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from analysis.collect import find_run_dirs
+from analysis.collect import find_run_dirs, print_once
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_ENV = "ADALORA_RESULTS_ROOT"
@@ -47,3 +47,15 @@ def require_runs(results_root: str | Path) -> Path:
         raise NoRuns(f"results root {root} holds no run (no <sweep>/<task>/<method>/<budget>/seed=<s>/ directory): "
                      "point it at the output_root of a sweep")
     return root
+
+
+def read_output(path: Path) -> str | None:
+    """A text file the notebooks wrote, read as UTF-8 (what they write, whatever the locale). One that is
+    not UTF-8 is not theirs (a user's Latin-1 notes): it is named on stderr in one line and skipped, and
+    the report is built without it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        print_once(f"[report page] left out {path}: not UTF-8 ({err.reason} at byte {err.start}); the notebooks "
+                   "write UTF-8, so it is not one of theirs")
+        return None

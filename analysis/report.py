@@ -28,7 +28,7 @@ class Report:
     def note(self, text: str) -> None:
         """Record why an output is missing or partial (no runs yet, nothing to draw)."""
         self.notes.append(text)
-        self.notes_path.write_text("".join(f"- {n}\n" for n in self.notes))
+        self.notes_path.write_text("".join(f"- {n}\n" for n in self.notes), encoding="utf-8")
         display(Markdown(f"> **Note:** {text}"))
 
     def table(self, table: pd.DataFrame, stem: str, title: str, latex: bool = False) -> None:

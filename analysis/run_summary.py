@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.collect import load_records, run_status
 from analysis.convergence import convergence_table
 from analysis.labels import budget_rank, method_rank
+from analysis.paths import read_output
 
 # Warning categories, in the order the page shows them.
 CONFLICTS = "Conflicting configurations (not pooled in the tables)"
@@ -88,8 +89,8 @@ def _unconverged(results_root: Path) -> list[str]:
 def _missing(out_dir: Path | None) -> list[str]:
     if out_dir is None:
         return []
-    return [line.removeprefix("- ").strip() for path in sorted(out_dir.glob("*_notes.md"))
-            for line in path.read_text().splitlines() if line.strip()]
+    texts = (read_output(path) or "" for path in sorted(out_dir.glob("*_notes.md")))
+    return [line.removeprefix("- ").strip() for text in texts for line in text.splitlines() if line.strip()]
 
 
 def summarize(results_root: str | Path, out_dir: str | Path | None = None) -> RunSummary:

@@ -12,7 +12,11 @@ t-test, and the number of seeds both share. Everything is computed by scipy:
   (:func:`holm`), so "some cell of this table differs" holds at 5% family-wise.
 
 Only seeds present for both methods are paired; a method with fewer than two shared seeds gets
-``n`` and its mean difference but no interval and no p-value (NaN). The runs come from
+``n`` and its mean difference but no interval and no p-value (NaN). So does a method whose
+difference is the same on every seed (no spread, :func:`no_spread`): the t statistic is d / 0, for
+which scipy returns p = 0 (d != 0) or NaN (d = 0) and an interval of width 0, so a difference seen
+on two seeds would read as certain; its p is undefined, said in ``note``, and no interval means
+no ↑/↓ marker. The runs come from
 ``analysis.grouping.per_seed``: one configuration per label and protocol, so runs of different
 configurations or protocols are never pooled or paired, and a comparison needs the same model.
 """
@@ -30,11 +34,15 @@ from analysis.grouping import per_seed
 REFERENCE = "adalora"
 INTERVALS = ("t", "bootstrap")
 CONFIDENCE = 0.95
-COLUMNS = ["n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "excludes_zero", "seeds"]
+COLUMNS = ["n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "excludes_zero", "note", "seeds"]
+NO_SPREAD = "the difference is the same on every seed: no spread, p undefined"
+# Differences equal up to float rounding (metrics subtracted in binary) count as identical: scipy
+# then returns a p of 1e-33 or so from a standard deviation of 1e-16, with only a RuntimeWarning.
+_SAME = {"rtol": 1e-9, "atol": 1e-12}
 
 
 def paired_difference(values: Sequence[float], reference: Sequence[float], interval: str = "t",
-                      confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, float | int | bool]:
+                      confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, float | int | bool | str | None]:
     """Mean of ``values - reference`` (aligned per seed), its interval, the paired t-test's p, n."""
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
@@ -42,12 +50,13 @@ def paired_difference(values: Sequence[float], reference: Sequence[float], inter
     if a.shape != b.shape:
         raise ValueError(f"paired values need one value per seed on both sides, got {a.shape} and {b.shape}")
     n = len(a)
-    out: dict[str, float | int | bool] = {"n": n, "mean_diff": float(np.mean(a - b)) if n else np.nan,
-                                          "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
+    out: dict[str, float | int | bool | str | None] = {
+        "n": n, "mean_diff": float(np.mean(a - b)) if n else np.nan, "ci_low": np.nan, "ci_high": np.nan,
+        "p": np.nan, "note": None}
     if n >= 2:
         diff = a - b
-        if np.all(diff == diff[0]):  # no spread: the interval is the point and the t statistic is undefined
-            out.update(ci_low=float(diff[0]), ci_high=float(diff[0]), p=0.0 if diff[0] != 0 else 1.0)
+        if no_spread(diff):
+            out["note"] = NO_SPREAD
         else:
             test = stats.ttest_rel(a, b)
             low, high = test.confidence_interval(confidence)
@@ -57,6 +66,12 @@ def paired_difference(values: Sequence[float], reference: Sequence[float], inter
             out.update(ci_low=float(low), ci_high=float(high), p=float(test.pvalue))
     out["excludes_zero"] = bool(out["ci_low"] > 0 or out["ci_high"] < 0)
     return out
+
+
+def no_spread(diff: np.ndarray) -> bool:
+    """Whether the per-seed differences are all the same (up to float rounding): the paired t-test's
+    statistic is then d / 0 and neither its p nor its interval means anything."""
+    return bool(np.allclose(diff, diff[0], **_SAME))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -20,7 +20,7 @@ from scipy import stats as scipy_stats
 
 from analysis.collect import collect
 from analysis.figures import pareto_figure
-from analysis.stats import holm, paired_comparisons, paired_difference
+from analysis.stats import NO_SPREAD, holm, paired_comparisons, paired_difference
 from analysis.tables import (
     cost_table,
     format_table,
@@ -66,6 +66,31 @@ def test_constructed_cases_land_on_each_side_of_zero():
     assert one["n"] == 1 and one["mean_diff"] == 1.0 and math.isnan(one["ci_low"]) and math.isnan(one["p"])
     with pytest.raises(ValueError, match="interval must be one of"):
         paired_difference(base, base, interval="normal")
+
+
+@pytest.mark.parametrize(("values", "reference"), [
+    ([81.0, 83.0], [80.0, 82.0]),  # the case: two seeds, both 1.0 apart
+    ([1.1, 2.3, 3.7], [0.1, 1.3, 2.7]),  # 1.0 apart up to float rounding: scipy says p = 8e-33
+    ([70.0, 71.0], [70.0, 71.0]),  # no difference at all: scipy's p is NaN
+])
+def test_identical_differences_on_every_seed_have_no_p_value_and_no_interval(values, reference):
+    result = paired_difference(values, reference)
+    assert result["mean_diff"] == pytest.approx(np.mean(np.subtract(values, reference)))
+    assert math.isnan(result["p"]) and math.isnan(result["ci_low"]) and math.isnan(result["ci_high"])
+    assert not result["excludes_zero"] and result["note"] == NO_SPREAD
+    assert paired_difference(values, reference, interval="bootstrap")["note"] == NO_SPREAD
+
+
+def test_identical_differences_get_no_marker_and_no_p_in_the_tables(tmp_path):
+    for seed, (lora, ada) in enumerate(((61.0, 60.0), (63.0, 62.0))):
+        for method, accuracy in (("lora", lora), ("adalora", ada)):
+            _derive(tmp_path, "tiny_glue_rte", method, "glue_0.3m", seed, accuracy=accuracy)
+    table = results_table(_as_paper(collect(tmp_path)), "table1")
+    assert table.loc[("lora", "glue_0.3m"), ("RTE", "vs_ref")] == 0.0
+    text = format_table(table).set_index(["Method", "Budget", "Source"])
+    assert text.loc[("LoRA", "0.3M", "ours"), "RTE"] == "62.00 ± 1.41 (n=2)"  # no ↑
+    row = paired_table(table).set_index(["Method", "Task"]).loc[("LoRA", "RTE")]
+    assert (row["Δ mean"], row["95% CI"], row["p"], row["p (Holm)"]) == ("+1.00", "", "", "")
 
 
 def test_holm_on_a_known_example():
