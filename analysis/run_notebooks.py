@@ -219,21 +219,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"make figures: {err}")
     out_dir = Path(args.out_dir or Path(args.results_root) / "figures").resolve()
     root = Path(args.results_root).resolve()
-    with collected_once(root), staged_build(out_dir) as (staging, written):
-        try:  # a reference asked for must have runs; where the default has none, nothing is paired (noted)
+    with collected_once(root):
+        try:  # a reference asked for must have runs (checked before anything is written); where the
+            # default has none, nothing is paired (noted)
             if args.reference != REFERENCE:
                 check_reference(collect(root), args.reference)
         except UnknownReference as err:
             print(f"make figures: {err}", file=sys.stderr)
             sys.exit(2)
-        try:
-            run_all(root, staging, args.only, args.reference, shown_out_dir=out_dir)
-        except NotebookFailed as err:
-            sys.exit(str(err))
-        if args.only:
-            carry_over(out_dir, staging)
-        write_index(root, staging)
-        summary = summarize(root, staging)
+        with staged_build(out_dir) as (staging, written):
+            try:
+                run_all(root, staging, args.only, args.reference, shown_out_dir=out_dir)
+            except NotebookFailed as err:
+                sys.exit(str(err))
+            if args.only:
+                carry_over(out_dir, staging)
+            write_index(root, staging)
+            summary = summarize(root, staging)
     print("\n".join(_shown(p) for p in written))
     print_summary(summary, out_dir / INDEX)
 
