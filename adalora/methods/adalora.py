@@ -16,7 +16,7 @@ from torch import nn
 
 from adalora.allocator import IMPORTANCE_METRICS, RankAllocator
 from adalora.architectures import ENCODER_WEIGHT_TYPES
-from adalora.budget import BudgetLevel, count_parameters
+from adalora.budget import BudgetLevel
 from adalora.fused import BatchedProducts
 from adalora.layers import SVDLinear
 from adalora.methods.base import PEFT_PREFIX, MethodHandle
@@ -138,11 +138,18 @@ class AdaLoRA(MethodHandle):
         super().load_trained_state(tensors, fingerprint, source)
         self._loaded_ranks = {n: m.rank() for n, m in self.svd_modules.items()}
 
-    def parameter_counts(self) -> dict[str, Any]:
-        """AdaLoRA counts the triplets it keeps (the paper's way), not the r_init it trains."""
-        counts: dict[str, Any] = count_parameters(self.model, self.arch.head_prefixes,
-                                                  adalora_ranks=self.rank_pattern(), adalora_modules=self.svd_modules)
-        return self._with_budget(counts)
+    def pruned_parameters(self) -> int:
+        """AdaLoRA counts the triplets it keeps (the paper's way), not the r_init it trains: each pruned
+        triplet is ``d_in + d_out + 1`` parameters (``d_in + d_out`` for a fixed gate, Prune LoRA)."""
+        ranks = self.rank_pattern()
+        return sum((module.lora_E.shape[0] - ranks[name])
+                   * (module.in_features + module.out_features + int(module.lora_E.requires_grad))
+                   for name, module in self.svd_modules.items())
+
+    def update_scale(self) -> dict[str, Any]:
+        """``alpha / init_r`` for the whole run (``ranknum`` is never updated, as in the official code)."""
+        s = self.settings
+        return {"value": s.alpha / s.init_r, "rule": "alpha/init_r", "alpha": s.alpha, "r": s.init_r}
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.allocator is None else {"allocator": self.allocator.state_dict()}

@@ -263,6 +263,14 @@ class PeftMethod(MethodHandle):
                                              loraplus_weight_decay=weight_decay)
         return [g for g in captured.param_groups if g["params"]]
 
+    def update_scale(self) -> dict[str, Any]:
+        """PEFT's factors: ``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); AdaLoRA ``alpha/init_r`` (its ``ranknum``)."""
+        s = self.settings
+        if self.is_adalora:
+            return {"value": s.alpha / s.init_r, "rule": "alpha/init_r", "alpha": s.alpha, "r": s.init_r}
+        rule, value = ("alpha/sqrt(r)", s.alpha / s.r ** 0.5) if s.use_rslora else ("alpha/r", s.alpha / s.r)
+        return {"value": value, "rule": rule, "alpha": s.alpha, "r": s.r}
+
     def rank_pattern(self) -> dict[str, int] | None:
         """PEFT's AdaLoRA: kept triplets per matrix from its boolean ``rank_pattern`` (init_r before the
         first mask); None for LoRA."""
