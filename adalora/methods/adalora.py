@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adalora.allocator import IMPORTANCE_METRICS, RankAllocator
+from adalora.allocator import IMPORTANCE_METRICS, Allocation, RankAllocator
 from adalora.architectures import ENCODER_WEIGHT_TYPES
 from adalora.budget import BudgetLevel
 from adalora.fused import BatchedProducts
@@ -123,6 +123,16 @@ class AdaLoRA(MethodHandle):
 
     def masks_at(self, global_step: int) -> bool:
         return self.allocator is not None and self.allocator.budget_schedule(global_step)[1]
+
+    def allocation(self) -> Allocation | None:
+        """The allocator's runs; the ranks must change when b(T) < b(0) (None without allocation: svd_lora)."""
+        if self.allocator is None:
+            return None
+        runs = self.allocator.runs
+        cause = ("the allocator never ran: call handle.step(global_step) after every optimizer.step()" if runs == 0
+                 else f"the allocator ran {runs} times without pruning: is T (handle.set_total_steps) the number "
+                      "of optimiser steps the run really took?")
+        return Allocation(runs, self.allocator.init_budget > self.allocator.target_budget, cause)
 
     def rank_pattern(self) -> dict[str, int]:
         """Kept triplets per SVD matrix (init_r everywhere when nothing is allocated)."""

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adalora.allocator import Allocation
 from adalora.architectures import Architecture, find_targets, replace_module
 from adalora.budget import BudgetLevel, budget_target, closest_knob, count_parameters
 from adalora.methods.settings import MethodConfigError, build_settings
@@ -212,6 +213,14 @@ class MethodHandle:
         accumulate across steps."""
         grouped = {id(p) for group in groups for p in group["params"]}
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in grouped}
+
+    def allocation(self) -> Allocation | None:
+        """A rank-adaptive kind's evidence that its allocator ran (:class:`adalora.allocator.Allocation`:
+        how often, whether its schedule says the ranks must have changed by T, and the likely cause if
+        they did not). Every loop (the suite's, :class:`~adalora.integrations.hf.AdaLoRACallback`) checks it
+        at the end with :func:`adalora.allocator.allocation_proof` and fails a run whose ranks stayed put.
+        None (the default) for kinds whose ranks do not change."""
+        return None
 
     def rank_pattern(self) -> dict[str, int] | None:
         """Rank per adapted matrix for kinds whose ranks change or are recorded (result ``ranks``);

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adalora.allocator import Allocation
 from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
 from adalora.budget import BudgetLevel
 from adalora.methods.base import (
@@ -241,7 +242,19 @@ class PeftMethod(MethodHandle):
             return None
         tuner = self._tuner()
         tuner.update_and_allocate(global_step)
+        self._allocator_runs = getattr(self, "_allocator_runs", 0) + 1
         return tuner.rankallocator.budget_schedule(global_step)[0]
+
+    def allocation(self) -> Allocation | None:
+        """PEFT's AdaLoRA: how often ``update_and_allocate`` ran; its usual failure is that nobody calls it."""
+        if not self.is_adalora:
+            return None
+        runs = getattr(self, "_allocator_runs", 0)
+        cause = ("PEFT's update_and_allocate(global_step) was never called after optimizer.step(), so PEFT trained a "
+                 "fixed-rank SVD adapter (a plain Trainer or a loop without it: huggingface/peft#1327; use "
+                 "adalora.integrations.hf.AdaLoRACallback or call it)" if runs == 0 else
+                 f"update_and_allocate ran {runs} times without pruning: does AdaLoraConfig.total_step equal T?")
+        return Allocation(runs, self.settings.init_r > self.settings.target_r, cause)
 
     def masks_at(self, global_step: int) -> bool:
         """PEFT masks on its schedule and, whatever ΔT, once at exactly T − t_f."""
@@ -312,6 +325,7 @@ class PeftMethod(MethodHandle):
                for key in ("ipt", "exp_avg_ipt", "exp_avg_unc")},
             "rank_pattern": None if pattern is None else {n: [bool(k) for k in v] for n, v in pattern.items()},
             "total_step": self._config().total_step,
+            "allocator_runs": getattr(self, "_allocator_runs", 0),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -326,6 +340,7 @@ class PeftMethod(MethodHandle):
             setattr(allocator, key, {n: t.to(devices[n]) for n, t in state[key].items()})
         pattern = state["rank_pattern"]
         self._config().rank_pattern = None if pattern is None else {n: list(v) for n, v in pattern.items()}
+        self._allocator_runs = int(state.get("allocator_runs", 0))
 
     # ------------------------------------------------------------------ what it saves
     def write_trained_state(self, path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
