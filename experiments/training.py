@@ -241,13 +241,37 @@ def _mount_point(path: Path) -> Path:
     return path
 
 
+class _PythonWrites:
+    """A file for ``torch.save`` whose writes are Python calls that keep the first OS error (``ENOSPC``):
+    torch reports a failed write only as ``enforce fail at inline_container.cc`` (given a path, or when
+    its writer closes after the error), which names neither the file nor the cause."""
+
+    def __init__(self, fh: Any):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
 def _save_torch(payload: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically, through an unbuffered Python file: a failed write then
-    raises the OS's own error (``ENOSPC``) where torch given a path reports only ``enforce fail at
-    inline_container.cc``. A full disk is :class:`NoSpaceLeft` naming the file and the disk."""
+    """``torch.save`` to ``path`` atomically; a full disk is :class:`NoSpaceLeft` naming the file and the disk."""
     try:
-        with replacing(path) as tmp, open(tmp, "wb", buffering=0) as fh:
-            torch.save(payload, fh)
+        with replacing(path) as tmp, open(tmp, "wb") as fh:
+            writer = _PythonWrites(fh)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None  # the OS's reason, not torch's report of it
     except NoSpaceLeft as err:
         raise NoSpaceLeft(err.errno, f"{err.strerror} (the disk mounted at {_mount_point(path.parent)}): free space "
                           "there, or set output_root to another disk") from err
