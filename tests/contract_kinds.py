@@ -8,6 +8,7 @@
   kind's in-place update gone wrong): only a check after the last step can see it.
 * ``test_adalora_no_allocator`` / ``test_peft_adalora_no_allocate``: AdaLoRA (ours, PEFT's) in a loop
   that never runs the allocator, the mistake of a wrapper that forgets ``update_and_allocate``.
+* ``test_lora_family``: a LoRA variant that declares which task hparams blocks it reads.
 """
 
 from __future__ import annotations
@@ -101,3 +102,15 @@ class PeftAdaLoRANoAllocate(PeftMethod):
 
     def step(self, global_step: int) -> None:
         return None
+
+
+@register_kind
+class LoRAFamilyRow(LoRA):
+    """A user's LoRA variant that stands beside LoRA in the tables: it reads the task's ``lora`` block
+    (LoRA's alpha and epochs, and the lr through ``${selected_lr:...}`` under its own method name)."""
+
+    kind = "test_lora_family"
+
+    @classmethod
+    def hparams_blocks(cls, values: Any) -> tuple[str, ...]:
+        return ("lora", cls.kind)
