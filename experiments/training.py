@@ -2,9 +2,15 @@
 
 Per optimiser step, in the official code's order (DESIGN §3):
 backward(task loss + γ·R) → clip → optimizer.step → scheduler.step →
-method.step(global_step) (AdaLoRA's allocator) → zero_grad, then one host read (the loss and the
-divergence check together), the step's only wait for the device apart from the rank pattern
-after an AdaLoRA mask.
+method.step(global_step) (AdaLoRA's allocator) → zero_grad (the optimiser's, and the gradients of
+parameters a kind keeps out of it), then one host read (the loss, and the divergence check on the
+loss and on the gradient norm before clipping, together), the step's only wait for the device apart
+from the rank pattern after an AdaLoRA mask.
+
+A run is judged after its last step too: every trained parameter finite, every evaluation's logits
+finite (else :class:`Diverged` with the step), and a rank-adaptive kind's proof that it allocated
+(``MethodHandle.allocation``; ``adalora.allocator.AllocationNotRun`` where its ranks had to change
+and did not).
 
 Checkpoints hold everything a resumed run needs to continue *exactly*: trainable weights,
 optimiser and scheduler state, the allocator's EMAs and masks, RNG states and the position
