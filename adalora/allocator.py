@@ -29,7 +29,8 @@ parameters when the model is moved after the allocator was built (``accelerate.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,6 +99,7 @@ class RankAllocator:
         self.beta2 = beta2
         self.importance = importance
         self.total_step: int | None = None
+        self.runs = 0  # update_and_mask calls: the record's proof that allocation ran
         if total_step is not None:
             self.set_total_step(total_step)
         self._ranks = init_ranks
@@ -129,7 +131,7 @@ class RankAllocator:
         if total_step <= self.init_warmup + self.final_warmup:
             raise ValueError(
                 f"total_step T={total_step} must exceed tinit + tfinal = {self.init_warmup} + {self.final_warmup}"
-                " (AdaLoRA needs a budget-decrease phase); lower method.tinit / method.tfinal or train longer"
+                " (AdaLoRA needs a budget-decrease phase); lower tinit / tfinal or train longer"
             )
         self.total_step = total_step
 
@@ -173,6 +175,7 @@ class RankAllocator:
         """
         total = self._require_total_step()
         self._follow_params()
+        self.runs += 1
         if global_step < total - self.final_warmup:
             self._update_importance()
         budget, mask_now = self.budget_schedule(global_step)
@@ -335,6 +338,7 @@ class RankAllocator:
             "ema_unc": [t.clone() for t in self._ema_unc],
             "final_mask": _clone_all(self._final_mask),
             "last_mask": _clone_all(self._last_mask),
+            "runs": self.runs,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -347,6 +351,43 @@ class RankAllocator:
         self._final_mask = _clone_all(state["final_mask"])
         self._final_keep = None
         self._last_mask = _clone_all(state["last_mask"])
+        self.runs = int(state.get("runs", 0))  # checkpoints written before the count: from 0
+
+
+class AllocationNotRun(RuntimeError):
+    """A rank-adaptive run whose schedule says its ranks must have changed, and whose ranks did not:
+    the result would be a fixed-rank adapter recorded as an adaptive one."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What a rank-adaptive kind says about its allocator (``MethodHandle.allocation()``)."""
+
+    runs: int  # how many times the allocator ran
+    must_change: bool  # the schedule lowers the budget within T: at T the ranks differ from the start
+    likely_cause: str  # what to tell the user when they did not (the kind knows its usual mistake)
+
+
+def allocation_proof(method: str, allocation: Allocation, initial: Mapping[str, int] | None,
+                     history: Sequence[Mapping[str, Any]], final: Mapping[str, int] | None) -> dict[str, Any]:
+    """The record's proof that allocation ran, from a finished run: how often the allocator ran, the
+    steps at which the ranks changed (``history`` entries ``{"step", "ranks", ...}``) and the final
+    pattern. Raises :class:`AllocationNotRun` naming the likely cause where the schedule says the ranks
+    must have changed (``initial`` → ``final``) and they did not. Shared by the suite's loop and the
+    Trainer callback, so both judge the same way."""
+    changes, previous = [], dict(initial or {})
+    for entry in history:
+        if dict(entry["ranks"]) != previous:
+            changes.append(entry["step"])
+            previous = dict(entry["ranks"])
+    proof = {"allocator_runs": allocation.runs, "rank_changes": changes, "final_pattern": dict(final or {}),
+             "ranks_must_change": allocation.must_change}
+    if allocation.must_change and dict(final or {}) == dict(initial or {}):
+        raise AllocationNotRun(
+            f"method {method!r}: its budget schedule must have changed the ranks by the last step, but they are "
+            f"still the initial ones ({sum((initial or {}).values())} in all, allocator runs: {allocation.runs}): "
+            f"{allocation.likely_cause}")
+    return proof
 
 
 def _clone_all(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:

@@ -14,7 +14,7 @@ once for every method, so the comparisons at "equal budget" share one accounting
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -113,17 +113,12 @@ def closest_knob(count: Callable[[int], int], target: int, limit: int = MAX_KNOB
     raise ValueError(f"no knob value up to {limit} reaches the budget target of {target} parameters")
 
 
-def count_parameters(
-    model: nn.Module,
-    head_prefixes: Iterable[str],
-    adalora_ranks: Mapping[str, int] | None = None,
-    adalora_modules: Mapping[str, nn.Module] | None = None,
-) -> dict[str, int]:
+def count_parameters(model: nn.Module, head_prefixes: Iterable[str]) -> dict[str, int]:
     """Trainable parameters the paper's way, plus the raw counts for reference.
 
-    ``trainable_paper`` = trainable parameters outside the task head; for AdaLoRA the SVD
-    triplets count only as far as they are kept (``rank · (d_in + d_out + 1)``; LoRA doublets
-    behind a fixed gate, Prune LoRA, ``rank · (d_in + d_out)``).
+    ``trainable_paper`` = trainable parameters outside the task head. A kind that keeps fewer
+    ranks than it trains (AdaLoRA's pruned triplets) subtracts them through its own
+    ``MethodHandle.pruned_parameters()`` hook: this function knows no kind.
     """
     heads = tuple(head_prefixes)
     total = trainable = head = 0
@@ -137,10 +132,4 @@ def count_parameters(
             trainable += param.numel()
             if name.startswith(heads):
                 head += param.numel()
-    paper = trainable - head
-    if adalora_modules is not None and adalora_ranks is not None:
-        for name, module in adalora_modules.items():
-            full_rank = module.lora_E.shape[0]
-            per_triplet = module.in_features + module.out_features + int(module.lora_E.requires_grad)
-            paper -= (full_rank - adalora_ranks[name]) * per_triplet
-    return {"trainable_paper": paper, "trainable_total": trainable, "head": head, "total": total}
+    return {"trainable_paper": trainable - head, "trainable_total": trainable, "head": head, "total": total}

@@ -586,6 +586,7 @@ def _success_fields(trainer: Trainer, handle, task, state, protocol: Protocol) -
             "pattern": pattern,
             "history": state.rank_history,
             "weight_types": {n: list(v) for n, v in handle.weight_types.items()},
+            "allocation": state.allocation,  # a rank-adaptive run's proof that it allocated (training.py)
         }
     return {
         "metrics": protocol.metrics(trainer, task.main_metric),

@@ -2,9 +2,15 @@
 
 Per optimiser step, in the official code's order (DESIGN §3):
 backward(task loss + γ·R) → clip → optimizer.step → scheduler.step →
-method.step(global_step) (AdaLoRA's allocator) → zero_grad, then one host read (the loss and the
-divergence check together), the step's only wait for the device apart from the rank pattern
-after an AdaLoRA mask.
+method.step(global_step) (AdaLoRA's allocator) → zero_grad (the optimiser's, and the gradients of
+parameters a kind keeps out of it), then one host read (the loss, and the divergence check on the
+loss and on the gradient norm before clipping, together), the step's only wait for the device apart
+from the rank pattern after an AdaLoRA mask.
+
+A run is judged after its last step too: every trained parameter finite, every evaluation's logits
+finite (else :class:`Diverged` with the step), and a rank-adaptive kind's proof that it allocated
+(``MethodHandle.allocation``; ``adalora.allocator.AllocationNotRun`` where its ranks had to change
+and did not).
 
 Checkpoints hold everything a resumed run needs to continue *exactly*: trainable weights,
 optimiser and scheduler state, the allocator's EMAs and masks, RNG states and the position
@@ -15,13 +21,14 @@ resumed run skips the batches it already saw and sees the same ones after them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import re
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from adalora.allocator import allocation_proof
+from adalora.atomic import NoSpaceLeft
 from adalora.methods import MethodHandle
 from adalora.optim import make_adamw
 from experiments import interrupts
@@ -52,7 +61,13 @@ def eval_score(record: Mapping[str, Any], metric: str) -> float:
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the run stops with status ``diverged``."""
+    """Training became numerically invalid: a NaN or infinite loss, gradient norm (before clipping),
+    parameter after the last step or evaluation output. The run stops with status ``diverged``;
+    ``step`` is the optimiser step it was seen at (also in the message)."""
+
+    def __init__(self, what: str, step: int):
+        super().__init__(f"{what} at step {step}")
+        self.step = step
 
 
 @dataclass
@@ -96,6 +111,7 @@ class TrainState:
     train_loss: float | None = None
     elapsed_s: float = 0.0
     step_times_s: list[float] = field(default_factory=list)  # wall time per optimiser step, evaluation excluded
+    allocation: dict[str, Any] | None = None  # a rank-adaptive run's proof that it allocated (adalora.allocator)
 
     def step_time_summary(self) -> dict[str, float | int | None]:
         """Median and mean seconds per optimiser step; the median is the one to compare (Table 15)."""
@@ -223,6 +239,71 @@ def _keep_nonfinite(kept: torch.Tensor | None, total: torch.Tensor) -> torch.Ten
     return torch.where(torch.isfinite(kept) & ~torch.isfinite(total), total.detach().float(), kept)
 
 
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system holding ``path``: the disk a full-disk error names."""
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+class _PythonWrites:
+    """A file for ``torch.save`` whose writes are Python calls that keep the first OS error (``ENOSPC``):
+    torch reports a failed write only as ``enforce fail at inline_container.cc`` (given a path, or when
+    its writer closes after the error), which names neither the file nor the cause."""
+
+    def __init__(self, fh: Any):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def _save_torch(payload: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically; a full disk is :class:`NoSpaceLeft` naming the file and the disk."""
+    try:
+        with replacing(path) as tmp, open(tmp, "wb") as fh:
+            writer = _PythonWrites(fh)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None  # the OS's reason, not torch's report of it
+    except NoSpaceLeft as err:
+        raise NoSpaceLeft(err.errno, f"{err.strerror} (the disk mounted at {_mount_point(path.parent)}): free space "
+                          "there, or set output_root to another disk") from err
+
+
+@contextlib.contextmanager
+def _finite_outputs(model: torch.nn.Module, step: int) -> Iterator[None]:
+    """Watch every forward call of ``model`` inside the block (evaluation, generation's steps included):
+    a NaN or infinite ``*logits`` output raises :class:`Diverged` after the block. The flags stay on
+    the device and are read once, so evaluation gains one host read, not one per batch. A model whose
+    loss is finite can still output NaN logits (weights that overflow only in the last update)."""
+    flags: list[torch.Tensor] = []
+
+    def watch(module, args, output) -> None:
+        items = output.items() if isinstance(output, Mapping) else ()
+        flags.extend(~torch.isfinite(t).all() for k, t in items if "logits" in k and isinstance(t, torch.Tensor))
+
+    handle = model.register_forward_hook(watch)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if flags and bool(torch.stack(flags).any()):
+        raise Diverged("the evaluation's outputs (logits) are NaN or infinite", step)
+
+
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
     """Shuffled batches whose order depends only on (seed, epoch): resumable by skipping."""
 
@@ -278,7 +359,12 @@ class Trainer:
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)
         handle.set_total_steps(self.total_steps)
-        self.optimizer = make_adamw(handle.optimizer_param_groups(settings.weight_decay, settings.lr), lr=settings.lr, eps=settings.adam_eps)
+        groups = handle.optimizer_param_groups(settings.weight_decay, settings.lr)
+        self.optimizer = make_adamw(groups, lr=settings.lr, eps=settings.adam_eps)
+        # Trained parameters the kind updates itself (kept out of the groups): their gradients are
+        # cleared here with the optimiser's, so they never accumulate across steps.
+        self._outside = list(handle.outside_optimizer(groups).values())
+        self._initial_ranks = handle.rank_pattern()  # before a resume: the run's starting pattern
         if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
@@ -313,8 +399,7 @@ class Trainer:
             "identity": self.identity,
             "rng": rng_state(),
         })
-        with replacing(self.checkpoint_path) as tmp:  # removed on any error; a full disk is named
-            torch.save(payload, tmp)
+        _save_torch(payload, self.checkpoint_path)  # complete or absent; a full disk is named
         self._checkpointed_step = self.state.global_step
 
     def load_checkpoint(self) -> bool:
@@ -347,7 +432,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self) -> dict[str, Any]:
-        metrics = self.evaluate_fn(self.accelerator.unwrap_model(self.model))
+        model = self.accelerator.unwrap_model(self.model)
+        with _finite_outputs(model, self.state.global_step):
+            metrics = self.evaluate_fn(model)
         record = {"step": self.state.global_step, "epoch": self.state.epoch, **metrics}
         self.state.evals.append(record)
         self._log({"eval": record})
@@ -370,7 +457,8 @@ class Trainer:
         """``report`` on the final weights and on the selected snapshot's (the final ones when the
         last evaluation was selected, or none ever scored); the final weights are put back."""
         model = self.accelerator.unwrap_model(self.model)
-        final = {"step": self.state.global_step, "epoch": self.state.epoch, **self.report_fn(model)}
+        with _finite_outputs(model, self.state.global_step):
+            final = {"step": self.state.global_step, "epoch": self.state.epoch, **self.report_fn(model)}
         selected = final
         if self.best is not None and self.best["step"] != self.state.global_step:
             step = self.best["step"]
@@ -386,8 +474,10 @@ class Trainer:
         return reported
 
     def _record_ranks(self, budget: int | None) -> None:
+        """Append the rank pattern (and the budget, where the kind's step returns one) if it changed:
+        every kind that reports ranks gets a history, whether or not it has a budget schedule."""
         pattern = self.handle.rank_pattern()
-        if pattern is None or budget is None:
+        if pattern is None:
             return
         last = self.state.rank_history[-1] if self.state.rank_history else None
         if last is not None and (last["budget"], last["ranks"]) == (budget, pattern):
@@ -399,6 +489,25 @@ class Trainer:
         """Whether the allocator masked at ``step``: ranks are recorded right after a mask, when the kept
         rank is at most b(t); between masks b(t) keeps falling while masked λ can grow back."""
         return self.handle.masks_at(step)
+
+    def _check_finite_parameters(self) -> None:
+        """After the last step: every trained parameter finite (one host read). The loss of the last
+        step was computed before its update, so it cannot show an update that overflowed."""
+        named = [(n, p) for n, p in self.accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad]
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist() if named else []
+        bad = [n for (n, _), ok in zip(named, finite) if not ok]
+        if bad:
+            raise Diverged(f"{len(bad)} trained parameter(s) are NaN or infinite after the last update "
+                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})", self.state.global_step)
+
+    def _prove_allocation(self) -> None:
+        """A rank-adaptive kind's proof that it allocated goes into the state (and the record); a run
+        whose schedule says the ranks must have changed and whose ranks did not fails here, naming the
+        likely cause (``adalora.allocator.AllocationNotRun``)."""
+        allocation = self.handle.allocation()
+        if allocation is not None:
+            self.state.allocation = allocation_proof(self.handle.name, allocation, self._initial_ranks,
+                                                     self.state.rank_history, self.handle.rank_pattern())
 
     def _log(self, payload: dict[str, Any]) -> None:
         if self.on_log is not None and self.accelerator.is_main_process:
@@ -422,6 +531,7 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         budget, masked = None, False
         nonfinite: torch.Tensor | None = None  # the step's first non-finite total loss, else 0
+        zero = torch.zeros((), device=acc.device)  # the gradient norm's stand-in where it is not checked
         self.model.train()
         step_started = time.perf_counter()
         while state.global_step < self.total_steps:
@@ -437,18 +547,27 @@ class Trainer:
                     state.batch_in_epoch += 1
                     if not acc.sync_gradients:
                         continue
+                    grad_norm = zero
                     if s.max_grad_norm:
-                        acc.clip_grad_norm_(params, s.max_grad_norm)
+                        grad_norm = acc.clip_grad_norm_(params, s.max_grad_norm)
+                        grad_norm = grad_norm if isinstance(grad_norm, torch.Tensor) else zero  # DeepSpeed: None
                     self.optimizer.step()
                     self.scheduler.step()
                     budget = self.handle.step(state.global_step)
                     masked = self._masks_at(state.global_step)
                     self.optimizer.zero_grad(set_to_none=True)
+                    for param in self._outside:  # updated by the kind itself, not by the optimiser
+                        param.grad = None
                 # The step's one host read: it waits for the device, so the step time below is complete.
-                state.train_loss, nonfinite_value = torch.stack([loss.detach().float(),
-                                                                 _on_any_rank(acc, nonfinite)]).tolist()
+                # The norm is the one before clipping: an infinite one would be clipped to zero updates.
+                state.train_loss, nonfinite_value, norm = torch.stack([
+                    loss.detach().float(), _on_any_rank(acc, nonfinite),
+                    grad_norm.detach().float() if acc.scaler is None else zero]).tolist()
                 if not math.isfinite(nonfinite_value):
-                    raise Diverged(f"loss is {nonfinite_value} at step {state.global_step}")
+                    raise Diverged(f"loss is {nonfinite_value}", state.global_step)
+                if not math.isfinite(norm):
+                    raise Diverged(f"the gradient norm before clipping is {norm} (clipping would zero every "
+                                   "update)", state.global_step)
                 nonfinite = None
                 state.global_step += 1
                 steps_this_call += 1
@@ -484,6 +603,8 @@ class Trainer:
         if state.global_step >= self.total_steps:
             if not state.rank_history or state.rank_history[-1]["step"] != state.global_step:
                 self._record_ranks(budget)
+            self._check_finite_parameters()
+            self._prove_allocation()
             self._evaluate()
             if self.report_fn is not None:
                 self.reported = self._report()

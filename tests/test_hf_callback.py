@@ -19,7 +19,10 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator, get_linear_schedule_with_warmup
 
 from adalora import apply_method
+from adalora.allocator import AllocationNotRun
 from adalora.integrations.hf import PATTERN_FILE, STATE_FILE, AdaLoRACallback, AdaLoRATrainer
+from tests import contract_kinds  # noqa: F401 - kinds defined outside the suite
+from tests.test_reliability_checkpoint import _Planted
 from tests.tiny import VOCAB, tiny_deberta
 
 peft = pytest.importorskip("peft")
@@ -69,9 +72,9 @@ def build(kind: str, total_step: int = STEPS):
     return model, model, PlainMeanLossTrainer, lambdas
 
 
-def train_args(out, grad_accum: int = 1, **kw) -> TrainingArguments:
+def train_args(out, grad_accum: int = 1, max_steps: int = STEPS, **kw) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=grad_accum,
+        output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=BATCH, gradient_accumulation_steps=grad_accum,
         learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, optim="adamw_torch",
         max_grad_norm=1.0, train_sampling_strategy="sequential", save_strategy="steps", save_steps=10,
         logging_steps=5, report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0, **kw)
@@ -160,6 +163,9 @@ def test_trainer_with_callback_equals_the_hand_written_loop(kind, grad_accum, tr
     saved = json.loads((Path(trainer.args.output_dir) / "checkpoint-10" / PATTERN_FILE).read_text())
     before = [h for h in callback.rank_history if h["step"] < 10][-1]  # on_save runs after step 9's update
     assert saved["step"] == 10 and saved["ranks"] == before["ranks"]
+    proof = callback.allocation  # the proof that allocation ran, as the suite's records hold it
+    assert proof["allocator_runs"] == STEPS and proof["final_pattern"] == ranks and proof["ranks_must_change"]
+    assert proof["rank_changes"] == [h["step"] for h in callback.rank_history[1:]]
 
 
 @pytest.mark.parametrize(("kind", "grad_accum"), [("ours", 1), ("peft", 2)])
@@ -169,6 +175,7 @@ def test_resume_from_a_trainer_checkpoint_continues_exactly(kind, grad_accum, tr
     model, callback, lambdas, trainer = run_trainer(kind, tmp_path, grad_accum, resume=True)
     assert trainer.state.global_step == STEPS
     assert callback.rank_history == full_callback.rank_history  # steps 0-9 came from the checkpoint
+    assert callback.allocation == full_callback.allocation  # the allocator's run count too
     assert_same_training(model, lambdas, full_model, full_lambdas)
 
 
@@ -177,6 +184,79 @@ def test_resume_without_the_callbacks_state_is_refused(trained, tmp_path):
     (tmp_path / "checkpoint-10" / STATE_FILE).unlink()
     with pytest.raises(RuntimeError, match=f"holds {STATE_FILE}"):
         run_trainer("ours", tmp_path, resume=True)
+
+
+def test_a_planted_pickle_in_the_callbacks_state_file_is_refused_and_runs_nothing(trained, tmp_path):
+    shutil.copytree(Path(trained("ours", 1)[3].args.output_dir) / "checkpoint-10", tmp_path / "checkpoint-10")
+    marker = tmp_path / "code-ran"
+    torch.save({"global_step": 10, "method": _Planted(marker)}, tmp_path / "checkpoint-10" / STATE_FILE)
+    with pytest.raises(RuntimeError, match=f"{STATE_FILE} holds more than tensors and plain types .*nothing in it ran"):
+        run_trainer("ours", tmp_path, resume=True)
+    assert not marker.exists()
+
+
+def test_a_schedule_longer_than_the_trainers_steps_names_the_trainer_setting(tmp_path):
+    model = tiny_deberta(seed=0)
+    handle = apply_method(model, {**OURS, "tinit": 10, "tfinal": 8})
+    trainer = MeanLossTrainer(model=model, args=train_args(tmp_path), train_dataset=Examples(),
+                              callbacks=[AdaLoRACallback(handle)])
+    with pytest.raises(ValueError, match=r"the Trainer runs 16 optimiser steps \(TrainingArguments\.max_steps, or "
+                                         r"num_train_epochs .*must exceed tinit \+ tfinal = 10 \+ 8") as caught:
+        trainer.train()
+    assert "method.tinit" not in str(caught.value)
+
+
+def test_loraplus_through_adalora_trainer_trains_with_the_two_learning_rates_of_its_groups(tmp_path):
+    model = tiny_deberta(seed=0)
+    handle = apply_method(model, {"name": "peft_loraplus", "kind": "peft", "r": 2, "loraplus_lr_ratio": 16.0})
+    trainer = AdaLoRATrainer(model=handle.model, args=train_args(tmp_path, max_steps=4), train_dataset=Examples(),
+                             callbacks=[AdaLoRACallback(handle)])
+    trainer.train()
+    by_lr: dict[float, set[int]] = {}
+    for group in trainer.optimizer.param_groups:
+        by_lr.setdefault(group["initial_lr"], set()).update(id(p) for p in group["params"])
+    assert sorted(by_lr) == pytest.approx([LR, 16 * LR])
+    b_matrices = {id(p) for n, p in handle.model.named_parameters() if ".lora_B." in n}
+    assert b_matrices and b_matrices <= by_lr[max(by_lr)]
+
+
+def test_a_plain_trainer_whose_optimiser_lacks_a_declared_group_is_refused_naming_it(tmp_path):
+    model = tiny_deberta(seed=0)
+    handle = apply_method(model, {"name": "peft_loraplus", "kind": "peft", "r": 2, "loraplus_lr_ratio": 16.0})
+    trainer = PlainMeanLossTrainer(model=handle.model, args=train_args(tmp_path), train_dataset=Examples(),
+                                   callbacks=[AdaLoRACallback(handle)])
+    with pytest.raises(ValueError, match=r"does not hold the parameter groups of method 'peft_loraplus' as declared "
+                                         r"by handle\.optimizer_param_groups\(\): group \d \(lr 0\.08, weight_decay 0, "
+                                         r"\d+ tensors\): \d+ of them missing or at another lr"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_a_parameter_the_kind_keeps_out_of_the_optimiser_never_enters_the_trainers(tmp_path):
+    """A SoRA-like kind updates its gates itself (tests/contract_kinds.py): AdaLoRATrainer leaves them out of
+    AdamW; a plain Trainer, which would put them in, is refused naming them."""
+    handle = apply_method(tiny_deberta(seed=0), {"name": "test_proximal_gates"})
+    trainer = MeanLossTrainer(model=handle.model, args=train_args(tmp_path, max_steps=4), train_dataset=Examples(),
+                              callbacks=[AdaLoRACallback(handle)])
+    trainer.train()
+    held = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(id(gate) in held for gate in handle.gates())
+    assert handle.rank_pattern() != dict.fromkeys(handle.adapted, 2)  # the kind's own step pruned
+    plain = PlainMeanLossTrainer(model=handle.model, args=train_args(tmp_path / "plain"), train_dataset=Examples(),
+                                 callbacks=[AdaLoRACallback(handle)])
+    with pytest.raises(ValueError, match=r"parameters the method keeps out of the optimiser are in it: "
+                                         r"\['deberta\.encoder\.layer\.0\.attention\.self\.query_proj\.gate'"):
+        plain.train()
+
+
+def test_a_trainer_run_whose_allocator_never_ran_fails_naming_the_cause(tmp_path):
+    model = tiny_deberta(seed=0)
+    handle = apply_method(model, {**OURS, "name": "forgetful", "kind": "test_adalora_no_allocator"})
+    trainer = MeanLossTrainer(model=model, args=train_args(tmp_path, max_steps=8), train_dataset=Examples(),
+                              callbacks=[AdaLoRACallback(handle)])
+    with pytest.raises(AllocationNotRun, match=r"method 'forgetful': its budget schedule must have changed the ranks "
+                                               r".*allocator runs: 0\): the allocator never ran: call handle\.step"):
+        trainer.train()
 
 
 def test_a_wrong_peft_total_step_is_replaced_with_the_trainers_max_steps(tmp_path):

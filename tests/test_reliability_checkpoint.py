@@ -4,7 +4,9 @@ named and leaves no partial file, stale temp files are cleaned when a run starts
 from __future__ import annotations
 
 import errno
+import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +91,44 @@ def _temp_files(run_dir: Path) -> list[Path]:
     return [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file(tmp_path, monkeypatch):
+class _FullDisk:
+    """A file on a disk with ``room`` bytes left: the write past it fails with ENOSPC, as a full disk's does."""
+
+    def __init__(self, path: str, room: int):
+        self._fh, self._room = open(path, "wb"), room  # noqa: SIM115 - closed by __exit__
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) > self._room:
+            self._fh.write(data[:self._room])
+            self._room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(data)
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+
+def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file_and_the_disk(tmp_path, monkeypatch):
+    """Not torch's ``enforce fail at inline_container.cc``: the file, the disk and what to do."""
     cfg = _cfg(tmp_path, "trainer.checkpoint_every=2")
-    monkeypatch.setattr(experiments.training.torch, "save", _full_disk_after(100, torch.save))
+    monkeypatch.setattr(experiments.training, "open", lambda path, mode="r": _FullDisk(path, 100), raising=False)
     record = run(cfg)
     run_dir = Path(cfg.run_dir)
     assert record["status"] == "failed"
-    assert f"no space left on device while writing {run_dir / 'checkpoint.pt'}" in record["reason"]
+    reason = record["reason"].splitlines()[0]
+    assert reason.startswith(f"NoSpaceLeft: [Errno 28] no space left on device while writing {run_dir / 'checkpoint.pt'}"
+                             " (the disk mounted at "), reason
+    mount = re.search(r"the disk mounted at (\S+)\)", reason).group(1)
+    assert os.path.ismount(mount) and str(run_dir.resolve()).startswith(mount)
+    assert "inline_container" not in record["reason"]
     assert read_result(run_dir)["status"] == "failed"  # the record could be written: the partial file is gone
     assert _temp_files(run_dir) == [] and not (run_dir / "checkpoint.pt").exists()
 

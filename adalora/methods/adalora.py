@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from adalora.allocator import IMPORTANCE_METRICS, RankAllocator
+from adalora.allocator import IMPORTANCE_METRICS, Allocation, RankAllocator
 from adalora.architectures import ENCODER_WEIGHT_TYPES
-from adalora.budget import BudgetLevel, count_parameters
+from adalora.budget import BudgetLevel
 from adalora.fused import BatchedProducts
 from adalora.layers import SVDLinear
 from adalora.methods.base import PEFT_PREFIX, MethodHandle
@@ -124,6 +124,16 @@ class AdaLoRA(MethodHandle):
     def masks_at(self, global_step: int) -> bool:
         return self.allocator is not None and self.allocator.budget_schedule(global_step)[1]
 
+    def allocation(self) -> Allocation | None:
+        """The allocator's runs; the ranks must change when b(T) < b(0) (None without allocation: svd_lora)."""
+        if self.allocator is None:
+            return None
+        runs = self.allocator.runs
+        cause = ("the allocator never ran: call handle.step(global_step) after every optimizer.step()" if runs == 0
+                 else f"the allocator ran {runs} times without pruning: is T (handle.set_total_steps) the number "
+                      "of optimiser steps the run really took?")
+        return Allocation(runs, self.allocator.init_budget > self.allocator.target_budget, cause)
+
     def rank_pattern(self) -> dict[str, int]:
         """Kept triplets per SVD matrix (init_r everywhere when nothing is allocated)."""
         if self.allocator is None:
@@ -138,11 +148,18 @@ class AdaLoRA(MethodHandle):
         super().load_trained_state(tensors, fingerprint, source)
         self._loaded_ranks = {n: m.rank() for n, m in self.svd_modules.items()}
 
-    def parameter_counts(self) -> dict[str, Any]:
-        """AdaLoRA counts the triplets it keeps (the paper's way), not the r_init it trains."""
-        counts: dict[str, Any] = count_parameters(self.model, self.arch.head_prefixes,
-                                                  adalora_ranks=self.rank_pattern(), adalora_modules=self.svd_modules)
-        return self._with_budget(counts)
+    def pruned_parameters(self) -> int:
+        """AdaLoRA counts the triplets it keeps (the paper's way), not the r_init it trains: each pruned
+        triplet is ``d_in + d_out + 1`` parameters (``d_in + d_out`` for a fixed gate, Prune LoRA)."""
+        ranks = self.rank_pattern()
+        return sum((module.lora_E.shape[0] - ranks[name])
+                   * (module.in_features + module.out_features + int(module.lora_E.requires_grad))
+                   for name, module in self.svd_modules.items())
+
+    def update_scale(self) -> dict[str, Any]:
+        """``alpha / init_r`` for the whole run (``ranknum`` is never updated, as in the official code)."""
+        s = self.settings
+        return {"value": s.alpha / s.init_r, "rule": "alpha/init_r", "alpha": s.alpha, "r": s.init_r}
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.allocator is None else {"allocator": self.allocator.state_dict()}

@@ -32,10 +32,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adalora.allocator import Allocation
 from adalora.architectures import Architecture, find_targets, replace_module
 from adalora.budget import BudgetLevel, budget_target, closest_knob, count_parameters
 from adalora.methods.settings import MethodConfigError, build_settings
 from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors, write_safetensors
+from adalora.trust import reading
 
 SAVE_FILE = "method.safetensors"
 SAVE_FORMAT = "adalora-method/1"
@@ -181,8 +183,12 @@ class MethodHandle:
         return None
 
     def masks_at(self, global_step: int) -> bool:
-        """Whether :meth:`step` changed the rank pattern at ``global_step`` (the loop records ranks then)."""
-        return False
+        """Whether :meth:`step` may have changed the rank pattern at ``global_step``: the loop then reads
+        :meth:`rank_pattern` and records it if it differs from the last record. Default True, so that
+        any kind that reports ranks has its history recorded without more code (reading ``None`` costs
+        nothing); a kind with a schedule says exactly when (AdaLoRA: its masking steps), which saves a
+        host read on the other steps."""
+        return True
 
     def optimizer_param_groups(self, weight_decay: float, lr: float) -> list[dict[str, Any]]:
         """Parameter groups for AdamW at base learning rate ``lr``. Default, the HF convention: no
@@ -199,6 +205,23 @@ class MethodHandle:
                 decay.append(param)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def outside_optimizer(self, groups: list[dict[str, Any]]) -> dict[str, nn.Parameter]:
+        """Trainable parameters (by name) that ``groups`` (:meth:`optimizer_param_groups`) leave out: a kind
+        that updates a parameter itself in :meth:`step` (a proximal step on a gate vector, as SoRA does)
+        keeps it out of the optimiser but needs its gradient. Every loop builds its optimiser from the
+        groups only and clears these gradients with the others' after :meth:`step`, so they never
+        accumulate across steps."""
+        grouped = {id(p) for group in groups for p in group["params"]}
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in grouped}
+
+    def allocation(self) -> Allocation | None:
+        """A rank-adaptive kind's evidence that its allocator ran (:class:`adalora.allocator.Allocation`:
+        how often, whether its schedule says the ranks must have changed by T, and the likely cause if
+        they did not). Every loop (the suite's, :class:`~adalora.integrations.hf.AdaLoRACallback`) checks it
+        at the end with :func:`adalora.allocator.allocation_proof` and fails a run whose ranks stayed put.
+        None (the default) for kinds whose ranks do not change."""
+        return None
+
     def rank_pattern(self) -> dict[str, int] | None:
         """Rank per adapted matrix for kinds whose ranks change or are recorded (result ``ranks``);
         None by default."""
@@ -206,13 +229,30 @@ class MethodHandle:
 
     def parameter_counts(self) -> dict[str, Any]:
         """The paper's accounting: ``trainable_paper`` = trainable parameters outside the task head
-        (the head trains but is not counted), plus the raw counts, ``adapted_matrices`` and the
-        budget fields (``budget_target``, ``budget_gap`` relative, ``trainable_paper_start``)."""
+        (the head trains but is not counted) less :meth:`pruned_parameters`, plus the raw counts,
+        ``adapted_matrices``, ``update_scale`` and the budget fields (``budget_target``,
+        ``budget_gap`` relative, ``trainable_paper_start``)."""
         counts: dict[str, Any] = count_parameters(self.model, self.arch.head_prefixes)
+        counts["trainable_paper"] -= self.pruned_parameters()
         return self._with_budget(counts)
+
+    def pruned_parameters(self) -> int:
+        """Trainable parameters of ranks the kind has pruned, which the paper's count leaves out. A
+        rank-shrinking kind keeps training tensors of its initial size (a pruned rank may come back),
+        so only the kind knows how many of them it keeps (AdaLoRA: ``(init_r - kept) · (d_in + d_out +
+        1)`` per matrix). The budget rule and the record both count through this hook. Default 0."""
+        return 0
+
+    def update_scale(self) -> dict[str, Any] | None:
+        """The factor the kind's update ΔW is multiplied by, and the rule that gives it (LoRA
+        ``alpha/r``; AdaLoRA ``alpha/init_r``, fixed for the whole run however many triplets it keeps).
+        Recorded per run (``params.update_scale``): two methods at one learning rate take steps of
+        different size when their scales differ (docs/methods.md). None where there is no such factor."""
+        return None
 
     def _with_budget(self, counts: dict[str, Any]) -> dict[str, Any]:
         counts["adapted_matrices"] = len(self.adapted)
+        counts["update_scale"] = self.update_scale()
         target = self.budget_target
         counts["budget_target"] = target
         counts["budget_gap"] = None if not target else (counts["trainable_paper"] - target) / target
@@ -276,7 +316,9 @@ class MethodHandle:
     @classmethod
     def load(cls, model: nn.Module, directory: str | Path) -> MethodHandle:
         """Apply the saved method to ``model`` (the same base, checked by fingerprint) and load its
-        trained state; the handle's kind is the saved one, whichever class this is called on."""
+        trained state; the handle's kind is the saved one, whichever class this is called on. The
+        saved kind must be registered already (a ``module:`` in the file is refused, not imported:
+        ``adalora.trust``; import your module first)."""
         from adalora.methods.registry import apply_method
 
         path = Path(directory) / SAVE_FILE
@@ -285,7 +327,8 @@ class MethodHandle:
         tensors, meta = read_safetensors(path)
         if meta.get("format") != SAVE_FORMAT:
             raise ValueError(f"{path} is not a saved method (metadata format={meta.get('format')!r}, want {SAVE_FORMAT})")
-        handle = apply_method(model, meta["method"])
+        with reading(str(path)):  # a file's metadata is data: a module it names is never imported
+            handle = apply_method(model, meta["method"])
         handle.load_trained_state(tensors, meta["base_sha256"], str(path))
         if meta.get("total_steps"):
             handle.set_total_steps(meta["total_steps"])

@@ -89,6 +89,11 @@ class LoRA(MethodHandle):
     def regularization_loss(self) -> torch.Tensor:
         return orthogonal_penalty(self)
 
+    def update_scale(self) -> dict[str, Any]:
+        """``alpha / r`` with the layers' own rank (``lora_qk``'s matched rank, not the budget's r)."""
+        r = next((m.r for m in self.adapted.values()), self.settings.r)
+        return {"value": self.settings.alpha / r, "rule": "alpha/r", "alpha": self.settings.alpha, "r": r}
+
     def peft_adapter(self, task_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         heads = self.head_modules()
         tensors = self.head_tensors(heads)

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adalora.allocator import Allocation
 from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
 from adalora.budget import BudgetLevel
 from adalora.methods.base import (
@@ -241,7 +242,19 @@ class PeftMethod(MethodHandle):
             return None
         tuner = self._tuner()
         tuner.update_and_allocate(global_step)
+        self._allocator_runs = getattr(self, "_allocator_runs", 0) + 1
         return tuner.rankallocator.budget_schedule(global_step)[0]
+
+    def allocation(self) -> Allocation | None:
+        """PEFT's AdaLoRA: how often ``update_and_allocate`` ran; its usual failure is that nobody calls it."""
+        if not self.is_adalora:
+            return None
+        runs = getattr(self, "_allocator_runs", 0)
+        cause = ("PEFT's update_and_allocate(global_step) was never called after optimizer.step(), so PEFT trained a "
+                 "fixed-rank SVD adapter (a plain Trainer or a loop without it: huggingface/peft#1327; use "
+                 "adalora.integrations.hf.AdaLoRACallback or call it)" if runs == 0 else
+                 f"update_and_allocate ran {runs} times without pruning: does AdaLoraConfig.total_step equal T?")
+        return Allocation(runs, self.settings.init_r > self.settings.target_r, cause)
 
     def masks_at(self, global_step: int) -> bool:
         """PEFT masks on its schedule and, whatever ΔT, once at exactly T − t_f."""
@@ -262,6 +275,14 @@ class PeftMethod(MethodHandle):
         captured = create_loraplus_optimizer(self.model, _CapturedGroups, lr=lr, loraplus_lr_ratio=ratio,
                                              loraplus_weight_decay=weight_decay)
         return [g for g in captured.param_groups if g["params"]]
+
+    def update_scale(self) -> dict[str, Any]:
+        """PEFT's factors: ``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); AdaLoRA ``alpha/init_r`` (its ``ranknum``)."""
+        s = self.settings
+        if self.is_adalora:
+            return {"value": s.alpha / s.init_r, "rule": "alpha/init_r", "alpha": s.alpha, "r": s.init_r}
+        rule, value = ("alpha/sqrt(r)", s.alpha / s.r ** 0.5) if s.use_rslora else ("alpha/r", s.alpha / s.r)
+        return {"value": value, "rule": rule, "alpha": s.alpha, "r": s.r}
 
     def rank_pattern(self) -> dict[str, int] | None:
         """PEFT's AdaLoRA: kept triplets per matrix from its boolean ``rank_pattern`` (init_r before the
@@ -304,6 +325,7 @@ class PeftMethod(MethodHandle):
                for key in ("ipt", "exp_avg_ipt", "exp_avg_unc")},
             "rank_pattern": None if pattern is None else {n: [bool(k) for k in v] for n, v in pattern.items()},
             "total_step": self._config().total_step,
+            "allocator_runs": getattr(self, "_allocator_runs", 0),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -318,6 +340,7 @@ class PeftMethod(MethodHandle):
             setattr(allocator, key, {n: t.to(devices[n]) for n, t in state[key].items()})
         pattern = state["rank_pattern"]
         self._config().rank_pattern = None if pattern is None else {n: list(v) for n, v in pattern.items()}
+        self._allocator_runs = int(state.get("allocator_runs", 0))
 
     # ------------------------------------------------------------------ what it saves
     def write_trained_state(self, path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
