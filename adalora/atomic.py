@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_ENOSPC_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
 TEMP_SUFFIX = ".tmp"  # every temp file is ``.<name>.<random>.tmp`` beside its target (see :func:`replacing`)
 
 
@@ -53,15 +54,22 @@ def mount_point(path: str | os.PathLike) -> Path:
     return path
 
 
-def no_space_left(path: str | os.PathLike, err: OSError) -> NoSpaceLeft:
+def no_space_left(path: str | os.PathLike, err: BaseException) -> NoSpaceLeft:
     """The :class:`NoSpaceLeft` for ``err`` (ENOSPC) while writing ``path``: names the file and the disk."""
     return NoSpaceLeft(errno.ENOSPC, f"no space left on device while writing {path} (the disk mounted at "
                                      f"{mount_point(path)}): free space there, or write somewhere else")
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """An ENOSPC not yet worded as :class:`NoSpaceLeft` (so that wrapping happens once)."""
-    return isinstance(err, OSError) and err.errno == errno.ENOSPC and not isinstance(err, NoSpaceLeft)
+    """A full disk not yet worded as :class:`NoSpaceLeft` (so that wrapping happens once): an ENOSPC
+    ``OSError``, or a writer's own error that only says so in its text (safetensors raises
+    ``SafetensorError: ... No space left on device (os error 28)``)."""
+    if isinstance(err, NoSpaceLeft):
+        return False
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno == errno.ENOSPC
+    return isinstance(err, Exception) and _ENOSPC_TEXT in str(err)
+
 
 
 @contextlib.contextmanager

@@ -93,7 +93,7 @@ def staged_output(out: str | os.PathLike, overwrite: bool = False, keep: Path | 
     except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
         if is_disk_full(err):
-            raise no_space_left(_final_path(err.filename, stage, out), err) from err
+            raise no_space_left(_final_path(getattr(err, "filename", None), stage, out), err) from err
         raise
 
 
