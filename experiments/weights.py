@@ -178,8 +178,8 @@ def run_file(run_dir: str | os.PathLike, rel: Any, what: str) -> Path:
     run_dir = Path(run_dir)
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
         raise WeightsError(f"{run_dir / RESULT_FILE} names {what}={rel!r}: a run's files are relative paths inside "
-                           f"its directory; put back the record's own value ({WEIGHT_FILES['final']!r}) or re-run "
-                           "with force=true")
+                           f"its directory; put back the record's own value (one of {sorted(WEIGHT_FILES.values())}) "
+                           "or re-run with force=true")
     path = run_dir / rel
     check_inside(run_dir, path)
     return path
@@ -238,7 +238,7 @@ def check_matches_record(path: Path, spec: ModelSpec, meta: Mapping[str, Any], r
                          entry: Mapping[str, Any]) -> None:
     """Refuse weights that belong to another run: the file's own spec (method, seed, model), its step and
     its size must be the ones the record states, before anything is built from it."""
-    run = record.get("run") or {}
+    run = record.get("run") if isinstance(record.get("run"), Mapping) else {}
     theirs = (spec.method.get("name"), spec.seed, spec.model.get("name"))
     ours = (run.get("method"), run.get("seed"), run.get("model"))
     if any(r is not None and r != t for t, r in zip(theirs, ours, strict=True)):  # what the record states
