@@ -130,7 +130,7 @@ def test_weights_of_another_run_are_refused_by_evaluate_and_export_naming_both(l
     assert "method 'bitfit'" in one_line(capsys.readouterr().err) and not (tmp_path / "merged").exists()
 
 
-def test_weights_whose_seed_or_size_differs_from_the_record_are_refused(lora_run, tmp_path, capsys):
+def test_weights_whose_seed_size_or_parameter_count_differs_from_the_record_are_refused(lora_run, tmp_path, capsys):
     seeded = copy_run(lora_run, tmp_path / "seeded")
     forge_weights(seeded, lambda spec: spec.update(seed=1))
     assert evaluate_main([str(seeded)]) == 2
@@ -140,6 +140,12 @@ def test_weights_whose_seed_or_size_differs_from_the_record_are_refused(lora_run
     edit_record(sized, lambda r: r["weights"]["final"].update(bytes=size + 8))
     assert evaluate_main([str(sized)]) == 2
     assert f"bytes {size} (recorded {size + 8})" in one_line(capsys.readouterr().err)
+    counted = copy_run(lora_run, tmp_path / "counted")
+    parameters = json.loads((counted / "result.json").read_text())["weights"]["final"]["parameters"]
+    edit_record(counted, lambda r: r["weights"]["final"].update(parameters=parameters + 1))
+    assert evaluate_main([str(counted)]) == 2
+    assert f"with {parameters} trained parameters, but result.json records {parameters + 1}" in one_line(
+        capsys.readouterr().err)
 
 
 # ------------------------------------------------------------------ where an export writes
