@@ -4,7 +4,9 @@ Code is imported only from what the user states: the command line, their own con
 entry points. A config that was *read from disk* (a ``result.json``, the ``spec`` in a weights
 file, a saved adapter's metadata, a Trainer checkpoint, a selection file) is data: a module it
 names is imported only if it is already imported (the user imported or registered it in this
-process) or the user allowed it explicitly with ``ADALORA_TRUST_MODULES=mod1,mod2``.
+process), registered as named by the user's own configuration (:func:`register`: the harness
+registers what its shipped ``conf/`` names), or the user allowed it explicitly with
+``ADALORA_TRUST_MODULES=mod1,mod2``.
 
 Readers of files mark what they read with :func:`reading` (a context manager); every import of a
 name taken from a config goes through :func:`import_named_module`, which refuses inside such a
@@ -23,6 +25,7 @@ from types import ModuleType
 
 TRUST_ENV = "ADALORA_TRUST_MODULES"
 
+_registered: set[str] = set()
 _source: contextvars.ContextVar[str | None] = contextvars.ContextVar("adalora_untrusted_source", default=None)
 
 
@@ -45,9 +48,14 @@ def untrusted_source() -> str | None:
     return _source.get()
 
 
+def register(*modules: str) -> None:
+    """Trust ``modules`` as the user's own: names their configuration states (not a file read from a run)."""
+    _registered.update(modules)
+
+
 def allowed_modules() -> set[str]:
-    """Modules the user allowed explicitly (``ADALORA_TRUST_MODULES``, comma-separated)."""
-    return {m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()}
+    """Modules the user allowed: registered (:func:`register`) or explicitly (``ADALORA_TRUST_MODULES``)."""
+    return _registered | {m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()}
 
 
 def import_named_module(module: str, what: str) -> ModuleType:

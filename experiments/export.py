@@ -25,9 +25,11 @@ BitFit / full FT as trained), saved with ``save_pretrained`` with its tokenizer:
 transformers checkpoint.
 
 ``run_dir`` may also be a directory with exactly one run below it. ``--out`` must not exist or
-be an empty directory (``--overwrite`` replaces it); the export is written beside it and moved
-in when complete, with the umask's permissions (``experiments.run_paths``). Exit status: see
-:func:`main`.
+be an empty directory (``--overwrite`` replaces it), and must be neither a symlink nor inside a
+run directory; the export is written beside it and moved in when complete, with the umask's
+permissions (``experiments.run_paths``). The weights file's spec is data: the model package and
+method module it names are imported only when allowed (docs/reliability.md, "Trust boundary").
+Exit status: see :func:`main`.
 """
 
 from __future__ import annotations
@@ -42,18 +44,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from adalora import trust
+from adalora.atomic import NoSpaceLeft
 from adalora.methods import ExportError, MethodConfigError, resolve_kind
 from adalora.methods.base import PEFT_TASK_TYPES, write_peft_adapter
 from experiments.models import load_tokenizer, package_model_dir
-from experiments.results import read_result
+from experiments.results import RESULT_FILE
 from experiments.run_paths import RunPathError, check_output, find_run, staged_output
-from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, load_run
+from experiments.weights import (
+    LoadedRun,
+    ModelSpec,
+    WeightsError,
+    build_base,
+    load_run,
+    read_record,
+    weights_path,
+)
 
 # The task head of a run (experiments.tasks) -> PEFT's task type.
 HEAD_TASK_TYPES = {"sequence_classification": PEFT_TASK_TYPES["ForSequenceClassification"],
                    "question_answering": PEFT_TASK_TYPES["ForQuestionAnswering"],
                    "seq2seq_lm": PEFT_TASK_TYPES["ForConditionalGeneration"]}
 FORMAT_NAMES = {"peft": "PEFT", "merged": "merged"}
+# What main() answers with one line and exit 2 (the message names the file, key or disk and the fix).
+REFUSED = (ExportError, WeightsError, RunPathError, NoSpaceLeft, trust.UntrustedCode, MethodConfigError)
 SUITE_FORMAT_HINT = ("it stays in the suite's own format: <run_dir>/weights/*.safetensors, loaded with "
                      "experiments.weights.load_run(run_dir) and evaluated with python -m experiments.evaluate")
 
@@ -92,10 +106,11 @@ def peft_adapter(loaded: LoadedRun, total_steps: int | None) -> tuple[dict[str, 
 
 def variant_note(run_dir: str | os.PathLike) -> str | None:
     """For an ablation variant: the exported adapter computes its outputs, not its training procedure."""
-    record = read_result(run_dir) or {}
+    record = read_record(run_dir)
     method = (record.get("config") or {}).get("method") or {"name": (record.get("run") or {}).get("method")}
     try:
-        name, kind, defaults = resolve_kind(method)
+        with trust.reading(str(Path(run_dir) / RESULT_FILE)):
+            name, kind, defaults = resolve_kind(method)
     except MethodConfigError:
         return None
     # a registered variant (its defaults define it) trains unlike its kind; a method config of its own
@@ -109,15 +124,16 @@ def variant_note(run_dir: str | os.PathLike) -> str | None:
 def export_peft(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final", with_base: bool = False,
                 overwrite: bool = False) -> Path:
     """Write the PEFT adapter directory of a run; returns ``out`` (written whole or not at all)."""
-    record = read_result(run_dir) or {}
-    loaded = load_run(run_dir, which)
-    config, tensors = peft_adapter(loaded, (record.get("train") or {}).get("total_steps"))
+    record = read_record(run_dir)
     out = Path(out)
-    with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
-        if with_base:
-            _save_pretrained(build_base(loaded.spec), loaded.spec, stage / "base_model")
-            config["base_model_name_or_path"] = str(out.resolve() / "base_model")  # where it will be
-        write_peft_adapter(stage, config, tensors)
+    with trust.reading(str(weights_path(run_dir, which))):  # the base model's package is the weights' word
+        loaded = load_run(run_dir, which)
+        config, tensors = peft_adapter(loaded, (record.get("train") or {}).get("total_steps"))
+        with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
+            if with_base:
+                _save_pretrained(build_base(loaded.spec), loaded.spec, stage / "base_model")
+                config["base_model_name_or_path"] = str(out.resolve() / "base_model")  # where it will be
+            write_peft_adapter(stage, config, tensors)
     return out
 
 
@@ -135,17 +151,19 @@ def _save_pretrained(model: nn.Module, spec: ModelSpec, out: Path) -> None:
 def export_merged(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "final",
                   overwrite: bool = False) -> Path:
     """Write the merged transformers checkpoint of a run; returns ``out`` (written whole or not at all)."""
-    loaded = load_run(run_dir, which)
-    model = merged_model(loaded)
-    with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
-        _save_pretrained(model, loaded.spec, stage)
+    with trust.reading(str(weights_path(run_dir, which))):  # the base model's package is the weights' word
+        loaded = load_run(run_dir, which)
+        model = merged_model(loaded)
+        with staged_output(out, overwrite, keep=Path(run_dir)) as stage:
+            _save_pretrained(model, loaded.spec, stage)
     return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0: exported; 2: the run cannot be exported as asked (the message says why and what
-    to do: no such run, several runs, --out in the way, no or unreadable weights, a format the method
-    has no form in); 3: an unexpected error (its traceback is printed)."""
+    to do: no such run, several runs, --out in the way (a file, a symlink, inside a run directory,
+    not empty), no, unreadable or another run's weights, a module or package they name that is not
+    allowed, a format the method has no form in, a full disk); 3: an unexpected error (traceback)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory, or a directory with exactly one run below it")
     parser.add_argument("--format", choices=("peft", "merged"), required=True)
@@ -166,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(note)
         else:
             export_merged(run_dir, args.out, args.which, args.overwrite)
-    except (ExportError, WeightsError, RunPathError) as err:
+    except REFUSED as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 - exit 3, not Python's 1: a bug is not a refused export

@@ -7,7 +7,8 @@
 - :func:`staged_output`: a command writes its output folder beside ``--out`` and moves it in
   when complete, so a failure leaves nothing half-written; an ``--out`` that exists and is not
   an empty directory is refused (``overwrite`` replaces it), an existing file is an error, and
-  the files get the umask's permissions (``safetensors`` and ``mkdtemp`` create 0600/0700).
+  the files get the umask's permissions (``adalora.atomic.apply_umask``); an ``--out`` that is a
+  symlink or lies inside a run directory is refused, and a full disk is one line naming file and disk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adalora.atomic import current_umask
+from adalora.atomic import apply_umask, is_disk_full, no_space_left
 from experiments.results import RESULT_FILE
 
 _LISTED = 20
@@ -48,19 +49,22 @@ def find_run(path: str | os.PathLike) -> Path:
     raise RunPathError(f"{path} holds {len(runs)} runs; give one of them:\n  {shown}{more}")
 
 
-def apply_umask(root: Path) -> None:
-    """Give ``root`` and everything in it the permissions a plain ``open``/``mkdir`` would."""
-    mask = current_umask()
-    os.chmod(root, 0o777 & ~mask)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            os.chmod(Path(folder) / name, 0o777 & ~mask)
-        for name in files:
-            os.chmod(Path(folder) / name, 0o666 & ~mask)
+def run_holding(path: Path) -> Path | None:
+    """The run directory ``path`` is in or is (a folder up from it holding a ``result.json``), if any."""
+    path = Path(os.path.abspath(path))
+    return next((p for p in (path, *path.parents) if (p / RESULT_FILE).is_file()), None)
 
 
 def check_output(out: Path, overwrite: bool, keep: Path | None = None) -> None:
-    """Refuse an ``out`` that is a file, a non-empty directory (unless ``overwrite``), or holds ``keep``."""
+    """Refuse an ``out`` that is a symlink, a file, inside a run directory, a non-empty directory (unless
+    ``overwrite``), or holds ``keep``: replacing ``out`` must never delete a run or write through a link."""
+    if out.is_symlink():
+        raise RunPathError(f"--out {out} is a symlink (to {os.readlink(out)}); give the real directory path, "
+                           "an export never writes through a link")
+    inside = run_holding(out.resolve())
+    if inside is not None:
+        raise RunPathError(f"--out {out} is inside the run directory {inside}; a run directory holds only what "
+                           "its run wrote: give a folder outside it")
     if out.exists() and not out.is_dir():
         raise RunPathError(f"--out {out} is an existing file; give a directory path (it is created)")
     if keep is not None and out.exists() and keep.resolve().is_relative_to(out.resolve()):
@@ -86,6 +90,16 @@ def staged_output(out: str | os.PathLike, overwrite: bool = False, keep: Path | 
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
+        if is_disk_full(err):
+            raise no_space_left(_final_path(getattr(err, "filename", None), stage, out), err) from err
         raise
+
+
+def _final_path(written: str | None, stage: Path, out: Path) -> Path:
+    """Where a file being written in ``stage`` would have ended up (``out`` when the error names none)."""
+    if not written:
+        return out
+    written = Path(os.fsdecode(written))
+    return out / written.relative_to(stage) if written.is_relative_to(stage) else written

@@ -48,6 +48,7 @@ from experiments import interrupts
 from experiments.interrupts import Interrupted
 from experiments.precision import check_precision, make_accelerator
 from experiments.results import move_aside, replacing
+from experiments.seeding import set_seed as set_seed  # re-exported: its home was here (weights uses it too)
 from experiments.weights import saves_weights, trained_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -191,15 +192,6 @@ def set_rng_state(rng: Mapping[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def set_seed(seed: int) -> None:
-    """Seed every RNG; call before building the model and the adapters."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def total_optimizer_steps(batches_per_epoch: int, settings: TrainSettings) -> int:

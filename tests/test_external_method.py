@@ -177,15 +177,17 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
     again = MethodHandle.load(build_base(loaded.spec), tmp_path / "mine")  # the run's base, rebuilt
     assert torch.equal(_logits(again.model), _logits(loaded.model))
 
-    # export: the kind says it merges, so the suite's exporter writes a plain transformers checkpoint
+    # export: the kind says it merges, so the suite's exporter writes a plain transformers checkpoint; the
+    # weights file names the user's module, which a new process imports only when allowed (adalora.trust)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg), str(PROJECT_ROOT)]),
+           "ADALORA_TRUST_MODULES": "ext_qv_methods"}
     subprocess.run([sys.executable, "-m", "experiments.export", str(full_dir), "--format", "merged", "--out",
-                    str(tmp_path / "merged")], cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg), str(PROJECT_ROOT)])})
+                    str(tmp_path / "merged")], cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=300, env=env)
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     assert torch.allclose(_logits(merged), _logits(loaded.model), atol=1e-5)
     peft = subprocess.run([sys.executable, "-m", "experiments.export", str(full_dir), "--format", "peft", "--out",
                            str(tmp_path / "peft")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg), str(PROJECT_ROOT)])})
+                          env=env)
     assert peft.returncode == 2 and "'ext_qv' (ext_qv) has no PEFT form; use --format merged" in peft.stderr
 
 

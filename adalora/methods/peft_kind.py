@@ -46,6 +46,7 @@ from torch import nn
 
 from adalora.allocator import Allocation
 from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
+from adalora.atomic import apply_umask
 from adalora.budget import BudgetLevel
 from adalora.methods.base import (
     PEFT_PREFIX,
@@ -365,6 +366,7 @@ class PeftMethod(MethodHandle):
         try:
             self._save_adapter(tmp)
             ranks = self.rank_pattern()  # the saved weights' (a snapshot's own while it is loaded)
+            apply_umask(tmp)  # mkdtemp and safetensors make 0700/0600; teammates must read a run
             shutil.rmtree(adapter_dir, ignore_errors=True)
             os.replace(tmp, adapter_dir)
         finally:
@@ -401,6 +403,9 @@ class PeftMethod(MethodHandle):
         if tensors or not (directory / "adapter_config.json").is_file():
             super().load_trained_state(tensors, fingerprint, source)
             return
+        if not (directory / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickle
+            raise ValueError(f"{directory} holds no adapter_model.safetensors; an adapter_model.bin (a pickle) is "
+                             "never loaded: re-save the adapter with safetensors (PEFT's default)")
         state = load_peft_weights(str(directory), device="cpu")
         pattern = json.loads((directory / "adapter_config.json").read_text()).get("rank_pattern")
         if self.is_adalora and pattern:
