@@ -349,7 +349,8 @@ class MethodHandle:
     def peft_base_config(self, task_type: str, heads: list[str]) -> dict[str, Any]:
         """The keys every PEFT LoRA-family adapter config shares."""
         return {"task_type": task_type, "target_modules": sorted(self.adapted), "modules_to_save": heads or None,
-                "lora_alpha": self.settings.alpha, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+                "lora_alpha": self.settings.alpha, "lora_dropout": 0.0, "bias": "none",
+                "fan_in_fan_out": any(getattr(m, "fan_in_fan_out", False) for m in self.adapted.values()),
                 "init_lora_weights": True, "inference_mode": True}
 
     def merged_model(self) -> nn.Module:
