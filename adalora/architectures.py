@@ -319,12 +319,14 @@ def _encoder_rows(q: str, k: str, v: str) -> tuple[tuple[str, str], ...]:
 def _seq2seq_rows(layers: str, attention: Mapping[str, tuple[str, str]], projections: Mapping[str, str],
                   ffn: Mapping[str, tuple[str, Mapping[str, str]]]) -> tuple[tuple[str, str], ...]:
     """Rows of an encoder-decoder: per attention block (label prefix -> stack, module path) each
-    projection, per stack (label prefix -> stack, {module path: weight type}) its FFN."""
+    projection, per stack (label prefix -> stack, {module path: weight type}) its FFN, after the stack's
+    last attention block (the heatmap order: encoder, decoder self, cross, decoder FFN)."""
     rows = []
-    for prefix, (stack, path) in attention.items():
+    for i, (prefix, (stack, path)) in enumerate(attention.items()):
         rows += [(rf"{stack}\.{layers}\.(\d+)\.{path}\.{proj}", prefix + wt) for proj, wt in projections.items()]
-    for prefix, (stack, paths) in ffn.items():
-        rows += [(rf"{stack}\.{layers}\.(\d+)\.{path}", prefix + wt) for path, wt in paths.items()]
+        if all(later != stack for later, _ in list(attention.values())[i + 1:]):
+            ffn_prefix, (_, paths) = next((p, f) for p, f in ffn.items() if f[0] == stack)
+            rows += [(rf"{stack}\.{layers}\.(\d+)\.{path}", ffn_prefix + wt) for path, wt in paths.items()]
     return tuple(rows)
 
 

@@ -40,7 +40,18 @@ def exact_rounding_on(device: torch.device, setting: bool | None) -> bool:
     return device.type == "cpu" if setting is None else setting
 
 
-class LoRALinear(nn.Module):
+class WrappedLayer(nn.Module):
+    """A layer that wraps ``base_layer`` and stands in for it where the model reads its weight (T5's FFN
+    checks ``wo.weight.dtype`` in its forward), as PEFT's tuner layers do."""
+
+    base_layer: nn.Module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+
+class LoRALinear(WrappedLayer):
     """``y = W x + b + (alpha / r) * B A x`` (Hu et al.), A ~ N(0, 0.02), B = 0.
 
     A is drawn from N(0, 0.02) rather than loralib's Kaiming default because the paper's
@@ -96,7 +107,7 @@ class _AddScaled(torch.autograd.Function):
         return grad, grad_y, None, None
 
 
-class SVDLinear(nn.Module):
+class SVDLinear(WrappedLayer):
     """AdaLoRA's ``ΔW = P Λ Q`` stored as ``B (A ⊙ E)`` with constant scale ``alpha / r_init``.
 
     * ``lora_A`` (r×d_in) = Q, ``lora_E`` (r×1) = Λ, ``lora_B`` (d_out×r) = P.
@@ -244,7 +255,7 @@ class BottleneckAdapter(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-class AdaptedOutput(nn.Module):
+class AdaptedOutput(WrappedLayer):
     """Applies a bottleneck adapter to the output of a sub-layer's output projection (W_o or W_f2).
 
     ``dropout=None``: ``adapter(W x)``, the adapter sits before the block's hidden dropout, then

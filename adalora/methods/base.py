@@ -387,8 +387,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 
 def peft_task_type(model: nn.Module) -> str:
-    """PEFT's task type of a transformers model, from its class name."""
-    cls = type(model).__name__
+    """PEFT's task type of a transformers model (or of the one inside a ``PeftModel``), from its class name."""
+    cls = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
     for suffix, task_type in PEFT_TASK_TYPES.items():
         if cls.endswith(suffix):
             return task_type
