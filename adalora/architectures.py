@@ -27,7 +27,6 @@ Architectures come from three places, as method kinds do: the built-ins below, a
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 
 from torch import nn
 
-from adalora.trust import import_named_module
+from adalora.plugins import entry_point_objects, import_config_module
 
 ENTRY_POINT_GROUP = "adalora.architectures"
 DOCS = "docs/architectures.md"
@@ -189,13 +188,8 @@ def register_architecture(arch: Architecture | type[Architecture]) -> Any:
 
 
 def _load_entry_points() -> None:
-    """Import the ``adalora.architectures`` entry points; one that returns an Architecture registers it."""
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry.load()
-        except Exception as err:  # noqa: BLE001 - a broken plug-in must name itself, not break the lookup
-            raise ImportError(f"entry point {entry.name!r} = {entry.value!r} (group {ENTRY_POINT_GROUP}) "
-                              f"failed to load: {type(err).__name__}: {err}") from err
+    """The ``adalora.architectures`` entry points; one that gives an Architecture registers it."""
+    for loaded in entry_point_objects(ENTRY_POINT_GROUP):
         if isinstance(loaded, Architecture) or (isinstance(loaded, type) and issubclass(loaded, Architecture)):
             register_architecture(loaded)
 
@@ -206,21 +200,10 @@ def registered_architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
-def import_architecture_module(module: str | None) -> None:
-    """Import a model config's ``arch_module`` so that the architectures it registers are known."""
-    if not module:
-        return
-    try:
-        import_named_module(module, "model.arch_module")
-    except ImportError as err:
-        raise ArchitectureError(f"model.arch_module {module!r} cannot be imported ({err}); put it on PYTHONPATH "
-                                "or install the package that provides it") from err
-
-
 def get_architecture(name: str | None, module: str | None = None) -> Architecture:
     """The registered architecture ``name`` (a name or a ``model_type`` it declares); an unknown one is
     an error listing the registered ones."""
-    import_architecture_module(module)
+    import_config_module(module, "model.arch_module", ArchitectureError)
     found = _lookup(name)
     if found is None:
         _load_entry_points()
@@ -287,7 +270,7 @@ def find_targets(model: nn.Module, arch: Architecture, targets: Iterable[str]) -
         if label is not None and arch.selects(label[1], targets):
             found[name] = label
     if not found:
-        raise ValueError(f"targets {list(targets)} match no adaptable layer of this {arch.name} model; its weight "
+        raise ValueError(f"targets {list(targets)} match no linear layer of this {arch.name} model; its weight "
                          f"types: {list(arch.weight_types)}")
     return found
 
