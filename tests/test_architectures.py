@@ -271,3 +271,15 @@ def test_a_users_module_registers_an_architecture(tmp_path, monkeypatch):
     train(handle)
     _, matrix = rank_heatmap(handle.rank_pattern(), handle.weight_types)
     assert list(matrix.index) == ["W_q", "W_k", "W_v", "W_o", "W_f1", "W_f2"]
+
+
+def test_an_arch_module_named_by_a_file_read_from_disk_is_not_imported(tmp_path, monkeypatch):
+    """A record's ``model.arch_module`` is never imported by reading it back (adalora.trust)."""
+    from adalora import trust
+
+    (tmp_path / "my_untrusted_arch.py").write_text(USER_MODULE.replace('"opt"', '"opt_untrusted"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(trust.TRUST_ENV, raising=False)
+    with trust.reading(str(tmp_path / "result.json")), pytest.raises(trust.UntrustedCode):
+        get_architecture("opt_untrusted", "my_untrusted_arch")
+    assert "my_untrusted_arch" not in sys.modules
