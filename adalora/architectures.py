@@ -210,7 +210,7 @@ def get_architecture(name: str | None, module: str | None = None) -> Architectur
         found = _lookup(name)
     if found is None:
         raise ArchitectureError(
-            f"architecture {name!r} is not registered; registered: {registered_architectures()}. Register your "
+            f"unsupported architecture {name!r}: not registered; registered: {registered_architectures()}. Register your "
             f"own with adalora.architectures.register_architecture in a module named by model.arch_module, or "
             f"an entry point in group {ENTRY_POINT_GROUP!r} (see {DOCS})")
     return found

@@ -226,13 +226,13 @@ def test_unknown_architecture_is_refused_naming_the_registered_ones():
     with pytest.raises(ArchitectureError) as err:
         get_architecture("no_such_arch")
     message = str(err.value)
-    assert "'no_such_arch' is not registered" in message and "docs/architectures.md" in message
+    assert "unsupported architecture 'no_such_arch': not registered" in message and "docs/architectures.md" in message
     assert all(name in message for name in ("bert", "gpt2", "llama", "qwen3", "roberta", "t5"))
     model = build("gpt2")
     model.config.model_type = "no_such_arch"
     with pytest.raises(ArchitectureError, match="registered: \\['bart', 'bert'"):
         apply_method(model, {"name": "lora", "r": 2})
-    with pytest.raises(ValueError, match="model 'x': model.arch: architecture 'nope' is not registered"):
+    with pytest.raises(ValueError, match="model 'x': model.arch: unsupported architecture 'nope': not registered"):
         load_model({"name": "x", "source": "tiny", "arch": "nope"}, "sequence_classification")
 
 
