@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from adalora.architectures import ENCODER_WEIGHT_TYPES, architecture_of, find_targets
+from adalora.architectures import architecture_of, target_width
 
 # The largest knob value the count rule tries before it gives up (a knob that never reaches the target).
 MAX_KNOB = 4096
@@ -90,11 +90,10 @@ def get_budget(name: str) -> BudgetLevel:
 
 
 def budget_target(model: nn.Module, level: BudgetLevel) -> int:
-    """The level's trainable-parameter target on ``model``: LoRA at rank ``level.lora_r`` on the six
-    weight types, ``lora_r · Σ (d_in + d_out)``. Call it on the model before a method is applied."""
-    found = find_targets(model, architecture_of(model), ENCODER_WEIGHT_TYPES)
-    width = sum(model.get_submodule(n).in_features + model.get_submodule(n).out_features for n in found)
-    return level.lora_r * width
+    """The level's trainable-parameter target on ``model``: LoRA at rank ``level.lora_r`` on the
+    backbone's full target set (the paper's six weight types on its backbones), ``lora_r · Σ (d_in + d_out)``. Call it on the model before a method is applied."""
+    arch = architecture_of(model)
+    return level.lora_r * target_width(model, arch, arch.weight_types)
 
 
 def closest_knob(count: Callable[[int], int], target: int, limit: int = MAX_KNOB) -> int:

@@ -1,8 +1,10 @@
 """Adapter layers: LoRA, AdaLoRA's SVD-form update, and bottleneck adapters.
 
-Every layer *wraps* an existing ``nn.Linear`` (kept as ``base_layer``, frozen by the method
-that applies it) instead of copying its weight, so a pretrained model is adapted in place
-without doubling its memory.
+Every layer *wraps* an existing ``nn.Linear`` or transformers ``Conv1D`` (kept as ``base_layer``,
+frozen by the method that applies it) instead of copying its weight, so a pretrained model is
+adapted in place without doubling its memory. The adapter's own factors are the same for both
+(A is r×d_in, B is d_out×r, as PEFT stores them); only ``delta_weight`` follows the base layer's
+layout, (in, out) for ``Conv1D`` (``fan_in_fan_out``), so that merging adds it to the weight as is.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from adalora.architectures import fan_in_fan_out, layer_dims
 
 # The official code divides by ``ranknum + 1e-5``; kept so results match it (and PEFT) exactly.
 _RANKNUM_EPS = 1e-5
@@ -36,35 +40,41 @@ def exact_rounding_on(device: torch.device, setting: bool | None) -> bool:
     return device.type == "cpu" if setting is None else setting
 
 
-class LoRALinear(nn.Module):
+class WrappedLayer(nn.Module):
+    """A layer that wraps ``base_layer`` and stands in for it where the model reads its weight (T5's FFN
+    checks ``wo.weight.dtype`` in its forward), as PEFT's tuner layers do."""
+
+    base_layer: nn.Module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+
+class LoRALinear(WrappedLayer):
     """``y = W x + b + (alpha / r) * B A x`` (Hu et al.), A ~ N(0, 0.02), B = 0.
 
     A is drawn from N(0, 0.02) rather than loralib's Kaiming default because the paper's
     DeBERTa fork re-initialises it that way; ΔW = 0 at the start either way since B = 0.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float):
         super().__init__()
         if r <= 0:
             raise ValueError(f"LoRA rank r must be positive, got {r}")
         self.base_layer = base_layer
         self.r = r
         self.scaling = alpha / r
+        self.in_features, self.out_features = layer_dims(base_layer)
+        self.fan_in_fan_out = fan_in_fan_out(base_layer)
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, r, **factory))
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **factory))
         nn.init.normal_(self.lora_A, std=_INIT_STD)
 
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B @ self.lora_A) * self.scaling
+        """ΔW in the base layer's weight layout."""
+        return _in_layout(self, (self.lora_B @ self.lora_A) * self.scaling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
@@ -97,7 +107,7 @@ class _AddScaled(torch.autograd.Function):
         return grad, grad_y, None, None
 
 
-class SVDLinear(nn.Module):
+class SVDLinear(WrappedLayer):
     """AdaLoRA's ``ΔW = P Λ Q`` stored as ``B (A ⊙ E)`` with constant scale ``alpha / r_init``.
 
     * ``lora_A`` (r×d_in) = Q, ``lora_E`` (r×1) = Λ, ``lora_B`` (d_out×r) = P.
@@ -124,7 +134,7 @@ class SVDLinear(nn.Module):
       the exact form by rounding only, as CUDA kernels already differ from CPU ones.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, train_lambda: bool = True,
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float, train_lambda: bool = True,
                  exact_rounding: bool | None = None):
         super().__init__()
         if r <= 0:
@@ -133,10 +143,12 @@ class SVDLinear(nn.Module):
         self.r = r
         self.lora_alpha = alpha
         self.train_lambda = train_lambda
+        self.in_features, self.out_features = layer_dims(base_layer)
+        self.fan_in_fan_out = fan_in_fan_out(base_layer)
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **factory))
         self.lora_E = nn.Parameter(torch.zeros(r, 1, **factory))
-        self.lora_B = nn.Parameter(torch.empty(base_layer.out_features, r, **factory))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, r, **factory))
         nn.init.normal_(self.lora_A, std=_INIT_STD)
         nn.init.normal_(self.lora_B, std=_INIT_STD)
         if not train_lambda:  # LoRA doublets behind a fixed gate: ΔW = 0 through B = 0 instead
@@ -156,14 +168,6 @@ class SVDLinear(nn.Module):
         self.batched_product: torch.Tensor | ProductSource | None = None
         self.register_load_state_dict_post_hook(_refresh_denominator)
 
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
     def _denominator(self) -> torch.Tensor:
         return (self.ranknum + _RANKNUM_EPS).reshape(())
 
@@ -180,7 +184,9 @@ class SVDLinear(nn.Module):
         return int(torch.count_nonzero(self.lora_E).item())
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B @ (self.lora_A * self.lora_E)) * self.scale_numerator / (self.ranknum + _RANKNUM_EPS)
+        """ΔW in the base layer's weight layout."""
+        return _in_layout(self, (self.lora_B @ (self.lora_A * self.lora_E)) * self.scale_numerator
+                          / (self.ranknum + _RANKNUM_EPS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The matmuls as in loralib/PEFT; their ``result += y * alpha / (ranknum + 1e-5)`` (three
@@ -197,6 +203,11 @@ class SVDLinear(nn.Module):
         if product.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             product = product.to(x.dtype)  # made under autocast, used outside it (a model that turns it off)
         return result + F.linear(F.linear(x, product), self.lora_B)
+
+
+def _in_layout(layer: LoRALinear | SVDLinear, delta: torch.Tensor) -> torch.Tensor:
+    """A (d_out, d_in) update in its base layer's layout: transposed for ``Conv1D``'s (in, out) weight."""
+    return delta.T if layer.fan_in_fan_out else delta
 
 
 def _refresh_denominator(module: SVDLinear, _incompatible_keys) -> None:
@@ -244,7 +255,7 @@ class BottleneckAdapter(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-class AdaptedOutput(nn.Module):
+class AdaptedOutput(WrappedLayer):
     """Applies a bottleneck adapter to the output of a sub-layer's output projection (W_o or W_f2).
 
     ``dropout=None``: ``adapter(W x)``, the adapter sits before the block's hidden dropout, then
@@ -254,11 +265,11 @@ class AdaptedOutput(nn.Module):
     then replaces the block's own dropout by ``nn.Identity`` so it is applied exactly once.
     """
 
-    def __init__(self, base_layer: nn.Linear, bottleneck: int, activation: str, up_init: str = "normal",
+    def __init__(self, base_layer: nn.Module, bottleneck: int, activation: str, up_init: str = "normal",
                  dropout: nn.Module | None = None):
         super().__init__()
         self.base_layer = base_layer
-        self.adapter = BottleneckAdapter(base_layer.out_features, bottleneck, activation, up_init)
+        self.adapter = BottleneckAdapter(layer_dims(base_layer)[1], bottleneck, activation, up_init)
         self.adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
         self.dropout = dropout if dropout is not None else nn.Identity()
 

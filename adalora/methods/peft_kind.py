@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from adalora.allocator import Allocation
-from adalora.architectures import ENCODER_WEIGHT_TYPES, find_targets
+from adalora.architectures import ENCODER_WEIGHT_TYPES, fan_in_fan_out, find_targets
 from adalora.atomic import apply_umask
 from adalora.budget import BudgetLevel
 from adalora.methods.base import (
@@ -179,14 +179,16 @@ class PeftMethod(MethodHandle):
     def is_adalora(self) -> bool:
         return self.settings.peft_type == "adalora"
 
-    def peft_config(self, targets: list[str], heads: list[str], task_type: str):
+    def peft_config(self, targets: list[str], heads: list[str], task_type: str, fan_in_fan_out: bool = False):
         """The ``LoraConfig`` / ``AdaLoraConfig`` of these settings (AdaLoRA: a provisional
-        ``total_step``, replaced by the run's T in :meth:`set_total_steps`)."""
+        ``total_step``, replaced by the run's T in :meth:`set_total_steps`). ``fan_in_fan_out``: the
+        targets store their weights as (in, out) (transformers ``Conv1D``, GPT-2)."""
         import peft
 
         s = self.settings
         common = {"target_modules": targets, "modules_to_save": heads or None, "task_type": task_type,
-                  "lora_alpha": s.alpha, "lora_dropout": s.lora_dropout, "bias": "none", **(s.options or {})}
+                  "lora_alpha": s.alpha, "lora_dropout": s.lora_dropout, "bias": "none",
+                  "fan_in_fan_out": fan_in_fan_out, **(s.options or {})}
         if not self.is_adalora:
             return peft.LoraConfig(r=s.r, use_dora=s.use_dora, use_rslora=s.use_rslora,
                                    init_lora_weights=s.init_lora_weights, **common)
@@ -199,7 +201,8 @@ class PeftMethod(MethodHandle):
         import peft
 
         found = find_targets(self.model, self.arch, self.settings.targets)
-        config = self.peft_config(sorted(found), self.head_modules(), peft_task_type(self.model))
+        fan_in = any(fan_in_fan_out(self.model.get_submodule(name)) for name in found)
+        config = self.peft_config(sorted(found), self.head_modules(), peft_task_type(self.model), fan_in)
         self.model = peft.get_peft_model(self.model, config)
         self.adapted = {name: self.backbone.get_submodule(name) for name in found}
         self.weight_types.update(found)

@@ -16,7 +16,6 @@ point in the group ``adalora.methods`` (loaded the first time a name is not foun
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +25,7 @@ from adalora.architectures import architecture_of
 from adalora.budget import BudgetLevel, budget_target, get_budget
 from adalora.methods.base import DESCRIPTIVE_KEYS, MethodHandle
 from adalora.methods.settings import MethodConfigError
-from adalora.trust import import_named_module
+from adalora.plugins import entry_point_objects, import_config_module
 
 ENTRY_POINT_GROUP = "adalora.methods"
 
@@ -65,17 +64,8 @@ def registered_kinds() -> list[str]:
 
 
 def _load_entry_points() -> None:
-    """Import the ``adalora.methods`` entry points; one that returns a kind class registers it.
-
-    Called whenever a name is not (yet) registered, so a package installed after the first lookup
-    is found too; an entry point already imported costs a dictionary lookup (``sys.modules``).
-    """
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry.load()
-        except Exception as err:  # noqa: BLE001 - a broken plug-in must name itself, not break the import
-            raise ImportError(f"entry point {entry.name!r} = {entry.value!r} (group {ENTRY_POINT_GROUP}) "
-                              f"failed to load: {type(err).__name__}: {err}") from err
+    """The ``adalora.methods`` entry points; one that gives a kind class registers it."""
+    for loaded in entry_point_objects(ENTRY_POINT_GROUP):
         if isinstance(loaded, type) and issubclass(loaded, MethodHandle):
             register_kind(loaded)
 
@@ -93,13 +83,7 @@ def get_kind(kind: str) -> type[MethodHandle]:
 
 def import_method_module(module: str | None) -> None:
     """Import a config's ``module:`` so that the kinds it registers are known."""
-    if not module:
-        return
-    try:
-        import_named_module(module, "method.module")
-    except ImportError as err:
-        raise MethodConfigError(f"method.module {module!r} cannot be imported ({err}); put it on PYTHONPATH or "
-                                "install the package that provides it") from err
+    import_config_module(module, "method.module", MethodConfigError)
 
 
 def resolve_kind(cfg: Mapping[str, Any]) -> tuple[str, type[MethodHandle], dict[str, Any]]:
