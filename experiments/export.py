@@ -43,16 +43,13 @@ import torch
 from torch import nn
 
 from adalora.methods import ExportError, MethodConfigError, resolve_kind
-from adalora.methods.base import PEFT_TASK_TYPES, write_peft_adapter
+from adalora.methods.base import write_peft_adapter
 from experiments.models import load_tokenizer, package_model_dir
 from experiments.results import read_result
 from experiments.run_paths import RunPathError, check_output, find_run, staged_output
+from experiments.tasks import peft_task_type_for_head
 from experiments.weights import LoadedRun, ModelSpec, WeightsError, build_base, load_run
 
-# The task head of a run (experiments.tasks) -> PEFT's task type.
-HEAD_TASK_TYPES = {"sequence_classification": PEFT_TASK_TYPES["ForSequenceClassification"],
-                   "question_answering": PEFT_TASK_TYPES["ForQuestionAnswering"],
-                   "seq2seq_lm": PEFT_TASK_TYPES["ForConditionalGeneration"]}
 FORMAT_NAMES = {"peft": "PEFT", "merged": "merged"}
 SUITE_FORMAT_HINT = ("it stays in the suite's own format: <run_dir>/weights/*.safetensors, loaded with "
                      "experiments.weights.load_run(run_dir) and evaluated with python -m experiments.evaluate")
@@ -83,7 +80,7 @@ def peft_adapter(loaded: LoadedRun, total_steps: int | None) -> tuple[dict[str, 
     if total_steps:
         loaded.handle.set_total_steps(total_steps)
     try:
-        config, tensors = loaded.handle.peft_adapter(HEAD_TASK_TYPES[loaded.spec.head])
+        config, tensors = loaded.handle.peft_adapter(peft_task_type_for_head(loaded.spec.head))
     except MethodConfigError as err:
         raise ExportError(f"{err} (result.json records no train.total_steps)") from err
     config["base_model_name_or_path"] = _base_location(loaded.spec)
