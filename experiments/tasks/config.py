@@ -46,13 +46,6 @@ class TaskConfig:
     hparams: Mapping | None = None
 
 
-def unknown_key_error(key: str, known: list[str], where: str) -> str:
-    """``<where>.<key> is not a valid key; did you mean '<nearest>'?`` (the message of every registry)."""
-    near = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    return f"{where}.{key} is not a valid key; {hint}valid keys: {sorted(known)}"
-
-
 def parse_task_config(config_cls: type[TaskConfig], cfg: Mapping[str, Any], family: str) -> TaskConfig:
     """``config_cls`` from the task config ``cfg``, every key known and of its declared type."""
     hints = typing.get_type_hints(config_cls)
@@ -60,7 +53,10 @@ def parse_task_config(config_cls: type[TaskConfig], cfg: Mapping[str, Any], fami
     values: dict[str, Any] = {}
     for key, value in cfg.items():
         if key not in hints:
-            raise TaskConfigError(unknown_key_error(str(key), known, f"task (family {family!r})"))
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise TaskConfigError(f"task.{key} is not a valid key of task family {family!r}; {hint}"
+                                  f"valid keys: {sorted(known)}")
         ok, out = _coerce(value, hints[key])
         if not ok:
             raise TaskConfigError(f"task.{key} must be {_type_name(hints[key])}, got {value!r} "
