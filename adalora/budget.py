@@ -104,17 +104,29 @@ def parse_flat_yaml(text: str, source: str) -> dict[str, Any]:
         match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*):\s+(\S(?:.*\S)?)", body)
         if match is None:
             raise ValueError(f"{source}, line {number}: expected `key: value` (a flat mapping of scalars), got {body!r}")
-        out[match.group(1)] = _scalar(match.group(2))
+        value = _scalar(match.group(2))
+        if value is _UNSUPPORTED:
+            raise ValueError(f"{source}, line {number}: {match.group(2)!r} is not an integer, null or a plain or "
+                             "quoted string (the only values a budget yaml holds)")
+        out[match.group(1)] = value
     return out
 
 
+_UNSUPPORTED = object()
+_YAML_WORDS = re.compile(r"(?i)true|false|yes|no|on|off|[-+]?(\.[0-9]+|[0-9]+\.[0-9]*)([eE][-+]?[0-9]+)?|\.inf|\.nan")
+
+
 def _scalar(text: str) -> Any:
+    """An integer, null, a quoted string or a plain string; :data:`_UNSUPPORTED` for what YAML would
+    read otherwise (floats, booleans, flow collections, anchors, tags, block scalars)."""
     if text in ("null", "~"):
         return None
     if re.fullmatch(r"[-+]?[0-9]+", text):
         return int(text)
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and text[0] not in text[1:-1]:
         return text[1:-1]
+    if _YAML_WORDS.fullmatch(text) or text[0] in "{[&*!|>%@`'\"" or ": " in text:
+        return _UNSUPPORTED
     return text
 
 
