@@ -10,9 +10,7 @@ tests/test_external_method.py does for a method kind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +32,7 @@ from experiments.tasks import (
     peft_task_type_for_head,
     registered_families,
 )
+from tests.test_external_method import _run as run_with_user_code
 
 register_resolvers()
 
@@ -129,12 +128,7 @@ def _module(tmp_path: Path, module: str, family: str) -> Path:
 
 
 def _run(out: Path, conf: Path, pythonpath: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.run", *(["-m"] if multirun else []), f"hydra.searchpath=[file://{conf}]",
-           *TINY, f"output_root={out}", *overrides]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), str(PROJECT_ROOT)]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_with_user_code(out, conf, pythonpath, *overrides, multirun=multirun, base=TINY)
 
 
 def _records(out: Path) -> dict[tuple[str, int], tuple[Path, dict]]:
