@@ -14,8 +14,13 @@ once for every method, so the comparisons at "equal budget" share one accounting
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -27,9 +32,15 @@ MAX_KNOB = 4096
 
 @dataclass(frozen=True)
 class BudgetLevel:
-    """One column of the paper's tables: the knob each method uses to meet it.
+    """One budget level: "LoRA at rank ``lora_r`` on the backbone's full target set", as data.
 
-    ``None`` marks a method the paper never runs at that level (e.g. adapters on NLG).
+    A level is a ``conf/budget/<name>.yaml`` (the Hydra group ``budget``); :meth:`from_config` builds it
+    from that mapping, so a new level, or a level for a new backbone, is one yaml file and no Python.
+    Its parameter target is measured on the real model (:func:`budget_target`); each method reaches it
+    through its own size knob. The per-method columns are the paper's knob values where the paper
+    states them (cited in each yaml); ``None`` marks a method the paper never runs at that level
+    (e.g. adapters on NLG). A level that states no AdaLoRA knobs gets ``target_r = lora_r`` and the
+    paper's ``b(0) = 1.5 b(T)`` rule, rounded up, for ``init_r``.
     """
 
     name: str
@@ -38,55 +49,128 @@ class BudgetLevel:
     lora_r: int
     adalora_target_r: int
     adalora_init_r: int
-    houlsby_bottleneck: int | None
-    pfeiffer_bottleneck: int | None
+    houlsby_bottleneck: int | None = None
+    pfeiffer_bottleneck: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> BudgetLevel:
+        """The level of a budget config (``cfg.budget``, or a parsed ``conf/budget/*.yaml``).
+
+        Unknown keys are refused naming the nearest valid one; every value is type-checked, so a
+        typo in a yaml never silently falls back to a default.
+        """
+        where = f"budget {cfg.get('name', '<unnamed>')!r}"
+        known = [f.name for f in fields(cls)]
+        for key in cfg:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ValueError(f"{where}: unknown key {key!r}; {hint}valid keys: {known}")
+        values = dict(cfg)
+        missing = [k for k in ("name", "family", "lora_r") if values.get(k) is None]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing} (a level is at least name, family and lora_r)")
+        values.setdefault("label", f"r={values['lora_r']}")
+        values.setdefault("adalora_target_r", values["lora_r"])
+        if values.get("adalora_init_r") is None:
+            values["adalora_init_r"] = math.ceil(1.5 * values["adalora_target_r"])
+        for key in known:
+            value = values.get(key)
+            if key in _INT_KEYS and not (value is None and key in _OPTIONAL_KEYS):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+            elif key not in _INT_KEYS and not isinstance(value, str):
+                raise ValueError(f"{where}: {key} must be a string, got {value!r}")
+        return cls(**{k: values.get(k) for k in known})
 
 
-def _levels(family: str, rows: Iterable[tuple]) -> dict[str, BudgetLevel]:
-    return {row[0]: BudgetLevel(row[0], family, *row[1:]) for row in rows}
+_INT_KEYS = frozenset({"lora_r", "adalora_target_r", "adalora_init_r", "houlsby_bottleneck", "pfeiffer_bottleneck"})
+_OPTIONAL_KEYS = frozenset({"houlsby_bottleneck", "pfeiffer_bottleneck"})
+# The suite's own levels: conf/budget/*.yaml of the checkout (the only copy of their values).
+SHIPPED_BUDGET_DIR = Path(__file__).resolve().parents[1] / "conf" / "budget"
+_NO_LEVEL = "none"  # conf/budget/none.yaml: the "budget" of methods without a size knob
 
 
-# GLUE (Table 1 + App. C.1: r̄(T) 2/4/8 with r_init 4/6/12; Table 7 adapter sizes).
-# SQuAD (Table 9) and the GLUE ablations of Tables 4/5 use the "% of full FT" levels.
-# NLG: Table 12 is a verbatim copy of Table 9 and does not fit BART-large's 192 matrices,
-# so the ranks are derived from Table 3's percentages (reference notes §2.4): LoRA r
-# 1/2/8/16; AdaLoRA r_init follows the official scripts where one exists (CNN/DM 4→2,
-# XSum 12→8) and the paper's b(0) = 1.5·b(T) rule (rounded up) elsewhere.
-BUDGET_LEVELS: dict[str, BudgetLevel] = {
-    **_levels(
-        "glue",
-        [
-            ("glue_0.3m", "0.3M", 2, 2, 4, 8, 16),
-            ("glue_0.6m", "0.6M", 4, 4, 6, 16, 32),
-            ("glue_1.2m", "1.2M", 8, 8, 12, 32, 64),
-        ],
-    ),
-    **_levels(
-        "qa",
-        [
-            ("qa_0.08", "0.08%", 1, 1, 2, 4, 8),
-            ("qa_0.16", "0.16%", 2, 2, 4, 8, 16),
-            ("qa_0.32", "0.32%", 4, 4, 6, 16, 32),
-            ("qa_0.65", "0.65%", 8, 8, 12, 32, 64),
-        ],
-    ),
-    **_levels(
-        "nlg",
-        [
-            ("nlg_0.13", "0.13%", 1, 1, 2, None, None),
-            ("nlg_0.26", "0.26%", 2, 2, 4, None, None),
-            ("nlg_1.10", "1.10%", 8, 8, 12, None, None),
-            ("nlg_2.20", "2.20%", 16, 16, 24, None, None),
-        ],
-    ),
-}
+def parse_flat_yaml(text: str, source: str) -> dict[str, Any]:
+    """A flat YAML mapping of scalars (``key: value`` lines, ``#`` comments), the subset a budget
+    yaml uses; anything else is refused naming the line. ``adalora/`` imports torch only, so it
+    cannot use PyYAML; ``tests/test_budget_levels.py`` checks that this reads every shipped file
+    exactly as PyYAML (Hydra) does."""
+    out: dict[str, Any] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        body = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if not body:
+            continue
+        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*):\s+(\S(?:.*\S)?)", body)
+        if match is None:
+            raise ValueError(f"{source}, line {number}: expected `key: value` (a flat mapping of scalars), got {body!r}")
+        value = _scalar(match.group(2))
+        if value is _UNSUPPORTED:
+            raise ValueError(f"{source}, line {number}: {match.group(2)!r} is not an integer, null or a plain or "
+                             "quoted string (the only values a budget yaml holds)")
+        out[match.group(1)] = value
+    return out
+
+
+_UNSUPPORTED = object()
+_YAML_WORDS = re.compile(r"(?i)true|false|yes|no|on|off|[-+]?(\.[0-9]+|[0-9]+\.[0-9]*)([eE][-+]?[0-9]+)?|\.inf|\.nan")
+
+
+def _scalar(text: str) -> Any:
+    """An integer, null, a quoted string or a plain string; :data:`_UNSUPPORTED` for what YAML would
+    read otherwise (floats, booleans, flow collections, anchors, tags, block scalars)."""
+    if text in ("null", "~"):
+        return None
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return int(text)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and text[0] not in text[1:-1]:
+        return text[1:-1]
+    if _YAML_WORDS.fullmatch(text) or text[0] in "{[&*!|>%@`'\"" or ": " in text:
+        return _UNSUPPORTED
+    return text
+
+
+class _ShippedLevels(Mapping[str, BudgetLevel]):
+    """The suite's levels by name, read from :data:`SHIPPED_BUDGET_DIR` on first use.
+
+    Kept for the callers that name a shipped level (``get_budget("glue_0.3m")``: tests, benchmarks,
+    notebooks); a run builds its level from its own budget config (:meth:`BudgetLevel.from_config`).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._levels: dict[str, BudgetLevel] | None = None
+
+    def _load(self) -> dict[str, BudgetLevel]:
+        if self._levels is None:
+            levels = {}
+            for path in sorted(self._directory.glob("*.yaml")):
+                values = parse_flat_yaml(path.read_text(encoding="utf-8"), str(path))
+                if values.get("name") != _NO_LEVEL:
+                    levels[path.stem] = BudgetLevel.from_config(values)
+            self._levels = levels
+        return self._levels
+
+    def __getitem__(self, name: str) -> BudgetLevel:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+BUDGET_LEVELS: Mapping[str, BudgetLevel] = _ShippedLevels(SHIPPED_BUDGET_DIR)
 
 
 def get_budget(name: str) -> BudgetLevel:
+    """A shipped level by name (``conf/budget/<name>.yaml``)."""
     try:
         return BUDGET_LEVELS[name]
     except KeyError:
-        raise ValueError(f"unknown budget level {name!r}; known: {sorted(BUDGET_LEVELS)}") from None
+        raise ValueError(f"unknown budget level {name!r}; known: {sorted(BUDGET_LEVELS)} "
+                         f"(a level of your own: a budget/<name>.yaml on hydra.searchpath)") from None
 
 
 def budget_target(model: nn.Module, level: BudgetLevel) -> int:

@@ -198,6 +198,30 @@ glue_sst2 0.16% 13.142 13.164 61 71
 glue_sst2 0.65% 13.170 13.226 61 71
 """
 
+# The LoRA paper's RoBERTa rows (Hu et al. 2021, "LoRA", arXiv:2106.09685, Table 2; GLUE dev), the rows that
+# sweep=glue_roberta runs beside AdaLoRA and the PEFT methods. Data only: not yet parsed into paper_results().
+# Columns map to our metrics: MNLI accuracy (the paper: "overall (matched and mismatched)"), SST-2 accuracy,
+# MRPC accuracy, CoLA matthews_correlation, QNLI accuracy, QQP accuracy, RTE accuracy, STS-B pearson.
+# LoRA rows: median over 5 seeds (the paper's ± omitted). Marker: * = numbers the LoRA paper takes from prior
+# work; † = its Houlsby et al. (2019)-like setup on RoBERTa-large; - = none. adapter_drop is AdapterDrop
+# (Rücklé et al. 2020), a method the suite does not run. Budget: glue_0.3m is LoRA r=2 on the six weight types
+# (RoBERTa-base 331,776; RoBERTa-large 884,736), the LoRA paper's LoRA r=8 on W_q, W_v (294,912 / 786,432).
+# model | method | budget | marker | #Params | MNLI SST-2 MRPC CoLA QNLI QQP RTE STS-B
+_LORA_TABLE2_ROBERTA = """
+roberta_base  full_ft          none      * 125.0M | 87.6 94.8 90.2 63.6 92.8 91.9 78.7 91.2
+roberta_base  bitfit           none      * 0.1M   | 84.7 93.7 92.7 62.0 91.8 84.0 81.5 90.8
+roberta_base  adapter_drop     glue_0.3m * 0.3M   | 87.1 94.2 88.5 60.8 93.1 90.2 71.5 89.7
+roberta_base  adapter_drop     -         * 0.9M   | 87.3 94.7 88.4 62.6 93.0 90.6 75.9 90.3
+roberta_base  lora             glue_0.3m - 0.3M   | 87.5 95.1 89.7 63.4 93.3 90.8 86.6 91.5
+roberta_large full_ft          none      * 355.0M | 90.2 96.4 90.9 68.0 94.7 92.2 86.6 92.4
+roberta_large lora             glue_0.3m - 0.8M   | 90.6 96.2 90.9 68.2 94.9 91.6 87.4 92.6
+roberta_large adapter_pfeiffer -         † 3.0M   | 90.2 96.1 90.2 68.3 94.8 91.9 83.8 92.1
+roberta_large adapter_pfeiffer glue_0.3m † 0.8M   | 90.5 96.6 89.7 67.8 94.8 91.7 80.1 91.9
+roberta_large adapter_houlsby  -         † 6.0M   | 89.9 96.2 88.7 66.5 94.7 92.1 83.4 91.0
+roberta_large adapter_houlsby  glue_0.3m † 0.8M   | 90.3 96.3 87.7 66.3 94.7 91.5 72.9 91.5
+roberta_large lora             glue_0.3m † 0.8M   | 90.6 96.2 90.2 68.2 94.8 91.6 85.2 92.3
+"""
+
 COLUMNS = ["table", "task", "method", "budget", "params_label", "metric", "value"]
 
 

@@ -47,10 +47,11 @@ from torch import nn
 from adalora import trust
 from adalora.atomic import NoSpaceLeft
 from adalora.methods import ExportError, MethodConfigError, resolve_kind
-from adalora.methods.base import PEFT_TASK_TYPES, write_peft_adapter
+from adalora.methods.base import write_peft_adapter
 from experiments.models import load_tokenizer, package_model_dir
 from experiments.results import RESULT_FILE
 from experiments.run_paths import RunPathError, check_output, find_run, staged_output
+from experiments.tasks import peft_task_type_for_head
 from experiments.weights import (
     LoadedRun,
     ModelSpec,
@@ -61,10 +62,6 @@ from experiments.weights import (
     weights_path,
 )
 
-# The task head of a run (experiments.tasks) -> PEFT's task type.
-HEAD_TASK_TYPES = {"sequence_classification": PEFT_TASK_TYPES["ForSequenceClassification"],
-                   "question_answering": PEFT_TASK_TYPES["ForQuestionAnswering"],
-                   "seq2seq_lm": PEFT_TASK_TYPES["ForConditionalGeneration"]}
 FORMAT_NAMES = {"peft": "PEFT", "merged": "merged"}
 # What main() answers with one line and exit 2 (the message names the file, key or disk and the fix).
 REFUSED = (ExportError, WeightsError, RunPathError, NoSpaceLeft, trust.UntrustedCode, MethodConfigError)
@@ -97,7 +94,7 @@ def peft_adapter(loaded: LoadedRun, total_steps: int | None) -> tuple[dict[str, 
     if total_steps:
         loaded.handle.set_total_steps(total_steps)
     try:
-        config, tensors = loaded.handle.peft_adapter(HEAD_TASK_TYPES[loaded.spec.head])
+        config, tensors = loaded.handle.peft_adapter(peft_task_type_for_head(loaded.spec.head))
     except MethodConfigError as err:
         raise ExportError(f"{err} (result.json records no train.total_steps)") from err
     config["base_model_name_or_path"] = _base_location(loaded.spec)

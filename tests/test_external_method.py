@@ -95,8 +95,11 @@ def _conf_dir(root: Path, name: str, module: str | None) -> Path:
     return conf
 
 
-def _run(out: Path, conf: Path, pythonpath: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.run", *(["-m"] if multirun else []), f"hydra.searchpath=[file://{conf}]", *TINY,
+def _run(out: Path, conf: Path, pythonpath: Path, *overrides: str, multirun: bool = False,
+         base: tuple[str, ...] | list[str] = tuple(TINY)) -> subprocess.CompletedProcess:
+    """``python -m experiments.run`` with the user's config dir and module path (``base``: the tiny run's overrides;
+    tests/test_task_families.py passes its own, without the task)."""
+    cmd = [sys.executable, "-m", "experiments.run", *(["-m"] if multirun else []), f"hydra.searchpath=[file://{conf}]", *base,
            f"output_root={out}", *overrides]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), str(PROJECT_ROOT)]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)

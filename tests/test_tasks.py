@@ -41,6 +41,47 @@ def bert_tokenizer():
 
 
 # --------------------------------------------------------------------------- dispatch, config
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONF / "task")) for p in (CONF / "task").rglob("*.yaml")))
+def test_every_shipped_task_config_is_valid_for_its_familys_typed_config(path):
+    """Unknown task keys are refused, so every shipped task yaml must hold only its family's keys."""
+    from experiments.tasks import family_of
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / path))
+    family = family_of(cfg)
+    config = family.parse_config(cfg)
+    assert config.family == family.family and config.name == cfg["name"]
+
+
+# Hu et al. 2021 (arXiv:2106.09685) Appendix D Table 9, LoRA on RoBERTa: task -> (epochs, lr) per model, with
+# (batch size, max sequence length, LoRA alpha) of the model.
+LORA_TABLE9 = {
+    "roberta_base": ((16, 512, 8), {"mnli": (30, 5e-4), "sst2": (60, 5e-4), "mrpc": (30, 4e-4), "cola": (80, 4e-4),
+                                    "qnli": (25, 4e-4), "qqp": (25, 5e-4), "rte": (80, 5e-4), "stsb": (40, 4e-4)}),
+    "roberta_large": ((4, 128, 16), {"mnli": (10, 3e-4), "sst2": (10, 4e-4), "mrpc": (20, 3e-4), "cola": (20, 2e-4),
+                                     "qnli": (10, 2e-4), "qqp": (20, 3e-4), "rte": (20, 4e-4), "stsb": (30, 2e-4)}),
+}
+
+
+@pytest.mark.parametrize("model", sorted(LORA_TABLE9))
+def test_roberta_glue_tasks_resolve_to_the_lora_papers_table_9_hyperparameters(model):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.runner import register_resolvers, resolve
+
+    register_resolvers()
+    (batch, length, alpha), per_task = LORA_TABLE9[model]
+    for glue_task, (epochs, lr) in per_task.items():
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"task={model}/glue_{glue_task}", "model=tiny_bert",
+                                                           "method=lora", "budget=glue_0.3m"])
+        resolved = resolve(cfg)
+        assert (cfg.task.name, cfg.task.max_seq_length) == (f"glue_{glue_task}", length)
+        assert (resolved.train.lr, resolved.train.batch_size, resolved.train.epochs) == (lr, batch, epochs)
+        assert (resolved.train.warmup_ratio, resolved.method["alpha"], resolved.method["r"]) == (0.06, alpha, 2)
+
 
 
 def test_build_task_rejects_unknown_family():

@@ -1,39 +1,42 @@
 """Benchmark tasks behind one interface: ``build_task(cfg.task)`` returns a ``Task``.
 
-See ``experiments.tasks.base.Task`` for what the training loop may call.
+A task family is a registered ``Task`` subclass (``experiments.tasks.base.Task``: typed config,
+head, collate, evaluation, metrics, the budget families and architectures it accepts, its PEFT
+task type), found by name like method kinds: built in, from a task config's ``module:``, or from
+the ``adalora.task_families`` entry-point group (``experiments.tasks.registry``, docs/tasks.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from experiments.tasks.base import DataValidationError, Task
+from experiments.tasks.config import TaskConfig, TaskConfigError
 from experiments.tasks.glue import GlueTask
+from experiments.tasks.registry import (
+    ENTRY_POINT_GROUP,
+    build_task,
+    family_of,
+    get_family,
+    peft_task_type_for_head,
+    register_task_family,
+    registered_families,
+)
 from experiments.tasks.squad import SquadTask, postprocess_qa_predictions
 from experiments.tasks.summarization import SummarizationTask
 
-TASK_FAMILIES: dict[str, type[Task]] = {
-    "glue": GlueTask,
-    "squad": SquadTask,
-    "summarization": SummarizationTask,
-}
-
-
-def build_task(task_cfg: Mapping) -> Task:
-    """The ``Task`` for a task config, chosen by its ``family`` key."""
-    family = task_cfg.get("family")
-    if family not in TASK_FAMILIES:
-        raise ValueError(f"task.family must be one of {sorted(TASK_FAMILIES)}, got {family!r}")
-    return TASK_FAMILIES[family](task_cfg)
-
-
 __all__ = [
-    "TASK_FAMILIES",
+    "ENTRY_POINT_GROUP",
     "DataValidationError",
     "GlueTask",
     "SquadTask",
     "SummarizationTask",
     "Task",
+    "TaskConfig",
+    "TaskConfigError",
     "build_task",
+    "family_of",
+    "get_family",
+    "peft_task_type_for_head",
     "postprocess_qa_predictions",
+    "register_task_family",
+    "registered_families",
 ]

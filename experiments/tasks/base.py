@@ -19,12 +19,13 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import torch
 from torch.utils.data import DataLoader
 
+from experiments.tasks.config import TaskConfig, parse_task_config
 from experiments.tasks.heldout import HELDOUT_SPLIT, HeldoutSpec, carve
 
 
@@ -295,36 +296,75 @@ def merge_split_metrics(per_split: Mapping[str, Mapping[str, float]]) -> dict[st
 
 
 class Task(abc.ABC):
-    """One benchmark task: raw data, preprocessing, collation and evaluation.
+    """One task family: its typed config, the model head it needs, raw data, preprocessing,
+    collation, evaluation and metrics, and what it accepts and exports as.
 
-    Subclasses set ``family``, ``head`` and ``default_main_metric`` and implement the
-    abstract methods. ``load`` is shared: it selects the configured splits, applies the
-    smoke-run caps and validates every split before anything is tokenized. After
-    :meth:`hold_out` (``protocol=heldout``) it also carves a validation split from the
-    training split (``experiments.tasks.heldout``), keeping whole ``heldout_group`` groups.
+    A family is a registered subclass (``experiments.tasks.registry.register_task_family``) that
+    sets the class attributes below and implements the abstract methods; the harness, the
+    exporter and the analysis only call this interface. ``load`` is shared: it selects the
+    configured splits, applies the smoke-run caps and validates every split before anything is
+    tokenized. After :meth:`hold_out` (``protocol=heldout``) it also carves a validation split
+    from the training split (``experiments.tasks.heldout``), keeping whole ``heldout_group`` groups.
+
+    Class attributes (read before a task is built):
+
+    ``family``           the name a task config's ``family:`` selects
+    ``config_cls``       its typed config, a :class:`~experiments.tasks.config.TaskConfig` subclass
+    ``head``             the model head it trains (``experiments.models`` heads)
+    ``budget_families``  the budget families (``conf/budget/*.yaml`` ``family:``) its tasks take
+    ``archs``            the architectures (``model.arch``) it runs on; None: any
+    ``peft_task_type``   PEFT's ``task_type`` of an adapter trained on it (``--format peft``)
     """
 
-    family: str
-    head: str
+    family: ClassVar[str]
+    config_cls: ClassVar[type[TaskConfig]] = TaskConfig
+    head: ClassVar[str]
+    budget_families: ClassVar[frozenset[str]]
+    archs: ClassVar[frozenset[str] | None] = None
+    peft_task_type: ClassVar[str]
     num_labels: int | None = None
     heldout_group: str | None = None  # column whose rows are held out together (SQuAD: the article)
 
     def __init__(self, cfg: Mapping) -> None:
         self.cfg = cfg
-        self.name: str = cfg.get("name") or self.family
-        self.train_split: str = cfg.get("train_split", "train")
-        self.eval_splits: list[str] = list(cfg.get("eval_splits") or self.default_eval_splits())
-        self.main_metric: str = cfg.get("main_metric") or self.default_main_metric()
+        self.config = self.parse_config(cfg)
+        self.configure(self.config)
+        self.name: str = self.config.name or self.family
+        self.train_split: str = self.config.train_split
+        self.eval_splits: list[str] = list(self.config.eval_splits or self.default_eval_splits())
+        self.main_metric: str = self.config.main_metric or self.default_main_metric()
         self._raw: datasets.DatasetDict | None = None
         self._eval_cache: dict[tuple[int, str], Any] = {}
         self.heldout: HeldoutSpec | None = None
+
+    @classmethod
+    def parse_config(cls, cfg: Mapping) -> TaskConfig:
+        """The typed config (unknown keys refused naming the nearest valid one, types checked)."""
+        return parse_task_config(cls.config_cls, cfg, cls.family)
+
+    def configure(self, config: TaskConfig) -> None:
+        """Family-specific checks and derived attributes of the parsed config (before the defaults
+        of ``eval_splits`` and ``main_metric`` are asked for). Default: nothing."""
+        return None
+
+    @classmethod
+    def accepts_arch(cls, arch: str) -> bool:
+        """Whether the family runs on a model of architecture ``arch`` (``model.arch``)."""
+        return cls.archs is None or arch in cls.archs
+
+    @classmethod
+    def accepted_budget_families(cls, task_cfg: Mapping) -> frozenset[str]:
+        """The budget families a task of this family takes: the task's ``budget_families`` when it
+        sets them (tiny smoke tasks take every level), else the family's."""
+        own = task_cfg.get("budget_families")
+        return frozenset(str(f) for f in own) if own else cls.budget_families
 
     def hold_out(self) -> None:
         """Carve the ``task.heldout`` validation split from the training split when loading
         (``protocol=heldout``); a missing or bad ``heldout:`` block is a ValueError naming it."""
         if self._raw is not None:
             raise RuntimeError(f"task {self.name}: hold_out() must come before the data is loaded")
-        self.heldout = HeldoutSpec.from_config(self.cfg.get("heldout"), self.name)
+        self.heldout = HeldoutSpec.from_config(self.config.heldout, self.name)
 
     def default_eval_splits(self) -> list[str]:
         return ["validation"]
@@ -353,13 +393,13 @@ class Task(abc.ABC):
         """The train split and the eval splits, capped and validated (cached)."""
         if self._raw is not None:
             return self._raw
-        dataset_cfg = materialize_dataset(self.cfg.get("dataset") or {})
+        dataset_cfg = materialize_dataset(self.config.dataset or {})
         raw = load_raw_dataset(dataset_cfg)
-        caps = {self.train_split: self.cfg.get("max_train_samples")}
-        caps.update({split: self.cfg.get("max_eval_samples") for split in self.eval_splits})
+        caps = {self.train_split: self.config.max_train_samples}
+        caps.update({split: self.config.max_eval_samples for split in self.eval_splits})
         if self.heldout is not None:
             raw = self._carve_heldout(raw, dataset_cfg, self.heldout)
-            caps[HELDOUT_SPLIT] = self.cfg.get("max_eval_samples")
+            caps[HELDOUT_SPLIT] = self.config.max_eval_samples
         selected = {}
         for split, max_samples in caps.items():
             if split not in raw:

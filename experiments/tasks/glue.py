@@ -8,7 +8,8 @@ and it is scored by accuracy and macro-F1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
@@ -18,6 +19,8 @@ from transformers import DataCollatorWithPadding
 
 from experiments.metrics import GLUE_MAIN_METRIC, glue_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.tasks.config import TaskConfig
+from experiments.tasks.registry import register_task_family
 
 # Text columns per task, as in run_glue's ``task_to_keys`` (second is None for single sentences).
 TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {
@@ -34,23 +37,38 @@ STSB_RANGE = (0.0, 5.0)
 CUSTOM = "custom"
 
 
+@dataclass(frozen=True)
+class GlueConfig(TaskConfig):
+    """``glue_task``: one of :data:`TASK_TO_KEYS`, or ``custom`` with ``text_columns`` (one or two)
+    and ``num_labels``."""
+
+    glue_task: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    num_labels: int | None = None
+    max_seq_length: int = 128
+
+
+@register_task_family
 class GlueTask(Task):
     family = "glue"
+    config_cls = GlueConfig
     head = "sequence_classification"
+    budget_families = frozenset({"glue", "qa"})  # the GLUE ablations (Tables 4/5) use the QA "%" levels
+    archs = frozenset({"deberta-v2", "bert", "roberta"})
+    peft_task_type = "SEQ_CLS"
 
-    def __init__(self, cfg: Mapping) -> None:
-        glue_task = cfg.get("glue_task")
+    def configure(self, config: GlueConfig) -> None:
+        glue_task = config.glue_task
         if glue_task not in (*TASK_TO_KEYS, CUSTOM):
             raise ValueError(f"task.glue_task must be one of {sorted(TASK_TO_KEYS)} or {CUSTOM!r}, got {glue_task!r}")
         self.glue_task: str = glue_task
         self.is_regression = glue_task == "stsb"
         if glue_task == CUSTOM:
-            self.text_keys, self.num_labels = _custom_columns_and_labels(cfg)
+            self.text_keys, self.num_labels = _custom_columns_and_labels(config)
         else:
             self.num_labels = 1 if self.is_regression else 3 if glue_task == "mnli" else 2
             self.text_keys = [key for key in TASK_TO_KEYS[glue_task] if key is not None]
-        self.max_seq_length: int = cfg.get("max_seq_length", 128)
-        super().__init__(cfg)
+        self.max_seq_length: int = config.max_seq_length
 
     def default_eval_splits(self) -> list[str]:
         if self.glue_task == "mnli":
@@ -126,12 +144,12 @@ class GlueTask(Task):
         return glue_metrics(self.glue_task, preds, refs)
 
 
-def _custom_columns_and_labels(cfg: Mapping) -> tuple[list[str], int]:
-    columns = [str(c) for c in (cfg.get("text_columns") or [])]
+def _custom_columns_and_labels(config: GlueConfig) -> tuple[list[str], int]:
+    columns = list(config.text_columns or ())
     if len(columns) not in (1, 2):
         raise ValueError(f"glue_task=custom needs task.text_columns with one or two column names, got {columns}")
-    num_labels = cfg.get("num_labels")
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+    num_labels = config.num_labels
+    if num_labels is None or num_labels < 2:
         raise ValueError(f"glue_task=custom needs task.num_labels, an integer >= 2, got {num_labels!r}")
     return columns, num_labels
 

@@ -19,6 +19,8 @@ from transformers import DataCollatorWithPadding
 
 from experiments.metrics import squad_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.tasks.config import TaskConfig
+from experiments.tasks.registry import register_task_family
 
 Offsets = Sequence[tuple[int, int] | None]
 # Keys of the eval features that post-processing needs but the model must not see.
@@ -147,19 +149,35 @@ def _answers_problem(answers: object, context: str, needs_answer: bool) -> tuple
     return None
 
 
+@dataclass(frozen=True)
+class SquadConfig(TaskConfig):
+    """Windowing and post-processing as run_qa's arguments of the same names."""
+
+    version_2_with_negative: bool = False
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    null_score_diff_threshold: float = 0.0
+
+
+@register_task_family
 class SquadTask(Task):
     family = "squad"
+    config_cls = SquadConfig
     head = "question_answering"
+    budget_families = frozenset({"qa"})
+    archs = frozenset({"deberta-v2", "bert", "roberta"})
+    peft_task_type = "QUESTION_ANS"
     heldout_group = "title"  # an article's questions share its context: held out together
 
-    def __init__(self, cfg: Mapping) -> None:
-        super().__init__(cfg)
-        self.version_2: bool = bool(cfg.get("version_2_with_negative", False))
-        self.max_seq_length: int = cfg.get("max_seq_length", 384)
-        self.doc_stride: int = cfg.get("doc_stride", 128)
-        self.n_best_size: int = cfg.get("n_best_size", 20)
-        self.max_answer_length: int = cfg.get("max_answer_length", 30)
-        self.null_score_diff_threshold: float = cfg.get("null_score_diff_threshold", 0.0)
+    def configure(self, config: SquadConfig) -> None:
+        self.version_2: bool = config.version_2_with_negative
+        self.max_seq_length: int = config.max_seq_length
+        self.doc_stride: int = config.doc_stride
+        self.n_best_size: int = config.n_best_size
+        self.max_answer_length: int = config.max_answer_length
+        self.null_score_diff_threshold: float = config.null_score_diff_threshold
 
     def default_main_metric(self) -> str:
         return "f1"

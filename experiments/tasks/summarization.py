@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
@@ -10,6 +11,8 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 from experiments.metrics import rouge_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
+from experiments.tasks.config import TaskConfig
+from experiments.tasks.registry import register_task_family
 
 # Ignored by the cross-entropy loss, so padded label positions cost nothing.
 LABEL_PAD_ID = -100
@@ -20,19 +23,37 @@ LABEL_PAD_ID = -100
 ROUGE_REFERENCES = ("truncated_labels", "raw")
 
 
+@dataclass(frozen=True)
+class SummarizationConfig(TaskConfig):
+    """Columns, lengths and decoding; ``generation_max_length`` None: ``max_target_length``;
+    ``rouge_reference``: one of :data:`ROUGE_REFERENCES`."""
+
+    text_column: str = "document"
+    summary_column: str = "summary"
+    max_source_length: int = 1024
+    max_target_length: int = 128
+    num_beams: int = 1
+    generation_max_length: int | None = None
+    rouge_reference: str = "raw"
+
+
+@register_task_family
 class SummarizationTask(Task):
     family = "summarization"
+    config_cls = SummarizationConfig
     head = "seq2seq_lm"
+    budget_families = frozenset({"nlg"})
+    archs = frozenset({"bart"})
+    peft_task_type = "SEQ_2_SEQ_LM"
 
-    def __init__(self, cfg: Mapping) -> None:
-        super().__init__(cfg)
-        self.text_column: str = cfg.get("text_column", "document")
-        self.summary_column: str = cfg.get("summary_column", "summary")
-        self.max_source_length: int = cfg.get("max_source_length", 1024)
-        self.max_target_length: int = cfg.get("max_target_length", 128)
-        self.num_beams: int = cfg.get("num_beams", 1)
-        self.generation_max_length: int = cfg.get("generation_max_length") or self.max_target_length
-        self.rouge_reference: str = cfg.get("rouge_reference", "raw")
+    def configure(self, config: SummarizationConfig) -> None:
+        self.text_column: str = config.text_column
+        self.summary_column: str = config.summary_column
+        self.max_source_length: int = config.max_source_length
+        self.max_target_length: int = config.max_target_length
+        self.num_beams: int = config.num_beams
+        self.generation_max_length: int = config.generation_max_length or self.max_target_length
+        self.rouge_reference: str = config.rouge_reference
         if self.rouge_reference not in ROUGE_REFERENCES:
             raise ValueError(f"task.rouge_reference must be one of {ROUGE_REFERENCES}, got {self.rouge_reference!r}")
 
