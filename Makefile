@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search prefetch fixtures figures demo bench bench-loop bench-gpu bench-analysis clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search costs prefetch fixtures figures demo bench bench-loop bench-gpu bench-analysis clean
 
 # Variables the target descriptions name: `make help` shows their values (e.g. OUT=runs make help).
 HELP_VARS = OUT LR_OUT LR_SELECTED SWEEPS FIXTURE_RUNS
@@ -48,16 +48,16 @@ SWEEPS ?= $(PAPER_SWEEPS)
 smoke: ## CPU smoke sweep on tiny models (every family x method), offline
 	$(call run_sweeps,smoke smoke_nlg)
 
-glue-sweep: ## paper GLUE sweep (Table 1): 480 budgeted runs + 80 full FT / BitFit runs
+glue-sweep: ## paper GLUE sweep (Table 1): sweeps glue + glue_baselines (runs and GPU-hours: make costs)
 	$(call run_sweeps,glue glue_baselines)
 
-squad-sweep: ## paper SQuAD v1.1/v2.0 sweep (Table 2): 34 runs
+squad-sweep: ## paper SQuAD v1.1/v2.0 sweep (Table 2)
 	$(call run_sweeps,squad)
 
-nlg-sweep: ## paper XSum + CNN/DailyMail sweep (Table 3): 18 runs
+nlg-sweep: ## paper XSum + CNN/DailyMail sweep (Table 3)
 	$(call run_sweeps,nlg)
 
-ablation-sweep: ## paper ablations (Tables 4, 5, 14): 435 distinct runs, 387 not in glue/budget_curves
+ablation-sweep: ## paper ablations (Tables 4, 5, 14); runs shared with glue / budget_curves train once
 	$(call run_sweeps,ablation_table4 ablation_table5 ablation_table5_regu ablation_table14)
 
 # PROTOCOL=heldout: the search selects on the validation split carved from train (docs/protocol.md), in its
@@ -71,6 +71,9 @@ lr-search: ## baselines' learning-rate search (sweeps lr_search_*, runs in $(LR_
 	status=0; for s in lr_search_glue lr_search_squad lr_search_nlg; do $(LR_SWEEP) sweep=$$s || status=1; done; \
 	$(LR_SWEEP) sweep=lr_search_glue method=bitfit budget=none || status=1; \
 	$(PYTHON) -m experiments.lr_search select $(LR_OUT)/lr_search --out $(LR_SELECTED) || status=1; exit $$status
+
+costs: ## write every sweep's distinct runs and GPU-hours, from conf/sweep/*.yaml, into README.md, docs/running.md and the sweep headers
+	$(PYTHON) -m experiments.costs --write
 
 prefetch: ## fill the HF cache with the models and datasets of $(SWEEPS) (default: every paper sweep)
 	$(PYTHON) -m experiments.prefetch $(SWEEPS)
