@@ -72,7 +72,7 @@ lr-search: ## baselines' learning-rate search (sweeps lr_search_*, runs in $(LR_
 	$(LR_SWEEP) sweep=lr_search_glue method=bitfit budget=none || status=1; \
 	$(PYTHON) -m experiments.lr_search select $(LR_OUT)/lr_search --out $(LR_SELECTED) || status=1; exit $$status
 
-costs: ## write every sweep's distinct runs and GPU-hours, from conf/sweep/*.yaml, into README.md, docs/running.md and the sweep headers
+costs: ## write every sweep's distinct runs and GPU-hours, from conf/sweep/*.yaml, into README.md, docs/*.md and the sweep headers
 	$(PYTHON) -m experiments.costs --write
 
 prefetch: ## fill the HF cache with the models and datasets of $(SWEEPS) (default: every paper sweep)

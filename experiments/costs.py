@@ -3,7 +3,7 @@
 ::
 
     python -m experiments.costs              # the table of every sweep file, to stdout
-    python -m experiments.costs --write      # (make costs) fill in README.md, docs/running.md, the sweep headers
+    python -m experiments.costs --write      # (make costs) fill in README.md, docs/*.md, the sweep headers
     python -m experiments.costs --check      # exit 1 naming each stale number (tests/test_costs.py)
 
 The numbers in the docs are written here, never by hand, so a sweep file that changes without
@@ -43,7 +43,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DEFAULT_BUDGET = "glue_0.3m"  # conf/config.yaml's default budget, for a sweep that lists none
-PAGES = ("README.md", "docs/running.md")
 BLOCK = re.compile(r"(<!-- costs: (?P<rows>[^>]*?) -->\n)(?P<body>.*?)(<!-- /costs -->)", re.S)
 HEADER_PREFIX = "# make costs: "
 
@@ -206,7 +205,7 @@ def header_line(name: str) -> str:
     c = cost(name)
     hours = (f"{hours_text(c.gpu_hours)} GPU-h (one A100-class GPU, fp32, ±50%)" if c.gpu_hours is not None
              else f"GPU-h not estimated ({', '.join(c.unestimated)}: no seconds-per-step assumption)")
-    return f"{HEADER_PREFIX}{c.runs:,} distinct runs, {hours}; arithmetic and assumptions: experiments/costs.py"
+    return f"{HEADER_PREFIX}{c.runs} distinct runs, {hours}; arithmetic and assumptions: experiments/costs.py"
 
 
 # ----------------------------------------------------------------------------- the places they go
@@ -228,7 +227,8 @@ def _render_sweep(name: str, text: str) -> str:
 
 def rendered() -> dict[Path, str]:
     """Every file holding cost numbers -> its text with the numbers as the sweep files give them."""
-    out = {ROOT / page: _render_page((ROOT / page).read_text()) for page in PAGES}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    out = {page: _render_page(page.read_text()) for page in pages if BLOCK.search(page.read_text())}
     for name in sweep_files():
         path = CONF / "sweep" / f"{name}.yaml"
         out[path] = _render_sweep(name, path.read_text())
@@ -243,7 +243,7 @@ def stale() -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.costs", description=__doc__.split("\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="fill in README.md, docs/running.md and the sweep headers")
+    mode.add_argument("--write", action="store_true", help="fill in README.md, docs/*.md and the sweep headers")
     mode.add_argument("--check", action="store_true", help="exit 1 if any of them is stale")
     args = p.parse_args(argv)
     if args.write:
