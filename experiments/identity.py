@@ -53,9 +53,10 @@ NON_RESULT_METHOD_KEYS = frozenset({"label", "description"})
 PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
 # The identity key of what the config points at (experiments.content); never in a stored config.
 CONTENT_KEY = "content"
-# Keys added after records were written whose null is the behaviour before them (the default
-# branch): dropped when null, so those records keep their hash.
-_NULL_DEFAULT_KEYS = frozenset({"revision"})
+# Keys added after records were written, with the value that is the behaviour before them (the
+# default branch; no hub kernels, as transformers 4 loaded models): dropped at that value, so those
+# records keep their hash.
+_DEFAULT_VALUED_KEYS = {"revision": None, "use_kernels": False}
 _MAX_DIRNAME = 150
 
 
@@ -126,10 +127,10 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
         if key == "budget":
             out[key] = budget
         elif key == "task" and isinstance(value, Mapping):
-            out[key] = {k: _drop_null_defaults(v) if k == "dataset" else v
+            out[key] = {k: _drop_defaults(v) if k == "dataset" else v
                         for k, v in value.items() if k != "hparams"}
         elif key == "model" and isinstance(value, Mapping):
-            out[key] = _drop_null_defaults(value)
+            out[key] = _drop_defaults(value)
         elif key == "trainer" and isinstance(value, Mapping):
             merged = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **_set(value)}
             out[key] = {k: v for k, v in merged.items() if k not in NON_RESULT_TRAINER_KEYS}
@@ -148,10 +149,10 @@ def _set(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _drop_null_defaults(value: Any) -> Any:
+def _drop_defaults(value: Any) -> Any:
     if not isinstance(value, Mapping):
         return value
-    return {k: v for k, v in value.items() if not (k in _NULL_DEFAULT_KEYS and v is None)}
+    return {k: v for k, v in value.items() if not (k in _DEFAULT_VALUED_KEYS and v is _DEFAULT_VALUED_KEYS[k])}
 
 
 def current_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ mapping with these keys:
                 (``main``). The commit it resolved to is recorded in ``result.json``
                 (``identity.keys.content.model.revision``, ``experiments.content``); pin a
                 commit here to keep a moving branch from changing later runs
+``use_kernels`` transformers' hub kernels (layers swapped for code fetched from the hub at run
+                time); false (the default) keeps the model's own torch code, true turns them on
 
 Nothing hub-like is hard-coded here; the hub ids live in the YAML configs.
 Seeding is the caller's job: call ``torch.manual_seed`` before :func:`load_model` so the
@@ -254,6 +256,7 @@ def load_model(
         AutoModelForQuestionAnswering,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
+        PreTrainedModel,
     )
 
     auto = {
@@ -263,12 +266,23 @@ def load_model(
     }
     config = load_config(model_cfg, head, num_labels=num_labels, dropout=dropout)
     cls = auto[head]
+    # Hub kernels (`use_kernels`, which transformers 5's from_pretrained turns on by default) swap
+    # layers for code fetched from the hub at run time, unpinned: off unless model.use_kernels asks.
+    # A transformers without the option (4.x before it) loads without kernels and is not given it.
+    use_kernels = bool(_get(model_cfg, "use_kernels", False))
+    kernels_kw = {"use_kernels": use_kernels} if use_kernels or hasattr(PreTrainedModel, "use_kernels") else {}
     if _get(model_cfg, "source") == "tiny":
         model = cls.from_config(config)
+        if use_kernels:
+            model.set_use_kernels(True)
     else:
         model = _from_pretrained(
-            cls.from_pretrained, _location(model_cfg), model_cfg, "weights", config=config
+            cls.from_pretrained, _location(model_cfg), model_cfg, "weights", config=config, **kernels_kw
         )
+    if bool(getattr(model, "use_kernels", False)) != use_kernels:  # e.g. USE_HUB_KERNELS=NO overrode it
+        raise ValueError(f"model {_get(model_cfg, 'name')!r}: model.use_kernels={str(use_kernels).lower()} did "
+                         f"not take effect (USE_HUB_KERNELS={os.environ.get('USE_HUB_KERNELS', 'unset')}); unset "
+                         "USE_HUB_KERNELS or set model.use_kernels=false")
     if head == "seq2seq_lm":
         gen = model.generation_config
         for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):

