@@ -42,8 +42,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
-from experiments.identity import identity_hash, record_identity
+from experiments.identity import identity_hash
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, read_result
+from experiments.spec import record_identity
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"

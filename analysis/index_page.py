@@ -32,7 +32,8 @@ from typing import Any
 from analysis.collect import load_records
 from analysis.paths import REPO_ROOT
 from analysis.run_summary import RunSummary, summarize
-from experiments.identity import identity_hash, record_identity
+from experiments.identity import identity_hash
+from experiments.spec import record_identity
 
 INDEX = "index.html"
 # Section order of the page: (heading, file-name prefixes). Anything else goes under "Other".

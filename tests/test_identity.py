@@ -13,13 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.identity import (
-    PROJECT_ROOT_TOKEN,
-    dirname_overrides,
-    identity_hash,
-    override_dirname,
-    record_identity,
-)
+from experiments.identity import PROJECT_ROOT_TOKEN, identity_hash, override_dirname
+from experiments.spec import dirname_overrides, record_identity
 from experiments.results import atomic_write_json, read_result
 from experiments.runner import (
     LOCK_FILE,
