@@ -99,7 +99,7 @@ def settle(run_dir: Path, block: dict[str, Any], force: bool, main: bool) -> tup
     if action is Action.CONFLICT_CHECKPOINT:
         raise RunConflict(describe_difference("checkpoint", checkpoint, ckpt_keys, block["keys"]))
     if action is Action.START_FRESH and main:
-        moved = move_aside(checkpoint, "forced")
+        moved = move_aside(checkpoint, "stale")
         print(f"[force] {checkpoint} moved to {moved.name}; training from step 0", flush=True)
     note = {Action.SKIP: (run_dir / RESULT_FILE, stored), Action.RESUME: (checkpoint, ckpt_keys)}.get(action)
     if note is not None and main and unverified_note(note[0], note[1], block["keys"]):

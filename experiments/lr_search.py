@@ -238,7 +238,12 @@ def selected_lr(task: str, method: str, budget: str, fallback: float, *, _root_:
     if chosen is None:
         return float(fallback)
     lr = chosen.get("lr") if isinstance(chosen, dict) else chosen
-    if not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, str):  # `lr: 1e-4` is a string in YAML 1.1 (no dot): read it as the number it spells
+        try:
+            lr = float(lr)
+        except ValueError:
+            pass
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:  # `true` is not 1.0
         raise ValueError(f"{path}: selected.{task}.{method}.{budget}.lr must be a positive number, got {lr!r}")
     return float(lr)
 

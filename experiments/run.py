@@ -82,5 +82,25 @@ def _gpu_slot_dir() -> Path:
     return Path(base) / ".gpu-slots"
 
 
+_LAUNCHER_PLUGINS = {"joblib": "hydra-joblib-launcher", "joblib_gpu": "hydra-joblib-launcher",
+                     "slurm": "hydra-submitit-launcher"}
+
+
+def missing_launcher(argv: list[str]) -> str | None:
+    """One line naming the pip package of a ``launcher=`` whose Hydra plugin is not installed (Hydra says only
+    "Could not find 'hydra/launcher/joblib'"), else None."""
+    import importlib.util
+
+    for arg in argv:
+        name = arg.partition("=")[2] if arg.startswith("launcher=") else None
+        if name in _LAUNCHER_PLUGINS and importlib.util.find_spec(f"hydra_plugins.hydra_{name.split('_')[0]}_launcher") is None:
+            return (f"launcher={name} needs its Hydra plugin: pip install {_LAUNCHER_PLUGINS[name]} "
+                    "(or launcher=local)")
+    return None
+
+
 if __name__ == "__main__":
+    if (problem := missing_launcher(sys.argv[1:])) is not None:
+        print(f"[config error] {problem}", flush=True)
+        sys.exit(2)
     main()

@@ -1,6 +1,8 @@
-"""Test-session settings: never touch the network, keep torch deterministic and small."""
+"""Test-session settings (never touch the network, keep torch deterministic and small), the one compose
+helper, and one tiny finished run shared by the tests that only read a finished run."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -8,6 +10,36 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF = str(PROJECT_ROOT / "conf")
+# The tiny run most tests train: 4-example-batch RTE on the 2-layer DeBERTa, a few optimiser steps.
+TINY_RUN = ["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m", "trainer.progress=false"]
+
+
+def compose(overrides: list[str]):
+    """``conf/config.yaml`` composed with ``overrides``, the resolvers registered: what the CLI would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from experiments.spec import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(tmp_path_factory) -> Path:
+    """One tiny LoRA run, trained once per test session: its run directory (read it, never write into it)."""
+    from experiments.runner import run
+
+    root = tmp_path_factory.mktemp("tiny_finished_run")
+    cfg = compose([*TINY_RUN, f"output_root={root}", "trainer.max_steps=4", "trainer.eval_every=2"])
+    record = run(cfg)
+    assert record["status"] == "success"
+    return Path(cfg.run_dir)

@@ -14,8 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.identity import PROJECT_ROOT_TOKEN, identity_hash, override_dirname
-from experiments.spec import dirname_overrides, record_identity
-from experiments.results import atomic_write_json, read_result
+from experiments.results import SCHEMA_VERSION, atomic_write_json, read_result
 from experiments.runner import (
     LOCK_FILE,
     PROJECT_ROOT,
@@ -27,6 +26,7 @@ from experiments.runner import (
     run,
     run_identity_block,
 )
+from experiments.spec import dirname_overrides, record_identity
 from experiments.tracking import wandb_run_id
 
 register_resolvers()
@@ -182,7 +182,7 @@ def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tmp_pa
     cfg = _cfg(tmp_path, "trainer.keep_checkpoint=true", "trainer.checkpoint_every=2")
     run(cfg)
     on_disk = read_result(cfg.run_dir)
-    assert on_disk["schema_version"] == 2
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 3  # schema 3: train.world_size (issue 31)
     assert on_disk["identity"] == run_identity_block(cfg)
     assert on_disk["identity"]["keys"]["trainer"]["max_steps"] == 4
     assert set(on_disk["env"]) >= {"git_sha", "git_dirty", "adalora_version", "versions"}
