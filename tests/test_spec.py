@@ -34,7 +34,7 @@ def test_schema_1_identity_of_an_unregistered_kind_imports_nothing(tmp_path):
     record = json.loads((FIXTURE_RUNS / "fixtures/tiny_glue_rte/lora/glue_0.3m/seed=0/result.json").read_text())
     record["config"]["method"] = {"name": "mine", "module": "payload_mod", "kind": "mine", "width": 4}
     code = ("import json, sys; from experiments.spec import record_identity; "
-            f"print(json.dumps(record_identity(json.loads(sys.stdin.read()))['method']))")
+            "print(json.dumps(record_identity(json.loads(sys.stdin.read()))['method']))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(record), capture_output=True, text=True,
                          cwd=PROJECT_ROOT, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
     assert json.loads(out.stdout) == {"name": "mine", "module": "payload_mod", "kind": "mine", "width": 4}
