@@ -118,3 +118,38 @@ def test_a_run_path_component_over_255_bytes_is_refused_before_anything_is_creat
     with pytest.raises(ConfigError, match=r"sweep_name=.*longer than 255 bytes"):
         resolve(compose([*TINY, "method=lora", f"output_root={tmp_path}", "sweep_name=" + "x" * 300]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_editing_an_external_methods_source_changes_its_recorded_trace(tmp_path, monkeypatch):
+    """Issue 31 item 5: a user module's code is recorded (source hash where not installed), like the suite's git sha."""
+    import importlib
+
+    from experiments.identity import external_code
+
+    package = tmp_path / "ext_trace_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("from ext_trace_methods.kind import WIDTH\n")
+    (package / "kind.py").write_text("WIDTH = 4\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("ext_trace_methods")
+    before = external_code("ext_trace_methods")
+    assert before["module"] == "ext_trace_methods" and len(before["source_sha256"]) == 64
+    assert external_code("ext_trace_methods") == before  # a pure function of the files
+    (package / "kind.py").write_text("WIDTH = 5\n")  # an edit in a file the package imports
+    assert external_code("ext_trace_methods")["source_sha256"] != before["source_sha256"]
+    assert external_code(None) is None  # the suite's own kinds: code_version says what they are
+    installed = external_code("yaml")  # an installed distribution: its name and version
+    assert installed["distribution"].lower() == "pyyaml" and installed["version"] == yaml.__version__
+
+
+def test_launcher_without_its_plugin_names_the_pip_package(monkeypatch):
+    import importlib.util
+
+    from experiments.run import missing_launcher
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "hydra_plugins.hydra_joblib_launcher" else real(name, *a))
+    assert missing_launcher(["task=glue_rte", "launcher=joblib"]) == (
+        "launcher=joblib needs its Hydra plugin: pip install hydra-joblib-launcher (or launcher=local)")
+    assert missing_launcher(["launcher=local"]) is None
