@@ -124,7 +124,7 @@ def _train(spec: RunSpec, block: dict[str, Any], on_log, main: bool) -> dict[str
         segment = time.perf_counter() - started
         record["train"] = {**(record.get("train") or {}), "wall_time_s": attempt.earlier_s + segment,
                            "segment_wall_time_s": segment, "peak_memory_mb": peak_memory_mb(),
-                           **_world(attempt.trainer)}
+                           "settings": dataclasses.asdict(spec.train), **_world(attempt.trainer)}
         if main:
             write_result(spec.run_dir, record)
         attempt.tracker.finish(record)

@@ -153,3 +153,16 @@ def test_launcher_without_its_plugin_names_the_pip_package(monkeypatch):
     assert missing_launcher(["task=glue_rte", "launcher=joblib"]) == (
         "launcher=joblib needs its Hydra plugin: pip install hydra-joblib-launcher (or launcher=local)")
     assert missing_launcher(["launcher=local"]) is None
+
+
+@pytest.mark.slow  # one tiny PEFT DoRA run (~30 s of CPU)
+def test_peft_dora_rerun_with_another_lora_lr_is_refused_naming_trainer_lr(tmp_path):
+    """Issue 31's first bug end to end: the rerun at the lora block's new lr is not skipped as finished."""
+    from experiments.runner import RunConflict, run
+
+    base = [*TINY, "method=peft_dora", f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=2"]
+    first = run(compose(base))
+    assert first["status"] == "success" and first["train"]["settings"]["lr"] == 0.005  # the lr that trained
+    assert first["identity"]["keys"]["trainer"]["lr"] == 0.005
+    with pytest.raises(RunConflict, match=r"differing keys: trainer\.lr: 0\.005 -> 0\.02"):
+        run(compose([*base, "task.hparams.lora.lr=0.02"]))
