@@ -43,3 +43,9 @@ def tiny_finished_run(tmp_path_factory) -> Path:
     record = run(cfg)
     assert record["status"] == "success"
     return Path(cfg.run_dir)
+
+
+def tiny(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m", steps: int = 4):
+    """The tiny RTE run most run-level tests train (``steps`` optimiser steps), its outputs under ``out``."""
+    return compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
+                    f"output_root={out}", "trainer.progress=false", f"trainer.max_steps={steps}", *extra])

@@ -7,28 +7,28 @@ import pytest
 
 from experiments.decision import Action, Checkpoint, Facts, decide
 
-N, S, O, U = Checkpoint.NONE, Checkpoint.SAME, Checkpoint.OTHER, Checkpoint.UNHASHED
+NONE, S, OTH, U = Checkpoint.NONE, Checkpoint.SAME, Checkpoint.OTHER, Checkpoint.UNHASHED
 
 TABLE = [
     # record status, record same?, checkpoint, force -> action
-    (None, False, N, False, Action.START),
+    (None, False, NONE, False, Action.START),
     (None, False, S, False, Action.RESUME),
-    (None, False, O, False, Action.CONFLICT_CHECKPOINT),
+    (None, False, OTH, False, Action.CONFLICT_CHECKPOINT),
     (None, False, U, False, Action.CONFLICT_CHECKPOINT),
-    ("success", True, N, False, Action.SKIP),
+    ("success", True, NONE, False, Action.SKIP),
     ("success", True, S, False, Action.SKIP),  # a kept checkpoint of a finished run: still finished
-    ("success", False, N, False, Action.CONFLICT_RECORD),
-    ("diverged", False, N, False, Action.CONFLICT_RECORD),
-    ("diverged", True, N, False, Action.START),  # a diverged run of this config is run again
-    ("failed", False, N, False, Action.START),  # failed / oom / interrupted / running: re-run
+    ("success", False, NONE, False, Action.CONFLICT_RECORD),
+    ("diverged", False, NONE, False, Action.CONFLICT_RECORD),
+    ("diverged", True, NONE, False, Action.START),  # a diverged run of this config is run again
+    ("failed", False, NONE, False, Action.START),  # failed / oom / interrupted / running: re-run
     ("oom", True, S, False, Action.RESUME),
     ("interrupted", True, S, False, Action.RESUME),
-    ("running", False, O, False, Action.CONFLICT_CHECKPOINT),
-    ("success", True, N, True, Action.START),  # force re-runs a finished run
-    ("success", False, N, True, Action.START),  # force replaces another config's result
+    ("running", False, OTH, False, Action.CONFLICT_CHECKPOINT),
+    ("success", True, NONE, True, Action.START),  # force re-runs a finished run
+    ("success", False, NONE, True, Action.START),  # force replaces another config's result
     ("interrupted", True, S, True, Action.START_FRESH),  # force never resumes, even its own checkpoint
     (None, False, S, True, Action.START_FRESH),
-    (None, False, O, True, Action.START_FRESH),
+    (None, False, OTH, True, Action.START_FRESH),
     (None, False, U, True, Action.START_FRESH),
 ]
 
@@ -41,5 +41,5 @@ def test_decide_rule_table(status, same, checkpoint, force, action):
 def test_force_true_never_resumes_a_kept_checkpoint():
     """Issue 32: a forced re-run after a code fix must not mix old and new steps."""
     for status in (None, "success", "failed", "interrupted"):
-        for checkpoint in (S, O, U):
+        for checkpoint in (S, OTH, U):
             assert decide(Facts(status, True, checkpoint, force=True)) is Action.START_FRESH

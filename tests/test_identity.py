@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from experiments.identity import PROJECT_ROOT_TOKEN, identity_hash, override_dirname
 from experiments.results import SCHEMA_VERSION, atomic_write_json, read_result
@@ -28,15 +27,13 @@ from experiments.runner import (
 )
 from experiments.spec import dirname_overrides, record_identity
 from experiments.tracking import wandb_run_id
+from tests.conftest import tiny
 
 register_resolvers()
 
 
 def _cfg(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=4", *extra])
+    return tiny(out, *extra, method=method, budget=budget, steps=4)
 
 
 def _cut(cfg, steps: int = 2) -> Path:

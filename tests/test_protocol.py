@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.evaluate import reevaluate
@@ -22,13 +21,12 @@ from experiments.tasks import DataValidationError, build_task
 from experiments.tasks.heldout import HELDOUT_SPLIT, HeldoutSpec, heldout_rows
 from experiments.training import eval_score
 from experiments.weights import WEIGHT_FILES
+from tests.conftest import compose
 
 register_resolvers()
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+_compose = compose
 
 
 def _cfg(out: Path, task: str = "tiny_glue_rte", method: str = "lora", *extra: str):

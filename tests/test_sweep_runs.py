@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from experiments.results import Status, read_record, read_result
 from experiments.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
 from experiments.sweeps import expand_sweep, read_ledger, summarize
+from tests.conftest import tiny
 from tests.ports import free_port
 
 register_resolvers()
@@ -141,10 +141,7 @@ def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
 
 
 def _tiny_cfg(out: Path, method: str = "lora"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=3"])
+    return tiny(out, method=method, steps=3)
 
 
 def test_run_directory_lock_stops_a_second_job(tmp_path, capsys):
