@@ -42,7 +42,7 @@ from adalora.methods import (
     resolve_kind,
 )
 from adalora.methods.registry import settings_keys, settings_values
-from adalora.methods.settings import checked_values
+from adalora.methods.settings import checked_values, nearest_key
 from experiments.identity import CONTENT_KEY, NON_RESULT_TRAINER_KEYS, identity_block, override_dirname
 from experiments.lr_search import selected_lr
 from experiments.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol, identity_view
@@ -98,6 +98,7 @@ class TaskConfig:
     generation_max_length: int | None = None
     num_beams: int | None = None
     rouge_reference: str | None = None
+    version_2_with_negative: bool | None = None
 
     def __post_init__(self) -> None:
         for key in ("num_labels", "max_seq_length", "max_train_samples", "max_eval_samples", "doc_stride",
@@ -131,7 +132,7 @@ class ModelConfig:
 
 # Which task families each budget family serves (GLUE ablations use the QA "%" levels), and the
 # architectures each family accepts: the family registry's to own once it exists.
-_BUDGET_FAMILIES = {"glue": {"glue", "qa"}, "squad": {"qa"}, "summarization": {"nlg"}, "bbc": {"glue", "qa"}}
+_BUDGET_FAMILIES = {"glue": {"glue", "qa"}, "squad": {"qa"}, "summarization": {"nlg"}}
 _FAMILY_ARCHS = {"glue": {"deberta-v2", "bert"}, "squad": {"deberta-v2", "bert"}, "summarization": {"bart"}}
 # task.family -> its typed config; a family with keys of its own registers a subclass of TaskConfig here.
 TASK_SCHEMAS: dict[str, type[TaskConfig]] = {}
@@ -342,17 +343,20 @@ def _method_settings(kind: type[MethodHandle], defaults: Mapping[str, Any], meth
 
 
 def _train_settings(hp: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> TrainSettings:
-    """Trainer defaults < the task's hparams < set ``trainer.*`` values; types, ranges and the device checked."""
+    """Trainer defaults < the task's hparams < set ``trainer.*`` values; keys, types and ranges checked where the
+    ranges are declared (``experiments.validation``), and whether this device can run the precision."""
     keys = {f.name for f in dataclasses.fields(TrainSettings)}
     trainer = {k: v for k, v in hp.items() if k in keys}
     trainer.update({k: v for k, v in trainer_cfg.items() if v is not None})
     for key in ("lr", "batch_size"):
         if key not in trainer:
             raise ConfigError(f"trainer.{key} is not set by task.hparams or the command line (trainer.{key}=...)")
-    if isinstance(trainer.get("lr"), bool):
-        raise ConfigError(f"trainer.lr must be a number, got {trainer['lr']!r}")
+    unknown = sorted(set(trainer) - keys)
+    if unknown:
+        raise ConfigError(f"trainer has unknown key(s) {unknown}{nearest_key(unknown[0], keys, 'trainer')}; "
+                          f"allowed: {sorted(keys)}")
     try:
-        settings = typed(TrainSettings, trainer, "trainer")
+        settings = TrainSettings(**trainer)
     except ValueError as err:  # TrainSettings' own check (precision)
         raise ConfigError(f"bad trainer config: {err}") from err
     problems = train_settings_problems(settings)

@@ -64,6 +64,7 @@ def test_lora_identity_is_unchanged_by_the_spec():
     ("+task.max_seq_lenght=128", "max_seq_lenght", "task.max_seq_length"),
     ("+model.revison=x", "revison", "model.revision"),
     ("+task.dataset.pathh=y", "pathh", "task.dataset.path"),
+    ("+trainer.warmup_step=3", "warmup_step", "trainer.warmup_steps"),
     ("trainer.lr=true", "trainer.lr", None),
 ])
 def test_misspelt_task_dataset_model_keys_are_refused_naming_the_nearest(override, named, nearest):
