@@ -82,8 +82,10 @@ def _gpu_slot_dir() -> Path:
     return Path(base) / ".gpu-slots"
 
 
-_LAUNCHER_PLUGINS = {"joblib": "hydra-joblib-launcher", "joblib_gpu": "hydra-joblib-launcher",
-                     "slurm": "hydra-submitit-launcher"}
+_JOBLIB = ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
+_SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+# launcher= choice -> (the Hydra plugin module it needs, the pip package that provides it)
+_LAUNCHER_PLUGINS = {"joblib": _JOBLIB, "joblib_gpu": _JOBLIB, "slurm": _SUBMITIT, "submitit_local": _SUBMITIT}
 
 
 def missing_launcher(argv: list[str]) -> str | None:
@@ -93,9 +95,8 @@ def missing_launcher(argv: list[str]) -> str | None:
 
     for arg in argv:
         name = arg.partition("=")[2] if arg.startswith("launcher=") else None
-        if name in _LAUNCHER_PLUGINS and importlib.util.find_spec(f"hydra_plugins.hydra_{name.split('_')[0]}_launcher") is None:
-            return (f"launcher={name} needs its Hydra plugin: pip install {_LAUNCHER_PLUGINS[name]} "
-                    "(or launcher=local)")
+        if name in _LAUNCHER_PLUGINS and importlib.util.find_spec(_LAUNCHER_PLUGINS[name][0]) is None:
+            return f"launcher={name} needs its Hydra plugin: pip install {_LAUNCHER_PLUGINS[name][1]} (or launcher=local)"
     return None
 
 
