@@ -33,19 +33,19 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
-@pytest.fixture(scope="session")
-def tiny_finished_run(tmp_path_factory) -> Path:
-    """One tiny LoRA run, trained once per test session: its run directory (read it, never write into it)."""
-    from experiments.runner import run
-
-    root = tmp_path_factory.mktemp("tiny_finished_run")
-    cfg = compose([*TINY_RUN, f"output_root={root}", "trainer.max_steps=4", "trainer.eval_every=2"])
-    record = run(cfg)
-    assert record["status"] == "success"
-    return Path(cfg.run_dir)
-
-
 def tiny(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m", steps: int = 4):
     """The tiny RTE run most run-level tests train (``steps`` optimiser steps), its outputs under ``out``."""
     return compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
                     f"output_root={out}", "trainer.progress=false", f"trainer.max_steps={steps}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(tmp_path_factory):
+    """One tiny LoRA run (4 steps, its checkpoint kept), trained once per test session: its config (the run
+    directory is ``cfg.run_dir``). Tests read it and never write into it."""
+    from experiments.runner import run
+
+    cfg = tiny(tmp_path_factory.mktemp("tiny_finished_run"), "trainer.keep_checkpoint=true",
+               "trainer.checkpoint_every=2", steps=4)
+    assert run(cfg)["status"] == "success"
+    return cfg

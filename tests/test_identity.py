@@ -175,9 +175,8 @@ def test_result_json_gets_the_umask_permissions(tmp_path):
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
 
 
-def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tmp_path):
-    cfg = _cfg(tmp_path, "trainer.keep_checkpoint=true", "trainer.checkpoint_every=2")
-    run(cfg)
+def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tiny_finished_run):
+    cfg = tiny_finished_run
     on_disk = read_result(cfg.run_dir)
     assert on_disk["schema_version"] == SCHEMA_VERSION == 3  # schema 3: train.world_size (issue 31)
     assert on_disk["identity"] == run_identity_block(cfg)

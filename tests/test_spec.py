@@ -167,3 +167,20 @@ def test_peft_dora_rerun_with_another_lora_lr_is_refused_naming_trainer_lr(tmp_p
     assert first["identity"]["keys"]["trainer"]["lr"] == 0.005
     with pytest.raises(RunConflict, match=r"differing keys: trainer\.lr: 0\.005 -> 0\.02"):
         run(compose([*base, "task.hparams.lora.lr=0.02"]))
+
+
+def test_the_record_is_typed_and_states_what_ran(tiny_finished_run):
+    """Issue 31 item 3: one typed schema, read by attribute; the record says the settings, world and code that ran."""
+    from experiments.results import SCHEMA_VERSION, RunRecord, Status, read_record, read_result
+
+    record = read_record(tiny_finished_run.run_dir)
+    assert isinstance(record, RunRecord) and record.status is Status.SUCCESS and record.schema_version == SCHEMA_VERSION
+    assert record.world_size == 1 and record.train["devices"] == 0  # one CPU process
+    assert record.train["settings"]["lr"] == 0.005 and record.train["settings"]["max_steps"] == 4
+    assert record.env["external_code"] is None  # the suite's own kind: env.git_sha says what it is
+    assert record.to_dict() == read_result(tiny_finished_run.run_dir)  # written in one place, read back whole
+    old = json.loads((FIXTURE_RUNS / "fixtures/tiny_glue_rte/lora/glue_0.3m/seed=0/result.json").read_text())
+    migrated = RunRecord.from_dict(old)  # schema 1: world size unknown, counted as one device
+    assert migrated.schema_version == 1 and migrated.train["world_size"] is None and migrated.world_size == 1
+    with pytest.raises(ValueError, match=r"result\.status must be one of"):
+        RunRecord.from_dict({**old, "status": "done"})
