@@ -279,7 +279,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
     problems = run_input_problems(cfg)
     if problems:
         raise ConfigError("invalid setting(s): " + "; ".join(problems))
-    config = _plain(cfg, "config")
+    config = _plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), "config")  # a sweep job's carries hydra
     task = check_task(config["task"])
     model = typed(ModelConfig, config["model"], "model")
     try:
