@@ -50,8 +50,9 @@ import pandas as pd
 
 from adalora import trust
 from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
-from experiments.identity import identity_hash, record_identity
+from experiments.identity import identity_hash
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, STATUSES, read_result
+from experiments.spec import record_identity
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"

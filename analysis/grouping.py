@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.identity import differing_keys, identity_hash, record_identity
+from experiments.identity import differing_keys, identity_hash
+from experiments.spec import record_identity
 
 # A cell's label: the protocol is part of it, so runs selected and reported under different protocols
 # are never pooled (nor listed as a conflict: each protocol has its own cells).

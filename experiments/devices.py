@@ -90,3 +90,69 @@ def assign_gpu(lock_dir: Path, env: MutableMapping[str, str] | None = None) -> s
     _claimed.update(slot=slot, gpu=gpu, lock=lock)
     env["CUDA_VISIBLE_DEVICES"] = gpu
     return gpu
+
+
+# ---------------------------------------------------------------------------- what a run records of its machine
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def environment() -> dict[str, object]:
+    """Package versions, the device and Python: the ``env`` block of a record."""
+    import importlib.metadata as md
+    import platform
+
+    import torch
+
+    versions = {}
+    for pkg in ("torch", "transformers", "datasets", "accelerate", "hydra-core", "adalora"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+              else f"cpu ({platform.processor() or platform.machine()})")
+    return {"versions": versions, "device": device, "python": platform.python_version()}
+
+
+def reset_peak_memory() -> None:
+    """Start this run's peak from now: a serial sweep runs many runs in one process.
+
+    CUDA: ``reset_peak_memory_stats``. CPU on Linux: writing 5 to ``/proc/self/clear_refs``
+    resets the peak resident set size (VmHWM) that :func:`peak_memory_mb` reads.
+    """
+    import contextlib
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):
+        _PROC_CLEAR_REFS.write_text("5")
+
+
+def peak_memory_mb() -> float:
+    """The run's peak memory: CUDA's allocator peak, else the process's peak resident set (VmHWM)."""
+    import contextlib
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    with contextlib.suppress(OSError):
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource  # no /proc (macOS): the process-lifetime peak, not reset between runs
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / ``accelerate launch`` (the only rank that writes records)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    """Processes of this run (torchrun / ``accelerate launch`` set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -38,7 +38,7 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import yaml
 
 from adalora.methods import MethodConfigError, has_size_knob
 from experiments.protocol import DEFAULT_PROTOCOL, selection_eval
-from experiments.results import RESULT_FILE, read_result
+from experiments.results import RESULT_FILE, RunRecord, read_record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SELECTED_LR_FILE = PROJECT_ROOT / "conf" / "selected_lr.yaml"
@@ -82,17 +82,19 @@ def _budget_key(method: str, budget: str) -> str:
         return budget
 
 
-def trial_from_record(record: dict[str, Any], run_dir: str, which: str = "best") -> Trial | None:
-    """A search trial from a ``result.json`` record; None when the run set no explicit lr."""
-    run = record.get("run") or {}
-    lr = ((record.get("config") or {}).get("trainer") or {}).get("lr")
+def trial_from_record(record: RunRecord | Mapping[str, Any], run_dir: str, which: str = "best") -> Trial | None:
+    """A search trial from a run's record (typed, or a ``result.json`` dict); None when the run set no explicit lr."""
+    if not isinstance(record, RunRecord):
+        record = RunRecord.from_dict(record)
+    run = record.run
+    lr = (record.config.get("trainer") or {}).get("lr")
     if lr is None or not run:
         return None
-    metrics = record.get("metrics") or {}
+    metrics = record.metrics or {}
     metric = metrics.get("main_metric")
     value = selection_eval(metrics, which).get(metric) if metric else None
     return Trial(task=run["task"], method=run["method"], budget=_budget_key(run["method"], run["budget"]),
-                 lr=float(lr), seed=int(run["seed"]), status=record.get("status", "running"),
+                 lr=float(lr), seed=int(run["seed"]), status=record.status.value,
                  score=None if value is None else float(value), metric=metric, run_dir=run_dir,
                  protocol=run.get("protocol") or DEFAULT_PROTOCOL)
 
@@ -101,7 +103,7 @@ def collect_trials(results_root: str | os.PathLike, which: str = "best") -> list
     """Every run under ``results_root`` that trained with an explicit ``trainer.lr``."""
     trials = []
     for path in sorted(Path(results_root).rglob(RESULT_FILE)):
-        record = read_result(path.parent)
+        record = read_record(path.parent)
         trial = trial_from_record(record, str(path.parent), which) if record else None
         if trial is not None:
             trials.append(trial)
@@ -238,7 +240,12 @@ def selected_lr(task: str, method: str, budget: str, fallback: float, *, _root_:
     if chosen is None:
         return float(fallback)
     lr = chosen.get("lr") if isinstance(chosen, dict) else chosen
-    if not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, str):  # `lr: 1e-4` is a string in YAML 1.1 (no dot): read it as the number it spells
+        try:
+            lr = float(lr)
+        except ValueError:
+            pass
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:  # `true` is not 1.0
         raise ValueError(f"{path}: selected.{task}.{method}.{budget}.lr must be a positive number, got {lr!r}")
     return float(lr)
 

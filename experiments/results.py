@@ -5,7 +5,14 @@ A run directory is the unit of work of every sweep: the sweep skips a run whose 
 therefore written atomically (temp file + ``os.replace``) so that a run killed mid-write
 never leaves a truncated JSON that would look like a finished run.
 
-Schema (``SCHEMA_VERSION`` 2; version 1 lacks ``identity``, ``overrides``, ``env.git_dirty``,
+The record is typed (:class:`RunRecord`, its status a :class:`Status`), written in one place
+(:func:`write_result`) and read by attribute (:func:`read_record`); :func:`migrate` brings a record of
+an older schema to the current one. Schema 3 adds ``train.world_size`` and ``train.devices`` (the
+processes and accelerators a run trained on: GPU-hours count them) and ``env.external_code`` (the
+version or source hash of a method's own module); a migrated older record has ``world_size`` null
+(unknown, counted as 1).
+
+Schema (``SCHEMA_VERSION`` 3; version 1 lacks ``identity``, ``overrides``, ``env.git_dirty``,
 ``env.adalora_version`` and ``train.segment_wall_time_s``, and its ``wall_time_s`` covers only
 the last segment of a resumed run)::
 
@@ -25,7 +32,7 @@ the last segment of a resumed run)::
                 "ranks": {<matrix name>: int}}], "weight_types": {<matrix name>: [layer, type]}}
                | null,
       "train": {"steps": int, "wall_time_s": float, "peak_memory_mb": float,
-                "final_train_loss": float | null},
+                "final_train_loss": float | null, "world_size": int, "devices": int},
       "weights": {"format": str, "base_sha256": str,
                   "final": {"file": "weights/final.safetensors", "step": int, "bytes": int,
                             "tensors": int, "parameters": int},
@@ -36,7 +43,9 @@ the last segment of a resumed run)::
       "identity": {"hash": str, "group": str (hash without the seed),
                    "keys": {... the result-defining config, experiments.identity ...}},
       "env": {"versions": {pkg: version}, "git_sha": str | null, "git_dirty": bool | null,
-              "adalora_version": str | null, "device": str}
+              "adalora_version": str | null, "device": str,
+              "external_code": {"module": str, "distribution": str, "version": str}
+                             | {"module": str, "source_sha256": str} | null}
     }
 
 ``train.wall_time_s`` is the whole run's: a resumed run adds the training time its checkpoint
@@ -45,18 +54,98 @@ had accumulated to this segment's (``train.segment_wall_time_s``).
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from adalora.atomic import TEMP_SUFFIX, replacing
 
-SCHEMA_VERSION = 2
-KNOWN_SCHEMA_VERSIONS = (1, 2)  # what experiments.identity and analysis.collect can read
+SCHEMA_VERSION = 3
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3)  # what experiments.spec and analysis.collect can read
 RESULT_FILE = "result.json"
-STATUSES = ("running", "success", "failed", "diverged", "oom", "interrupted")
+
+
+class Status(str, enum.Enum):
+    """How a run ended (``running`` while it trains; a killed run keeps it)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    OOM = "oom"
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; a rerun resumes from the checkpoint written on the signal
+
+
+STATUSES = tuple(s.value for s in Status)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One ``result.json``, typed: the analysis, the lr search and re-evaluation read it by attribute."""
+
+    status: Status
+    run: Mapping[str, Any]
+    config: Mapping[str, Any]
+    reason: str | None = None
+    metrics: Mapping[str, Any] | None = None
+    params: Mapping[str, Any] | None = None
+    ranks: Mapping[str, Any] | None = None
+    train: Mapping[str, Any] | None = None
+    weights: Mapping[str, Any] | None = None
+    overrides: list[str] | None = None
+    identity: Mapping[str, Any] | None = None
+    env: Mapping[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys another tool added: kept, not lost
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> RunRecord:
+        """The typed record of a dict of any known schema (:func:`migrate`); a bad one is a ValueError naming the key."""
+        record = migrate(record)
+        try:
+            status = Status(record.get("status"))
+        except ValueError:
+            raise ValueError(f"result.status must be one of {list(STATUSES)}, got {record.get('status')!r}") from None
+        for key in ("run", "config"):
+            if not isinstance(record.get(key, {}), Mapping):
+                raise ValueError(f"result.{key} must be a mapping, got {type(record.get(key)).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"status", "extra"}
+        known = {k: v for k, v in record.items() if k in names}
+        extra = {k: v for k, v in record.items() if k not in names and k != "status"}
+        return cls(status=status, extra=extra, **{"run": {}, "config": {}, **known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, keys in the schema's order, ``schema_version`` first."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["status"] = self.status.value
+        return {"schema_version": out.pop("schema_version"), **out, **self.extra}
+
+    @property
+    def world_size(self) -> int:
+        """Processes the run trained on (1 for a record older than schema 3: unknown, counted as one)."""
+        return int((self.train or {}).get("world_size") or 1)
+
+
+def migrate(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record of any known schema in the current one: the one place old schemas are read.
+
+    Schema 1 and 2 lack ``train.world_size``/``train.devices`` (null: unknown) and ``env.external_code``;
+    their identity stays what they store, or what ``experiments.spec.record_identity`` computes from
+    their config. A newer, unknown schema is refused: this code cannot know what it means.
+    """
+    version = record.get("schema_version", 1)
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        raise ValueError(f"result.schema_version {version!r} is not one this code reads ({list(KNOWN_SCHEMA_VERSIONS)})")
+    out = dict(record)
+    if version < 3 and isinstance(out.get("train"), Mapping):
+        out["train"] = {"world_size": None, "devices": None, **out["train"]}
+    out["schema_version"] = version  # kept: an old record's hashes were taken over what it stores
+    return out
 def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
     """Delete the temp files a killed writer left in ``run_dir`` (and its ``weights/``); returns them.
 
@@ -98,15 +187,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def write_result(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Validate the minimal schema and write ``result.json`` atomically."""
-    status = record.get("status")
-    if status not in STATUSES:
-        raise ValueError(f"result.status must be one of {STATUSES}, got {status!r}")
-    record = {"schema_version": SCHEMA_VERSION, **record}
+def write_result(run_dir: str | os.PathLike, record: RunRecord | Mapping[str, Any]) -> Path:
+    """Write ``result.json`` atomically, the one writer of records: a dict is typed first (status checked)."""
+    if not isinstance(record, RunRecord):
+        record = RunRecord.from_dict({"schema_version": SCHEMA_VERSION, **record})
     path = Path(run_dir) / RESULT_FILE
-    atomic_write_json(path, record)
+    atomic_write_json(path, record.to_dict())
     return path
+
+
+def read_record(run_dir: str | os.PathLike) -> RunRecord | None:
+    """The typed record of a run directory (any known schema, migrated), or None when it has none."""
+    record = read_result(run_dir)
+    return None if record is None else RunRecord.from_dict(record)
 
 
 def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -82,5 +82,26 @@ def _gpu_slot_dir() -> Path:
     return Path(base) / ".gpu-slots"
 
 
+_JOBLIB = ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
+_SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+# launcher= choice -> (the Hydra plugin module it needs, the pip package that provides it)
+_LAUNCHER_PLUGINS = {"joblib": _JOBLIB, "joblib_gpu": _JOBLIB, "slurm": _SUBMITIT, "submitit_local": _SUBMITIT}
+
+
+def missing_launcher(argv: list[str]) -> str | None:
+    """One line naming the pip package of a ``launcher=`` whose Hydra plugin is not installed (Hydra says only
+    "Could not find 'hydra/launcher/joblib'"), else None."""
+    import importlib.util
+
+    for arg in argv:
+        name = arg.partition("=")[2] if arg.startswith("launcher=") else None
+        if name in _LAUNCHER_PLUGINS and importlib.util.find_spec(_LAUNCHER_PLUGINS[name][0]) is None:
+            return f"launcher={name} needs its Hydra plugin: pip install {_LAUNCHER_PLUGINS[name][1]} (or launcher=local)"
+    return None
+
+
 if __name__ == "__main__":
+    if (problem := missing_launcher(sys.argv[1:])) is not None:
+        print(f"[config error] {problem}", flush=True)
+        sys.exit(2)
     main()

@@ -103,3 +103,32 @@ def _final_path(written: str | None, stage: Path, out: Path) -> Path:
         return out
     written = Path(os.fsdecode(written))
     return out / written.relative_to(stage) if written.is_relative_to(stage) else written
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on ``run_dir/.lock``; yields whether it was acquired.
+
+    Parallel launchers may start the same run twice (a sweep relaunched while the first is still running);
+    the second job must not train into the same directory. The kernel drops the lock when its holder dies,
+    so a killed job never leaves a stale lock. ``enabled=False`` (ranks other than 0) yields True.
+    """
+    import fcntl
+
+    if not enabled:
+        yield True
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -55,8 +55,9 @@ def expand_sweep(params: Mapping[str, str], cli_overrides: Sequence[str]) -> lis
 
 def invalid_jobs(config: DictConfig, jobs: Sequence[Sequence[str]]) -> list[str]:
     """``job <n> (<overrides>): <problem>`` for every job of a sweep whose configuration fails
-    :func:`experiments.runner.validate_run`, composed as the launcher will compose it."""
-    from experiments.runner import validate_run  # here: the runner imports this module
+    :func:`experiments.spec.resolve` (every check before anything is created), composed as the launcher will
+    compose it."""
+    from experiments.spec import resolve
 
     loader = GlobalHydra.instance().config_loader()
     master = HydraConfig.instance().cfg
@@ -67,7 +68,7 @@ def invalid_jobs(config: DictConfig, jobs: Sequence[Sequence[str]]) -> list[str]
             try:
                 job_cfg = loader.load_sweep_config(config, list(overrides))
                 HydraConfig.instance().set_config(job_cfg)  # the run path's override_dir reads the job's overrides
-                validate_run(job_cfg)
+                resolve(job_cfg)
             except Exception as err:  # noqa: BLE001 - every bad job is listed, whatever its error
                 own = " ".join(o for o in overrides if o not in shared)  # what sets this job apart
                 problems.append(f"  job {num} ({own}): {type(err).__name__}: {err}")

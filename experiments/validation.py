@@ -63,11 +63,16 @@ SEED_MAX = 2**32 - 1  # numpy's seeds: np.random.seed rejects anything outside 0
 PATH_KEYS = ("sweep_name", "task.name", "method.name", "budget.name")
 
 
+_NAME_MAX = 255  # bytes in one directory name (ext4, xfs, apfs)
+
+
 def _path_component_problem(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
     if value in (".", "..") or any(c in value for c in "/\\\0"):
         return "must be one directory name (no '/', '\\', NUL, '.' or '..'), as it names a directory under output_root"
+    if len(value.encode()) > _NAME_MAX:
+        return f"is longer than {_NAME_MAX} bytes, the longest directory name file systems allow; shorten it"
     return None
 
 
@@ -92,4 +97,8 @@ def run_input_problems(cfg: Any) -> list[str]:
         root, run_dir = Path(str(cfg.output_root)).resolve(), Path(str(cfg.run_dir)).resolve()
         if not run_dir.is_relative_to(root):
             problems.append(f"run_dir={str(cfg.run_dir)!r}: must lie under output_root={str(cfg.output_root)!r}")
+        long = [p for p in run_dir.parts if len(p.encode()) > _NAME_MAX]
+        if long:
+            problems.append(f"run_dir: the directory name {long[0][:60]!r}... is longer than {_NAME_MAX} bytes; "
+                            "shorten the overrides or values that name it")
     return problems

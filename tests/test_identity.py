@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from experiments.identity import (
-    PROJECT_ROOT_TOKEN,
-    dirname_overrides,
-    identity_hash,
-    override_dirname,
-    record_identity,
-)
-from experiments.results import atomic_write_json, read_result
+from experiments.identity import PROJECT_ROOT_TOKEN, identity_hash, override_dirname
+from experiments.results import SCHEMA_VERSION, atomic_write_json, read_result
 from experiments.runner import (
     LOCK_FILE,
     PROJECT_ROOT,
@@ -32,16 +25,15 @@ from experiments.runner import (
     run,
     run_identity_block,
 )
+from experiments.spec import dirname_overrides, record_identity
 from experiments.tracking import wandb_run_id
+from tests.conftest import tiny
 
 register_resolvers()
 
 
 def _cfg(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=4", *extra])
+    return tiny(out, *extra, method=method, budget=budget, steps=4)
 
 
 def _cut(cfg, steps: int = 2) -> Path:
@@ -183,11 +175,10 @@ def test_result_json_gets_the_umask_permissions(tmp_path):
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
 
 
-def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tmp_path):
-    cfg = _cfg(tmp_path, "trainer.keep_checkpoint=true", "trainer.checkpoint_every=2")
-    run(cfg)
+def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tiny_finished_run):
+    cfg = tiny_finished_run
     on_disk = read_result(cfg.run_dir)
-    assert on_disk["schema_version"] == 2
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 3  # schema 3: train.world_size (issue 31)
     assert on_disk["identity"] == run_identity_block(cfg)
     assert on_disk["identity"]["keys"]["trainer"]["max_steps"] == 4
     assert set(on_disk["env"]) >= {"git_sha", "git_dirty", "adalora_version", "versions"}

@@ -212,7 +212,8 @@ def test_export_says_which_formats_a_method_has(tmp_path):
 
 def test_a_methods_label_is_not_part_of_its_identity():
     """Adding ``label:`` to the method yamls keeps every finished run's identity hash (tests/fixtures/runs)."""
-    from experiments.identity import identity_hash, run_identity
+    from experiments.identity import identity_hash
+    from experiments.spec import run_identity
 
     base = {"task": {"name": "t", "hparams": {}}, "method": {"name": "lora", "r": 2}, "seed": 0}
     labelled = {**base, "method": {"name": "lora", "label": "LoRA", "description": "x", "r": 2}}

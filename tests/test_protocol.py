@@ -8,26 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.evaluate import reevaluate
-from experiments.identity import dirname_overrides, identity_block, run_identity
+from experiments.identity import identity_block
 from experiments.lr_search import SELECTED_LR_ENV, select, trial_from_record, write_selection
 from experiments.protocol import best_eval, get_protocol
 from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run, run_identity_block
+from experiments.spec import dirname_overrides, run_identity
 from experiments.tasks import DataValidationError, build_task
 from experiments.tasks.heldout import HELDOUT_SPLIT, HeldoutSpec, heldout_rows
 from experiments.training import eval_score
 from experiments.weights import WEIGHT_FILES
+from tests.conftest import compose
 
 register_resolvers()
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+_compose = compose
 
 
 def _cfg(out: Path, task: str = "tiny_glue_rte", method: str = "lora", *extra: str):

@@ -13,10 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.content import FingerprintCache, data_content, model_content
-from experiments.identity import current_identity, identity_hash, run_identity
+from experiments.identity import identity_hash
 from experiments.models import load_tokenizer
 from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, RunConflict, run, run_identity_block
+from experiments.spec import current_identity, run_identity
 from experiments.tasks import build_task
 from tests.test_identity import _cfg as _identity_cfg
 from tests.test_identity import _cut

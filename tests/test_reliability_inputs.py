@@ -10,22 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import experiments.runner
 from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, run
 from experiments.tasks import build_task
 from experiments.tasks.base import DataValidationError
+from tests.conftest import tiny
 from tests.test_tasks import jsonl_cfg, squad_row
 
 register_resolvers()
 
 
 def _cfg(out: Path, *extra: str, method: str = "lora"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=2", *extra])
+    return tiny(out, *extra, method=method, steps=2)
 
 
 def _cli(out: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:

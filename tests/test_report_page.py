@@ -21,7 +21,8 @@ import pytest
 from analysis.index_page import parse_markdown_table, provenance, write_index
 from analysis.paths import REPO_ROOT, RESULTS_ENV, NoRuns, default_results_root, in_repo, require_runs
 from analysis.run_summary import CONFLICTS, MISSING, UNCONVERGED, UNFINISHED, summarize
-from experiments.identity import identity_hash, record_identity
+from experiments.identity import identity_hash
+from experiments.spec import record_identity
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 WINDOW = (1280, 900)

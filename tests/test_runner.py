@@ -7,19 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
+from tests.conftest import compose
 
 CONF = str(PROJECT_ROOT / "conf")
 register_resolvers()
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+_compose = compose  # tests of other modules import it from here
 
 
 def _tiny(tmp_path: Path, task: str, method: str, budget: str, extra: list[str] = ()) -> object:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from experiments.results import read_result
+from experiments.results import Status, read_record, read_result
 from experiments.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
 from experiments.sweeps import expand_sweep, read_ledger, summarize
+from tests.conftest import tiny
 from tests.ports import free_port
 
 register_resolvers()
@@ -141,10 +141,7 @@ def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
 
 
 def _tiny_cfg(out: Path, method: str = "lora"):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
-            f"output_root={out}", "trainer.progress=false", "trainer.max_steps=3"])
+    return tiny(out, method=method, steps=3)
 
 
 def test_run_directory_lock_stops_a_second_job(tmp_path, capsys):
@@ -261,3 +258,19 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     its own loss left rank 0 training into a collective with a process that had left)."""
     ranks = _probe(tmp_path / "nan", nproc=2, batch_size=4, env={"PROBE_NAN_AT": "1:3"}, timeout=180)
     assert [r["diverged_at"] for r in ranks] == [3, 3]
+
+
+@pytest.mark.slow
+def test_a_two_process_record_says_world_size_2(tmp_path):
+    """Issue 31 item 3: the record says how many processes trained (Table 15's GPU-hours count them)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "experiments.run", "task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m",
+           f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=2", "trainer.batch_size=4",
+           "trainer.eval_every=2"]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [result] = (tmp_path / "adhoc" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=0").rglob("result.json")
+    record = read_record(result.parent)
+    assert record.status is Status.SUCCESS and record.world_size == 2
+    assert record.train["world_size"] == 2 and record.train["devices"] == (2 if torch.cuda.is_available() else 0)

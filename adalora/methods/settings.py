@@ -9,6 +9,7 @@ Ranges are each kind's own business (its ``__post_init__``), with :func:`require
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -61,20 +62,31 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     return isinstance(value, tp), value
 
 
-def checked_values(settings_cls: type, values: Mapping[str, Any], label: str) -> dict[str, Any]:
+def nearest_key(key: str, valid: Any, prefix: str) -> str:
+    """`` (<prefix>.<key>: did you mean <prefix>.<nearest>?)`` for the closest valid key, else empty:
+    a typo names its fix."""
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return f" ({prefix}.{key}: did you mean {prefix}.{close[0]}?)" if close else ""
+
+
+def checked_values(settings_cls: type, values: Mapping[str, Any], label: str, prefix: str = "method") -> dict[str, Any]:
     """``values`` with each checked against its annotation (unknown keys and wrong types are
-    :class:`MethodConfigError` naming the key); required keys may still be missing, so a config
-    can be checked before a budget level has set its size knob from the model."""
+    :class:`MethodConfigError` naming the key as ``<prefix>.<key>`` and, for a typo, the nearest valid
+    one); required keys may still be missing, so a config can be checked before a budget level has set
+    its size knob from the model. Task, model and trainer configs go through it too
+    (``experiments/spec.py``)."""
     hints = typing.get_type_hints(settings_cls)
     declared = {f.name for f in fields(settings_cls)}
     unknown = sorted(set(values) - declared)
     if unknown:
-        raise MethodConfigError(f"{label} has unknown key(s) {unknown}; allowed: {sorted(declared)}")
+        hint = nearest_key(unknown[0], declared, prefix)
+        raise MethodConfigError(f"{label} has unknown key(s) {unknown}{hint}; "
+                                f"allowed: {sorted(declared)}")
     checked = {}
     for key, value in values.items():
         ok, out = _coerce(value, hints[key])
         if not ok:
-            raise MethodConfigError(f"method.{key} must be {_type_name(hints[key])}, got {value!r} "
+            raise MethodConfigError(f"{prefix}.{key} must be {_type_name(hints[key])}, got {value!r} "
                                     f"({type(value).__name__}) for {label}")
         checked[key] = out
     return checked
