@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from adalora.budget import BUDGET_LEVELS, BudgetLevel
+from adalora.budget import BudgetLevel
 from adalora.methods import (
     DESCRIPTIVE_KEYS,
     METHODS,
@@ -46,6 +46,7 @@ from adalora.methods.settings import checked_values, nearest_key
 from experiments.identity import CONTENT_KEY, NON_RESULT_TRAINER_KEYS, identity_block, override_dirname
 from experiments.lr_search import selected_lr
 from experiments.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol, identity_view
+from experiments.tasks import Task, TaskConfig, TaskConfigError, family_of
 from experiments.training import TrainSettings
 from experiments.validation import run_input_problems, train_settings_problems
 
@@ -69,49 +70,8 @@ class DatasetConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskConfig:
-    """``task``: every key a task family reads. A family with its own keys extends :data:`TASK_SCHEMAS`."""
-
-    name: str
-    family: str
-    dataset: Any = None  # checked against DatasetConfig
-    hparams: Any = None  # checked key by key in resolve (trainer, method and model keys)
-    heldout: Any = None  # checked by protocol=heldout only (experiments.tasks.heldout)
-    budget_families: tuple[str, ...] | None = None
-    glue_task: str | None = None
-    main_metric: str | None = None
-    num_labels: int | None = None
-    max_seq_length: int | None = None
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    train_split: str | None = None
-    eval_splits: tuple[str, ...] | None = None
-    text_column: str | None = None
-    text_columns: tuple[str, ...] | None = None
-    summary_column: str | None = None
-    doc_stride: int | None = None
-    n_best_size: int | None = None
-    max_answer_length: int | None = None
-    null_score_diff_threshold: float | None = None
-    max_source_length: int | None = None
-    max_target_length: int | None = None
-    generation_max_length: int | None = None
-    num_beams: int | None = None
-    rouge_reference: str | None = None
-    version_2_with_negative: bool | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("num_labels", "max_seq_length", "max_train_samples", "max_eval_samples", "doc_stride",
-                    "n_best_size", "max_answer_length", "max_source_length", "max_target_length",
-                    "generation_max_length", "num_beams"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"task.{key} must be a positive integer or null, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """``model``: the backbone (experiments/models.py reads it)."""
+    """``model``: the backbone (experiments/models.py reads it; its docstring says what each key does)."""
 
     name: str
     source: str
@@ -120,22 +80,26 @@ class ModelConfig:
     tiny_config: Any = None
     package: str | None = None
     revision: str | None = None
+    arch_module: str | None = None
+    use_kernels: bool = False
+    gguf_file: str | None = None
+    gguf_quant: str | None = None
 
     def __post_init__(self) -> None:
-        from experiments.models import ARCHS, SOURCES
+        from adalora.architectures import ArchitectureError, get_architecture
+        from experiments.models import SOURCES
 
         if self.source not in SOURCES:
             raise ConfigError(f"model.source must be one of {list(SOURCES)}, got {self.source!r}")
-        if self.arch not in ARCHS:
-            raise ConfigError(f"model.arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        try:
+            get_architecture(self.arch, self.arch_module)
+        except ArchitectureError as err:
+            raise ConfigError(f"model.arch: {err}") from None
+        if (self.gguf_file is None) != (self.gguf_quant is None):
+            raise ConfigError("model.gguf_file and model.gguf_quant go together (the file and the quantisation "
+                              "it must declare, e.g. Q4_1): set both or neither")
 
 
-# Which task families each budget family serves (GLUE ablations use the QA "%" levels), and the
-# architectures each family accepts: the family registry's to own once it exists.
-_BUDGET_FAMILIES = {"glue": {"glue", "qa"}, "squad": {"qa"}, "summarization": {"nlg"}}
-_FAMILY_ARCHS = {"glue": {"deberta-v2", "bert"}, "squad": {"deberta-v2", "bert"}, "summarization": {"bart"}}
-# task.family -> its typed config; a family with keys of its own registers a subclass of TaskConfig here.
-TASK_SCHEMAS: dict[str, type[TaskConfig]] = {}
 _MODEL_HPARAM_KEYS = {"cls_dropout"}  # model settings a task's hparams may give per method
 
 
@@ -150,37 +114,41 @@ def typed(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix}: {err}") from err
 
 
-def check_task(task: Mapping[str, Any]) -> TaskConfig:
-    """The task schema check, one function: the family's typed config (:data:`TASK_SCHEMAS`), and its dataset."""
-    schema = TASK_SCHEMAS.get(str(task.get("family")), TaskConfig)
-    checked = typed(schema, task, "task")
+def check_task(task: Mapping[str, Any]) -> tuple[type[Task], TaskConfig]:
+    """The task's family (the registry: built in, ``task.module`` or an entry point) and its typed config
+    (unknown keys refused naming the nearest valid one), and the dataset block's keys."""
+    try:
+        family = family_of(task)
+        checked = family.parse_config(task)
+    except (TaskConfigError, ValueError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
     if isinstance(task.get("dataset"), Mapping):
         typed(DatasetConfig, task["dataset"], "task.dataset")
     elif task.get("dataset") is not None:
         raise ConfigError(f"task.dataset must be a mapping (path, name, data_files, revision), got {task['dataset']!r}")
-    return checked
+    return family, checked
 
 
-def check_task_model_budget(task: TaskConfig, model: ModelConfig, budget_name: str,
-                            kind: type[MethodHandle]) -> BudgetLevel | None:
-    """Whether the task's family takes this model's architecture and this budget level; the level a sized
-    method trains at (None for a fixed-size one). The family registry will own these two tables."""
-    if task.family not in _FAMILY_ARCHS and task.family not in TASK_SCHEMAS:
-        raise ConfigError(f"task.family {task.family!r} must be one of {sorted(_FAMILY_ARCHS)}")
-    archs = _FAMILY_ARCHS.get(task.family)
-    if archs is not None and model.arch not in archs:
-        raise ConfigError(f"task={task.name} ({task.family}) needs a model with arch in {sorted(archs)}, "
-                          f"got model={model.name} ({model.arch})")
+def check_task_model_budget(family: type[Task], task: Mapping[str, Any], model: ModelConfig,
+                            budget: Mapping[str, Any], kind: type[MethodHandle]) -> BudgetLevel | None:
+    """Whether the task's family takes this model's architecture and this budget level (the family says:
+    ``accepts_arch``, ``accepted_budget_families``); the level a sized method trains at (None for a
+    fixed-size one), built from the budget config (``conf/budget/<name>.yaml``)."""
+    if not family.accepts_arch(model.arch):
+        raise ConfigError(f"task={task.get('name')} ({family.family}) needs a model with arch in "
+                          f"{sorted(family.archs or ())}, got model={model.name} ({model.arch})")
     if not kind.has_size_knob():
         return None
-    if budget_name == "none":
+    name = budget.get("name")
+    if name == "none":
         raise ConfigError(f"budget=none only fits methods without a size knob (full_ft, bitfit), not method={kind.kind}")
-    if budget_name not in BUDGET_LEVELS:
-        raise ConfigError(f"budget.name {budget_name!r} is unknown; known: {sorted(BUDGET_LEVELS)} or none")
-    level = BUDGET_LEVELS[budget_name]
-    allowed = set(task.budget_families or _BUDGET_FAMILIES.get(task.family, ()))
+    try:
+        level = BudgetLevel.from_config(budget)
+    except ValueError as err:
+        raise ConfigError(f"budget={name}: {str(err).splitlines()[0]} (the levels: conf/budget/*.yaml)") from None
+    allowed = family.accepted_budget_families(task)
     if level.family not in allowed:
-        raise ConfigError(f"budget={budget_name} is a {level.family} level; task={task.name} takes {sorted(allowed)} levels")
+        raise ConfigError(f"budget={name} is a {level.family} level; task={task.get('name')} takes {sorted(allowed)} levels")
     return level
 
 
@@ -213,7 +181,7 @@ class RunSpec:
     """Everything a run is, resolved once. Fields with ``result: False`` cannot change its numbers."""
 
     seed: int
-    task: Mapping[str, Any]  # the checked task config (a TaskConfig schema), as the task family reads it
+    task: Mapping[str, Any]  # the checked task config (its family's TaskConfig), as the family reads it
     model: Mapping[str, Any]  # the checked model config (ModelConfig)
     method: Mapping[str, Any]  # effective method settings: task hparams < method config < budget knobs
     method_name: str
@@ -280,7 +248,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
     if problems:
         raise ConfigError("invalid setting(s): " + "; ".join(problems))
     config = _plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), "config")  # a sweep job's carries hydra
-    task = check_task(config["task"])
+    family, _ = check_task(config["task"])
     model = typed(ModelConfig, config["model"], "model")
     try:
         name, kind, defaults = resolve_kind(config["method"])
@@ -292,7 +260,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
     unknown = sorted(set(hp) - {f.name for f in dataclasses.fields(TrainSettings)} - settings_keys() - _MODEL_HPARAM_KEYS)
     if unknown:
         raise ConfigError(f"task.hparams for {name!r} has unknown key(s) {unknown}")
-    level = check_task_model_budget(task, model, config["budget"]["name"], kind)
+    level = check_task_model_budget(family, config["task"], model, config["budget"], kind)
     method = _method_settings(kind, defaults, method_cfg, hp, level)
     train = _train_settings(hp, config["trainer"])
     try:

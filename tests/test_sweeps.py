@@ -58,6 +58,8 @@ EXPECTED_RUNS = {
     "glue_peft": len(GLUE_TASKS) * 5 * len(GLUE_BUDGETS) * SEEDS,  # 600
     "squad_peft": 2 * 5 * 4,  # 40
     "nlg_peft": 2 * 5 * 4,  # 40
+    # the LoRA paper's GLUE setting on RoBERTa-base: LoRA, AdaLoRA and the 5 PEFT rows at glue_0.3m
+    "glue_roberta": len(GLUE_TASKS) * 7 * 1 * SEEDS,  # 280
 }
 
 

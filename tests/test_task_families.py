@@ -204,8 +204,6 @@ def test_each_builtin_family_owns_its_head_budget_families_archs_and_peft_task_t
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs spec.py delegation: the run's family/arch/budget checks must ask the "
-                                       "registered family (experiments.tasks.family_of) instead of runner._BUDGET_FAMILIES")
 def test_a_family_in_the_users_module_sweeps_resumes_reevaluates_and_reaches_the_tables(tmp_path, monkeypatch):
     from experiments.evaluate import reevaluate
 
