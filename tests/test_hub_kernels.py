@@ -16,9 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.identity import identity_hash, run_identity
+from experiments.identity import identity_hash
 from experiments.models import load_model
 from experiments.runner import PROJECT_ROOT, register_resolvers
+from experiments.spec import run_identity
 
 register_resolvers()
 TINY_BERT = {"name": "tiny_bert", "source": "tiny", "arch": "bert", "tiny_config": {}}

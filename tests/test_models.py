@@ -30,13 +30,18 @@ MINILM = {"name": "minilm", "source": "package", "arch": "bert", "package": "gt_
 
 
 def _has_head(arch: str, head: str) -> bool:
-    """Whether transformers has this head for the architecture (Gemma has no extractive-QA model)."""
+    """Whether transformers has this head for the architecture (Gemma has no extractive-QA model); the
+    causal LM head is tried on decoders (encoders' LM-head variants are masked LMs at heart)."""
     from transformers.models.auto import modeling_auto as auto
 
+    types = get_architecture(arch).model_types
+    if head == "causal_lm":
+        return any(t in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and t not in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+                   for t in types)
     names = {"sequence_classification": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
              "question_answering": auto.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
              "seq2seq_lm": auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES}[head]
-    return any(t in names for t in get_architecture(arch).model_types)
+    return any(t in names for t in types)
 
 
 CASES = [(arch, head) for arch in ARCHS for head in models.HEADS if _has_head(arch, head)]
@@ -81,6 +86,10 @@ def test_tiny_model_forward_backward(arch, head):
     elif head == "question_answering":
         out = model(**enc, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3]))
         assert out.start_logits.shape == enc["input_ids"].shape
+    elif head == "causal_lm":
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+        assert out.logits.shape == (*enc["input_ids"].shape, len(tok))
     else:
         labels = tok(text_target=["a short summary .", "b"], padding=True, return_tensors="pt")["input_ids"]
         labels[labels == tok.pad_token_id] = -100

@@ -9,6 +9,7 @@ the ``adalora.task_families`` entry-point group (``experiments.tasks.registry``,
 from __future__ import annotations
 
 from experiments.tasks.base import DataValidationError, Task
+from experiments.tasks.causal_lm import CausalLMTask
 from experiments.tasks.config import TaskConfig, TaskConfigError
 from experiments.tasks.glue import GlueTask
 from experiments.tasks.registry import (
@@ -25,6 +26,7 @@ from experiments.tasks.summarization import SummarizationTask
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "CausalLMTask",
     "DataValidationError",
     "GlueTask",
     "SquadTask",

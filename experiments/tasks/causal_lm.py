@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -42,6 +43,8 @@ from experiments.llm_scoring import (
 )
 from experiments.metrics import rouge_metrics
 from experiments.tasks.base import SplitRef, Task, tokenize
+from experiments.tasks.config import TaskConfig
+from experiments.tasks.registry import register_task_family
 
 LABEL_PAD_ID = -100
 TEMPLATES = ("chat", "plain")
@@ -52,38 +55,64 @@ GOLD_CHOICE = "gold_choice"  # a response_format field: the text of the row's go
 _MAIN_METRIC = {"gsm8k": "exact_match_flexible", "rouge": "rougeL", "commonsense": "accuracy"}
 
 
-def _choice(cfg: Mapping, key: str, allowed: tuple[str, ...], default: str) -> str:
-    value = cfg.get(key, default)
+def _choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"task.{key} must be one of {list(allowed)}, got {value!r}")
     return str(value)
 
 
+@dataclass(frozen=True)
+class CausalLMConfig(TaskConfig):
+    """Formats (``str.format`` over a row), template, loss mask, evaluation and decoding (module docstring)."""
+
+    eval_type: str = "generate"
+    scorer: str | None = None  # None: rouge for generate, none for multiple_choice
+    template: str = "chat"
+    loss_on: str = "response"
+    prompt_format: str = "{prompt}"
+    response_format: str = "{response}"
+    answer_format: str = "{answer}"
+    separator: str = " "
+    choices_column: str = "choices"
+    choice_formats: tuple[str, ...] | None = None
+    gold_column: str = "gold"
+    gold_values: tuple[Any, ...] | None = None
+    max_length: int = 512
+    max_new_tokens: int = 64
+    until: tuple[str, ...] = ()
+    commonsense_task: str | None = None
+
+
+@register_task_family
 class CausalLMTask(Task):
     family = "causal_lm"
+    config_cls = CausalLMConfig
     head = "causal_lm"
+    budget_families = frozenset({"llm"})
+    archs = None  # any decoder the architecture registry knows (the model must have a causal LM head)
+    peft_task_type = "CAUSAL_LM"
 
-    def __init__(self, cfg: Mapping) -> None:
-        self.eval_type = _choice(cfg, "eval_type", EVAL_TYPES, "generate")
-        self.scorer = _choice(cfg, "scorer", SCORERS, "none" if self.eval_type == "multiple_choice" else "rouge")
+    def configure(self, config: CausalLMConfig) -> None:
+        self.eval_type = _choice(config.eval_type, "eval_type", EVAL_TYPES)
+        default_scorer = "none" if self.eval_type == "multiple_choice" else "rouge"
+        self.scorer = _choice(config.scorer or default_scorer, "scorer", SCORERS)
         if self.eval_type == "generate" and self.scorer == "none":
             raise ValueError("task.scorer must name how generations are scored (gsm8k, rouge or commonsense) "
                              "when task.eval_type is generate")
-        super().__init__(cfg)
-        self.template = _choice(cfg, "template", TEMPLATES, "chat")
-        self.loss_on = _choice(cfg, "loss_on", LOSS_ON, "response")
-        self.prompt_format: str = cfg.get("prompt_format", "{prompt}")
-        self.response_format: str = cfg.get("response_format", "{response}")
-        self.answer_format: str = cfg.get("answer_format", "{answer}")
-        self.separator: str = cfg.get("separator", " ")
-        self.choices_column: str = cfg.get("choices_column", "choices")  # a list column; dotted: choices.text
-        self.choice_formats: list[str] | None = list(cfg["choice_formats"]) if cfg.get("choice_formats") else None
-        self.gold_column: str = cfg.get("gold_column", "gold")
-        self.gold_values: list | None = list(cfg["gold_values"]) if cfg.get("gold_values") is not None else None
-        self.max_length: int = int(cfg.get("max_length", 512))
-        self.max_new_tokens: int = int(cfg.get("max_new_tokens", 64))
-        self.until: tuple[str, ...] = tuple(cfg.get("until") or ())
-        self.commonsense_task: str | None = cfg.get("commonsense_task")
+        self.template = _choice(config.template, "template", TEMPLATES)
+        self.loss_on = _choice(config.loss_on, "loss_on", LOSS_ON)
+        self.prompt_format = config.prompt_format
+        self.response_format = config.response_format
+        self.answer_format = config.answer_format
+        self.separator = config.separator
+        self.choices_column = config.choices_column  # a list column; dotted: choices.text
+        self.choice_formats = list(config.choice_formats) if config.choice_formats else None
+        self.gold_column = config.gold_column
+        self.gold_values = list(config.gold_values) if config.gold_values is not None else None
+        self.max_length = config.max_length
+        self.max_new_tokens = config.max_new_tokens
+        self.until = tuple(config.until)
+        self.commonsense_task = config.commonsense_task
         if self.scorer == "commonsense" and not self.commonsense_task:
             raise ValueError("task.commonsense_task must name the answer vocabulary (boolq, piqa, siqa, arc_easy, "
                              "arc_challenge, openbookqa, hellaswag, winogrande) when task.scorer is commonsense")
