@@ -44,7 +44,8 @@ SAVE_FORMAT = "adalora-method/1"
 PEFT_PREFIX = "base_model.model."
 # transformers' model class suffix -> PEFT task type (what ``export(format="peft")`` writes).
 PEFT_TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForQuestionAnswering": "QUESTION_ANS",
-                   "ForConditionalGeneration": "SEQ_2_SEQ_LM"}
+                   "ForConditionalGeneration": "SEQ_2_SEQ_LM", "ForCausalLM": "CAUSAL_LM",
+                   "LMHeadModel": "CAUSAL_LM"}  # GPT2LMHeadModel
 
 
 class ExportError(ValueError):
