@@ -62,6 +62,10 @@ SECONDS_PER_STEP = {
     ("deberta_v3_base", "squad_v1"): 0.25, ("deberta_v3_base", "squad_v2"): 0.25,
     ("bart_large", "xsum"): 4.0, ("bart_large", "cnndm"): 3.0,
 }
+# RoBERTa-base (sweep glue_roberta, tasks roberta_base/glue_*): the LoRA paper's batch 16 with dynamic padding and
+# no disentangled attention (assumed, not measured).
+SECONDS_PER_STEP.update({("roberta_base", f"roberta_base/glue_{task}"): seconds for task, seconds in {
+    "mnli": 0.05, "sst2": 0.04, "mrpc": 0.05, "cola": 0.04, "qnli": 0.08, "qqp": 0.05, "rte": 0.10, "stsb": 0.05}.items()})
 #: A method's step over a LoRA step: full FT updates every weight, AdaLoRA adds its allocator and penalty
 #: (kind adalora, and PEFT's), DoRA its weight-norm pass (an assumption, not a measurement).
 STEP_FACTOR_BY_NAME = {"full_ft": 1.4, "peft_dora": 1.5, "peft_adalora": 1.1}
@@ -154,15 +158,18 @@ def run_hours(model: str, job: Mapping[str, str]) -> float | None:
 @cache
 def _hours(model: str, task: str, method_name: str) -> float | None:
     """Steps and step time depend on the model, the task and the method only (not on lr, seed or budget)."""
-    from experiments.identity import _method_hparams  # the runner's default < kind < name merge
+    from adalora.methods import resolve_kind
+    from experiments.spec import task_hparams  # the one hyperparameter precedence
 
     seconds = SECONDS_PER_STEP.get((model, task))
-    if seconds is None or task not in TRAIN_EXAMPLES:
+    examples = TRAIN_EXAMPLES.get(task.rsplit("/", 1)[-1])  # a backbone's folder of a task: the same data
+    if seconds is None or examples is None:
         return None
     method = _method(method_name)
-    hp = _method_hparams(_yaml(CONF / "task" / f"{task}.yaml"), method)
+    name, kind, defaults = resolve_kind(method)
+    hp = task_hparams(_yaml(CONF / "task" / f"{task}.yaml"), name, tuple(kind.hparams_blocks({**defaults, **method})))
     batch = int(hp["batch_size"]) * int(hp.get("grad_accum") or 1)
-    steps = hp.get("max_steps") or int(hp["epochs"]) * math.ceil(TRAIN_EXAMPLES[task] / batch)
+    steps = hp.get("max_steps") or int(hp["epochs"]) * math.ceil(examples / batch)
     factor = STEP_FACTOR_BY_NAME.get(method_name, STEP_FACTOR_BY_KIND.get(_kind(method), 1.0))
     return steps * seconds * factor / 3600
 
