@@ -35,6 +35,8 @@ PAPER_LEVELS = {
     "nlg_0.13": ("nlg", "0.13%", 1, 1, 2, None, None), "nlg_0.26": ("nlg", "0.26%", 2, 2, 4, None, None),
     "nlg_1.10": ("nlg", "1.10%", 8, 8, 12, None, None), "nlg_2.20": ("nlg", "2.20%", 16, 16, 24, None, None),
 }
+# The decoder levels (docs/llm.md): LoRA r on the seven projections; AdaLoRA ends at r from 1.5 r.
+LLM_LEVELS = {f"llm_r{r}": ("llm", f"r={r}", r, r, r * 3 // 2, None, None) for r in (4, 8, 16, 32)}
 
 
 def _compose(*overrides: str):
@@ -43,12 +45,12 @@ def _compose(*overrides: str):
 
 
 def test_the_papers_levels_keep_their_values():
-    assert {name: BudgetLevel(name, *row) for name, row in PAPER_LEVELS.items()} == dict(BUDGET_LEVELS)
+    assert {name: BudgetLevel(name, *row) for name, row in {**PAPER_LEVELS, **LLM_LEVELS}.items()} == dict(BUDGET_LEVELS)
 
 
 def test_the_torch_only_reader_reads_every_shipped_budget_yaml_as_hydras_yaml_does():
     paths = sorted(SHIPPED_BUDGET_DIR.glob("*.yaml"))
-    assert len(paths) == len(PAPER_LEVELS) + 1  # + none.yaml
+    assert len(paths) == len(PAPER_LEVELS) + len(LLM_LEVELS) + 1  # + none.yaml
     for path in paths:
         assert parse_flat_yaml(path.read_text(), str(path)) == yaml.safe_load(path.read_text()), path
     with pytest.raises(ValueError, match=r"x.yaml, line 2: '\{r: 2\}' is not an integer, null or a plain"):

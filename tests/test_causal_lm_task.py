@@ -14,7 +14,7 @@ from experiments.tasks.base import DataValidationError
 from experiments.tasks.causal_lm import LABEL_PAD_ID, CausalLMTask
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DATA = FIXTURES / "data"
+DATA = FIXTURES / "llm" / "data"
 
 
 def gsm8k_cfg(**extra):
@@ -144,3 +144,14 @@ def test_a_gold_index_out_of_range_is_refused_naming_the_row(tmp_path):
 def test_bad_settings_are_refused_naming_the_key(cfg, message):
     with pytest.raises(ValueError, match=message):
         CausalLMTask(gsm8k_cfg(**cfg))
+
+
+def test_the_llm_fixtures_are_what_their_generator_writes(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_llm_fixtures", FIXTURES.parents[1] / "scripts" / "make_llm_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_all(tmp_path)
+    for path in DATA.rglob("*.jsonl"):
+        assert (tmp_path / path.relative_to(DATA)).read_bytes() == path.read_bytes(), path
