@@ -76,7 +76,7 @@ def test_unknown_schema_version_is_refused_and_the_rest_is_processed(tmp_path, c
     status = run_status(tmp_path).set_index("method")
     assert status.loc["lora", "status"] == "success"
     assert status.loc["adalora", "status"] == "unreadable"
-    assert "schema_version 99 is not one this code reads [1, 2]" in status.loc["adalora", "reason"]
+    assert "schema_version 99 is not one this code reads [1, 2, 3]" in status.loc["adalora", "reason"]
     assert "schema_version 99" in capsys.readouterr().err
     assert set(collect(tmp_path)["method"]) == {"lora"}
 

@@ -113,10 +113,9 @@ def test_collect_and_the_page_never_import_a_module_a_schema1_record_names(tmp_p
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not marker.exists()
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("[collect] skipped")]
-    assert len(skipped) == 1 and str(dropped / "result.json") in skipped[0]
-    assert "method.module='payload'" in skipped[0] and "ADALORA_TRUST_MODULES=payload" in skipped[0]
-    assert done.stdout.startswith("2 runs {") and "'success': 1" in done.stdout and "'unreadable': 1" in done.stdout
+    # the identity comes from the stored config alone (experiments.spec.stored_blocks): the run is pooled
+    assert not [line for line in done.stderr.splitlines() if line.startswith("[collect] skipped")], done.stderr
+    assert done.stdout.startswith("2 runs {") and "'success': 2" in done.stdout, done.stdout
 
 
 def test_load_records_hands_the_good_records_on_beside_a_bad_one(tmp_path, capsys):

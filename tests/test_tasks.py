@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments import models
-from experiments.tasks import DataValidationError, build_task, postprocess_qa_predictions
+from experiments.tasks import DataValidationError, TaskConfigError, build_task, postprocess_qa_predictions
 from experiments.tasks.base import merge_split_metrics
 from experiments.tasks.squad import QAFeature
 
@@ -142,9 +142,9 @@ def test_validation_missing_column_lists_columns(tmp_path):
 
 def test_validation_empty_split_is_named(tmp_path):
     cfg = jsonl_cfg(tmp_path, "glue", {"train": GLUE_ROWS, "validation": GLUE_ROWS[:1]}, glue_task="rte")
-    cfg["max_eval_samples"] = 0
-    with pytest.raises(DataValidationError, match=r"validation\.jsonl.*split 'validation' is empty"):
-        build_task(cfg).load()
+    cfg["max_eval_samples"] = 0  # a cap of 0 is refused where the key is declared, before any data is read
+    with pytest.raises(TaskConfigError, match=r"task\.max_eval_samples must be a positive integer, got 0"):
+        build_task(cfg)
     cfg = jsonl_cfg(tmp_path, "glue", {"train": GLUE_ROWS, "validation": []}, glue_task="rte")
     with pytest.raises(DataValidationError, match=r"validation\.jsonl.*split 'validation' is empty"):
         build_task(cfg).load()

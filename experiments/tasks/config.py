@@ -45,6 +45,20 @@ class TaskConfig:
     budget_families: tuple[str, ...] | None = None
     hparams: Mapping | None = None
 
+    def __post_init__(self) -> None:
+        """Ranges where the fields are declared: every integer key of a task config, this class's and each
+        family's, is a count or a length (samples, labels, tokens, beams), so it must be positive."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if int in _types(hints[field.name]) and value is not None and not value >= 1:
+                raise TaskConfigError(f"task.{field.name} must be a positive integer, got {value!r}")
+
+
+def _types(hint: Any) -> tuple[Any, ...]:
+    """The types a hint allows (``int | None`` -> (int, NoneType))."""
+    return typing.get_args(hint) or (hint,)
+
 
 def parse_task_config(config_cls: type[TaskConfig], cfg: Mapping[str, Any], family: str) -> TaskConfig:
     """``config_cls`` from the task config ``cfg``, every key known and of its declared type."""
@@ -54,8 +68,8 @@ def parse_task_config(config_cls: type[TaskConfig], cfg: Mapping[str, Any], fami
     for key, value in cfg.items():
         if key not in hints:
             near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise TaskConfigError(f"task.{key} is not a valid key of task family {family!r}; {hint}"
+            hint = f" (did you mean task.{near[0]}?)" if near else ""
+            raise TaskConfigError(f"task.{key} is not a valid key of task family {family!r}{hint}; "
                                   f"valid keys: {sorted(known)}")
         ok, out = _coerce(value, hints[key])
         if not ok:
