@@ -10,11 +10,10 @@ first time a name is not found). docs/tasks.md walks through one complete exampl
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from adalora.trust import import_named_module
+from adalora.plugins import entry_point_objects, import_config_module
 from experiments.tasks.config import TaskConfigError
 
 if TYPE_CHECKING:
@@ -50,12 +49,7 @@ def _load_entry_points() -> None:
     """Import the ``adalora.task_families`` entry points; one that returns a family class registers it."""
     from experiments.tasks.base import Task
 
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry.load()
-        except Exception as err:  # noqa: BLE001 - a broken plug-in must name itself, not break the lookup
-            raise ImportError(f"entry point {entry.name!r} = {entry.value!r} (group {ENTRY_POINT_GROUP}) "
-                              f"failed to load: {type(err).__name__}: {err}") from err
+    for loaded in entry_point_objects(ENTRY_POINT_GROUP):
         if isinstance(loaded, type) and issubclass(loaded, Task):
             register_task_family(loaded)
 
@@ -68,13 +62,7 @@ def registered_families() -> list[str]:
 
 def import_family_module(module: str | None) -> None:
     """Import a task config's ``module:`` so that the families it registers are known."""
-    if not module:
-        return
-    try:
-        import_named_module(str(module), "task.module")
-    except ImportError as err:
-        raise TaskConfigError(f"task.module {module!r} cannot be imported ({err}); put it on PYTHONPATH or "
-                              "install the package that provides it") from err
+    import_config_module(None if module is None else str(module), "task.module", TaskConfigError)
 
 
 def get_family(name: str, module: str | None = None) -> type[Task]:
