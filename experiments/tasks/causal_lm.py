@@ -21,11 +21,22 @@ Evaluation (``experiments.llm_scoring`` holds the scoring, pinned to the harness
   ``choices``; ``acc`` and ``acc_norm`` against ``gold`` (an index); with ``scorer: commonsense`` the
   generate-then-parse accuracy of LLM-Adapters/DoRA is reported beside them as ``acc_parsed``.
 
+Separate evaluation data (``eval_sets``): a task may train on one data set and report on others, each
+with its own data, split, formats and scoring: MetaMathQA trains, GSM8K's test reports; commonsense_170k
+trains, eight commonsense sets report. ``eval_sets`` maps a set's name to its ``dataset`` and ``split`` and
+the evaluation keys above (:data:`EVAL_SET_KEYS`); the template, separator and lengths are the task's (the
+model is asked the way it was trained). Each set is validated when the task loads; its metrics are
+``<set>_<metric>``, with ``avg`` (the mean of each set's main metric, the task's default main metric) and
+``avg_<metric>`` for every metric all sets report. ``preprocess`` names a row transform that
+lm-evaluation-harness writes in Python rather than in a template (:data:`PREPROCESSORS`), and
+``multiple_inputs`` scores the choices as contexts of one continuation (the harness's WinoGrande).
+
 All metrics are percentages, as every task's are.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +46,7 @@ import datasets
 import torch
 
 from experiments.llm_scoring import (
+    COMMONSENSE_ANSWERS,
     commonsense_parse,
     gsm8k_scores,
     loglikelihood,
@@ -42,8 +54,19 @@ from experiments.llm_scoring import (
     truncate_at,
 )
 from experiments.metrics import rouge_metrics
-from experiments.tasks.base import SplitRef, Task, tokenize
-from experiments.tasks.config import TaskConfig
+from experiments.tasks.base import (
+    DataValidationError,
+    SplitRef,
+    Task,
+    _describe_source,
+    _split_files,
+    cap,
+    inference,
+    load_raw_dataset,
+    require_columns,
+    tokenize,
+)
+from experiments.tasks.config import TaskConfig, TaskConfigError
 from experiments.tasks.registry import register_task_family
 
 LABEL_PAD_ID = -100
@@ -53,6 +76,13 @@ EVAL_TYPES = ("generate", "multiple_choice")
 SCORERS = ("gsm8k", "rouge", "commonsense", "none")
 GOLD_CHOICE = "gold_choice"  # a response_format field: the text of the row's gold choice
 _MAIN_METRIC = {"gsm8k": "exact_match_flexible", "rouge": "rougeL", "commonsense": "accuracy"}
+
+
+# The keys of one ``eval_sets`` entry: its data and how it is scored (the rendering is the task's).
+EVAL_SET_KEYS = ("dataset", "split", "eval_type", "scorer", "main_metric", "prompt_format", "answer_format",
+                 "choices_column", "choice_formats", "gold_column", "gold_values", "gold_labels_column",
+                 "max_new_tokens", "until", "commonsense_task", "parse_question_format", "preprocess",
+                 "multiple_inputs")
 
 
 def _choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
@@ -81,6 +111,11 @@ class CausalLMConfig(TaskConfig):
     max_new_tokens: int = 64
     until: tuple[str, ...] = ()
     commonsense_task: str | None = None
+    parse_question_format: str | None = None  # the question of LLM-Adapters' instruction (acc_parsed)
+    gold_labels_column: str | None = None  # gold is the index of the gold value in this (dotted) list column
+    preprocess: str | None = None  # a named row transform (PREPROCESSORS) applied before validation
+    multiple_inputs: bool = False  # choices are contexts, the prompt their one continuation (WinoGrande)
+    eval_sets: Mapping[str, Any] | None = None  # name -> {dataset, split, evaluation keys}: data scored apart
 
 
 @register_task_family
@@ -113,12 +148,59 @@ class CausalLMTask(Task):
         self.max_new_tokens = config.max_new_tokens
         self.until = tuple(config.until)
         self.commonsense_task = config.commonsense_task
-        if self.scorer == "commonsense" and not self.commonsense_task:
-            raise ValueError("task.commonsense_task must name the answer vocabulary (boolq, piqa, siqa, arc_easy, "
-                             "arc_challenge, openbookqa, hellaswag, winogrande) when task.scorer is commonsense")
+        if self.scorer == "commonsense" and self.commonsense_task not in COMMONSENSE_ANSWERS:
+            raise ValueError(f"task.commonsense_task must name the answer vocabulary ({', '.join(COMMONSENSE_ANSWERS)}) "
+                             f"when task.scorer is commonsense, got {self.commonsense_task!r}")
+        self.parse_question_format = config.parse_question_format
+        self.gold_labels_column = config.gold_labels_column
+        self.preprocess = config.preprocess
+        if self.preprocess is not None and self.preprocess not in PREPROCESSORS:
+            raise ValueError(f"task.preprocess must be one of {sorted(PREPROCESSORS)} or null, got {self.preprocess!r}")
+        self.multiple_inputs = config.multiple_inputs
+        if self.multiple_inputs and self.eval_type != "multiple_choice":
+            raise ValueError("task.multiple_inputs needs task.eval_type multiple_choice (the choices are contexts)")
+        self.template_used: str | None = None  # "chat" or "plain" once a prompt is rendered (uses_chat_template)
+        self.instruction_format: str | None = None  # the training prompt an eval set's acc_parsed is asked in
+        self.eval_sets = self._build_eval_sets(config)
+
+    def _build_eval_sets(self, config: CausalLMConfig) -> dict[str, CausalLMTask]:
+        """One task per ``eval_sets`` entry (its own data and formats; the template, separator and lengths
+        this task trains with), each checked now: a bad entry is refused before anything loads."""
+        if not config.eval_sets:
+            return {}
+        if config.eval_splits:
+            raise ValueError("task.eval_splits and task.eval_sets exclude each other: an eval set names its own "
+                             "split (task.eval_sets.<name>.split)")
+        sets = {}
+        for name, entry in config.eval_sets.items():
+            where = f"task.eval_sets.{name}"
+            if not isinstance(entry, Mapping):
+                raise TaskConfigError(f"{where} must be a mapping of {list(EVAL_SET_KEYS)}, got {entry!r}")
+            unknown = [k for k in entry if k not in EVAL_SET_KEYS]
+            missing = [k for k in ("dataset", "split") if not entry.get(k)]
+            if unknown or missing:
+                problem = f"has unknown key(s) {unknown}" if unknown else f"needs {missing}"
+                raise TaskConfigError(f"{where} {problem}; an eval set takes {list(EVAL_SET_KEYS)} (the template, "
+                                      "separator and lengths are the task's)")
+            cfg = {"family": self.family, "name": f"{config.name or self.family}.{name}", "template": config.template,
+                   "separator": config.separator, "max_length": config.max_length,
+                   "eval_splits": [entry["split"]], **{k: v for k, v in entry.items() if k != "split"}}
+            try:
+                eval_set = type(self)(cfg)
+            except ValueError as err:
+                raise TaskConfigError(str(err).replace("task.", f"{where}.", 1)) from None
+            eval_set.instruction_format = config.prompt_format  # acc_parsed asks as the model was trained
+            sets[str(name)] = eval_set
+        return sets
 
     # ------------------------------------------------------------------ data
+    def default_eval_splits(self) -> list[str]:
+        """No eval split of the training data when ``eval_sets`` report (they load their own)."""
+        return [] if self.eval_sets else super().default_eval_splits()
+
     def default_main_metric(self) -> str:
+        if self.eval_sets:
+            return "avg"
         return "acc" if self.eval_type == "multiple_choice" else _MAIN_METRIC[self.scorer]
 
     def required_columns(self) -> list[str]:
@@ -130,31 +212,47 @@ class CausalLMTask(Task):
         return fields
 
     def _choice_columns(self) -> list[str]:
+        gold = [self.gold_column] + ([self.gold_labels_column.split(".")[0]] if self.gold_labels_column else [])
         if self.choice_formats:
-            return _fields(*self.choice_formats) + [self.gold_column]
-        return [self.choices_column.split(".")[0], self.gold_column]
+            return _fields(*self.choice_formats) + [c for c in gold if c not in _fields(*self.choice_formats)]
+        return list(dict.fromkeys([self.choices_column.split(".")[0], *gold]))
 
     def _eval_columns(self) -> list[str]:
         if self.eval_type == "multiple_choice":
-            return _fields(self.prompt_format) + self._choice_columns()
+            return _fields(self.prompt_format, self.parse_question_format or "") + self._choice_columns()
         return _fields(self.prompt_format, self.answer_format)
 
     def validate_split(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
-        columns = self.required_columns() if ref.split == self.train_split else self._eval_columns()
-        missing = [c for c in columns if c not in dataset.column_names]
-        if missing:
-            raise ref.error(0, missing[0], f"missing column(s) {missing} (task formats and eval_type="
-                                           f"{self.eval_type} need {columns}); present: {dataset.column_names}")
-        if ref.split == self.train_split or self.eval_type != "multiple_choice":
+        if ref.split == self.train_split:
+            _require(dataset, ref, self.required_columns(), self.eval_type)
+        else:
+            self.validate_eval(dataset, ref)
+
+    def validate_eval(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
+        """An evaluation split's columns and, for multiple choice, every row's choices and gold."""
+        _require(dataset, ref, self._eval_columns(), self.eval_type)
+        if self.eval_type != "multiple_choice":
             return
         for row, item in enumerate(dataset):
-            choices, gold = self.choices(item), item[self.gold_column]
+            choices = self.choices(item)
             if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
                 raise ref.error(row, self.choices_column, f"expected a list of at least 2 non-empty strings, got {choices!r}")
             try:
-                self.gold_index(gold, len(choices))
+                self.row_gold(item, len(choices))
             except ValueError as err:
-                raise ref.error(row, self.gold_column, str(err)) from None
+                raise ref.error(row, self.gold_labels_column or self.gold_column, str(err)) from None
+
+    def row_gold(self, row: Mapping[str, Any], n_choices: int) -> int:
+        """A row's gold index: :meth:`gold_index` of its gold value, or, with ``gold_labels_column``, the gold
+        value's position in that list (the harness's ARC/OBQA ``choices.label.index(answerKey)``)."""
+        gold = row[self.gold_column]
+        if self.gold_labels_column:
+            labels = _lookup(row, self.gold_labels_column)
+            key = gold.strip() if isinstance(gold, str) else gold
+            if not isinstance(labels, list) or key not in labels:
+                raise ValueError(f"gold {gold!r} is not one of {self.gold_labels_column} {labels!r}")
+            gold = labels.index(key)
+        return self.gold_index(gold, n_choices)
 
     def gold_index(self, gold: Any, n_choices: int) -> int:
         """The gold choice's index: the value itself, or its position in ``gold_values`` (e.g. A/B/C/D)."""
@@ -168,18 +266,70 @@ class CausalLMTask(Task):
         """A row's answer choices: ``choice_formats`` filled in, or the (dotted) ``choices_column``."""
         if self.choice_formats:
             return [fmt.format(**row) for fmt in self.choice_formats]
-        value: Any = row
-        for key in self.choices_column.split("."):
-            value = value[key] if isinstance(value, Mapping) and key in value else None
-        return value
+        return _lookup(row, self.choices_column)
+
+    # ------------------------------------------------------------------ separate evaluation data
+    def load(self) -> datasets.DatasetDict:
+        """The training data (and eval splits), then every eval set's data, each validated (cached)."""
+        if self._raw is None:
+            if self.preprocess:
+                raise DataValidationError(f"task {self.name}: task.preprocess applies to eval sets only "
+                                          "(task.eval_sets.<name>.preprocess)")
+            super().load()
+            for eval_set in self.eval_sets.values():
+                eval_set.load_as_eval_set(self.config.max_eval_samples)
+        return self._raw
+
+    def load_as_eval_set(self, max_samples: int | None) -> None:
+        """This eval set's one split from its own data set: capped, preprocessed, validated."""
+        split = self.eval_splits[0]
+        dataset_cfg = dict(self.config.dataset or {})
+        files = dataset_cfg.get("data_files")
+        if files:
+            if split not in files:
+                raise DataValidationError(f"task {self.name}: {_describe_source(dataset_cfg, split)}: split "
+                                          f"'{split}' not found; set task.eval_sets.<name>.split to one of {list(files)}")
+            dataset_cfg["data_files"] = {split: files[split]}
+        raw = load_raw_dataset(dataset_cfg)
+        ref = SplitRef(f"task {self.name}: {_describe_source(dataset_cfg, split)}", split, _split_files(dataset_cfg, split))
+        if split not in raw:
+            raise DataValidationError(f"{ref.source}: split '{split}' not found; available splits: {list(raw)}")
+        data = cap(raw[split], max_samples)
+        if len(data) == 0:
+            raise DataValidationError(f"{ref.source}: split '{split}' is empty")
+        if self.preprocess:
+            columns, transform = PREPROCESSORS[self.preprocess]
+            require_columns(data, columns, ref)
+            data = data.map(transform, desc=f"{self.preprocess} {self.name}")
+        self.validate_eval(data, ref)
+        self._raw = datasets.DatasetDict({split: data})
+
+    def evaluate(self, model, tokenizer, batch_size: int, device, splits=None) -> dict[str, float]:
+        """With ``eval_sets``: every set's metrics as ``<set>_<metric>``, ``avg`` (the mean of the sets' main
+        metrics) and ``avg_<metric>`` (each metric all sets report); else the splits' (``Task.evaluate``)."""
+        if not self.eval_sets or splits is not None:
+            return super().evaluate(model, tokenizer, batch_size, device, splits)
+        self.load()
+        with inference(model):
+            per_set = {name: s.evaluate_split(model, tokenizer, s.eval_splits[0], batch_size, device)
+                       for name, s in self.eval_sets.items()}
+        return eval_set_metrics(per_set, {name: s.main_metric for name, s in self.eval_sets.items()})
+
+    def ran(self) -> dict[str, Any]:
+        """Whether the prompts were rendered with the tokenizer's chat template (``template: chat`` falls back to
+        plain text on a tokenizer without one): the task config alone does not say which."""
+        return {"prompt_template": self.template_used}
 
     def uses_chat_template(self, tokenizer) -> bool:
         """Whether prompts are rendered with the chat template: asked for and the tokenizer has one."""
-        return self.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
+        used = self.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
+        self.template_used = "chat" if used else "plain"
+        return used
 
-    def render_prompt(self, tokenizer, row: Mapping[str, Any]) -> str:
-        """A row's prompt as the model sees it (chat template where used, else the plain text + separator)."""
-        prompt = self.prompt_format.format(**row)
+    def render_prompt(self, tokenizer, row: Mapping[str, Any], prompt_format: str | None = None) -> str:
+        """A row's prompt as the model sees it (chat template where used, else the plain text + separator);
+        ``prompt_format`` replaces the task's (acc_parsed asks in the training prompt)."""
+        prompt = (prompt_format or self.prompt_format).format(**row)
         if self.uses_chat_template(tokenizer):
             return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                  add_generation_prompt=True)
@@ -228,12 +378,14 @@ class CausalLMTask(Task):
         return collate
 
     # ------------------------------------------------------------------ evaluation
-    def generate(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int, device) -> list[str]:
+    def generate(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int, device,
+                 prompt_format: str | None = None) -> list[str]:
         """Greedy generations (new tokens only, decoded, cut at ``until``), from left-padded prompts."""
         pad_id = _pad_id(tokenizer)
         outputs: list[str] = []
         for start in range(0, len(rows), batch_size):
-            encoded = [tokenizer(self.render_prompt(tokenizer, r))["input_ids"] for r in rows[start:start + batch_size]]
+            encoded = [tokenizer(self.render_prompt(tokenizer, r, prompt_format))["input_ids"]
+                       for r in rows[start:start + batch_size]]
             width = max(len(ids) for ids in encoded)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
             attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
@@ -257,25 +409,38 @@ class CausalLMTask(Task):
 
     def _multiple_choice(self, model, tokenizer, rows, batch_size: int, device) -> dict[str, float]:
         """acc / acc_norm by log-likelihood (context: the prompt without the separator, as the harness's
-        ``doc_to_text``; each continuation ``" " + choice``), plus the parsed accuracy for commonsense."""
+        ``doc_to_text``; each continuation ``" " + choice``; with ``multiple_inputs`` each choice is a context and
+        the prompt the continuation), plus the parsed accuracy for commonsense."""
         acc = acc_norm = 0
         golds = []
         for row in rows:
             choices = list(self.choices(row))
-            gold = self.gold_index(row[self.gold_column], len(choices))
-            golds.append((gold, choices))
-            context = self.render_prompt(tokenizer, row) if self.uses_chat_template(tokenizer) else \
+            gold = self.row_gold(row, len(choices))
+            golds.append(gold)
+            prompt = self.render_prompt(tokenizer, row) if self.uses_chat_template(tokenizer) else \
                 self.prompt_format.format(**row)
-            lls = [loglikelihood(model, tokenizer, context, " " + choice)[0] for choice in choices]
+            pairs = [(choice, " " + prompt) for choice in choices] if self.multiple_inputs else \
+                [(prompt, " " + choice) for choice in choices]
+            lls = [loglikelihood(model, tokenizer, context, continuation)[0] for context, continuation in pairs]
             right, right_norm = multiple_choice_correct(lls, choices, gold)
             acc, acc_norm = acc + right, acc_norm + right_norm
         metrics = {"acc": 100.0 * acc / len(rows), "acc_norm": 100.0 * acc_norm / len(rows)}
         if self.scorer == "commonsense":
-            answers = [choices[gold].lower() if self.commonsense_task == "boolq" else
-                       f"{_answer_word(self.commonsense_task)}{gold + 1}" for gold, choices in golds]
-            metrics["acc_parsed"] = self._parsed_accuracy(self.generate(model, tokenizer, rows, batch_size, device),
-                                                          answers)
+            answers = [("false", "true")[gold] if self.commonsense_task == "boolq" else
+                       f"{_answer_word(self.commonsense_task)}{gold + 1}" for gold in golds]
+            metrics["acc_parsed"] = self._parsed_accuracy(self._parse_generations(model, tokenizer, rows, batch_size,
+                                                                                  device), answers)
         return metrics
+
+    def _parse_generations(self, model, tokenizer, rows, batch_size: int, device) -> list[str]:
+        """The generations ``acc_parsed`` parses: from LLM-Adapters' instruction in the training prompt where
+        ``parse_question_format`` is set (an eval set of a task trained on commonsense_170k), else from the prompt."""
+        if not self.parse_question_format:
+            return self.generate(model, tokenizer, rows, batch_size, device)
+        instructed = [{**row, "instruction": commonsense_instruction(
+            self.commonsense_task, self.parse_question_format.format(**row), row.get("options") or self.choices(row)),
+            "input": ""} for row in rows]
+        return self.generate(model, tokenizer, instructed, batch_size, device, self.instruction_format or "{instruction}")
 
     def _parsed_accuracy(self, generations: list[str], answers: list[str]) -> float:
         right = sum(commonsense_parse(self.commonsense_task, g) == a.strip().lower()
@@ -302,3 +467,90 @@ def _answer_word(commonsense_task: str | None) -> str:
 def _pad_id(tokenizer) -> int:
     """The pad id: the tokenizer's, else EOS (decoder LLMs often ship without a pad token)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _lookup(row: Mapping[str, Any], dotted: str) -> Any:
+    """``row[a][b]`` for ``"a.b"``; None where a key is missing."""
+    value: Any = row
+    for key in dotted.split("."):
+        value = value[key] if isinstance(value, Mapping) and key in value else None
+    return value
+
+
+def _require(dataset: datasets.Dataset, ref: SplitRef, columns: list[str], eval_type: str) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ref.error(0, missing[0], f"missing column(s) {missing} (task formats and eval_type={eval_type} need "
+                                       f"{columns}); present: {dataset.column_names}")
+
+
+def eval_set_metrics(per_set: Mapping[str, Mapping[str, float]], main: Mapping[str, str]) -> dict[str, float]:
+    """``<set>_<metric>`` for every set's metrics, ``avg`` (the mean of each set's ``main`` metric, as
+    LLM-Adapters and DoRA average their eight commonsense accuracies) and ``avg_<metric>`` where all sets have it."""
+    out = {f"{name}_{key}": float(value) for name, metrics in per_set.items() for key, value in metrics.items()}
+    for name, metrics in per_set.items():
+        if main[name] not in metrics:
+            raise ValueError(f"task.eval_sets.{name}.main_metric {main[name]!r} is not one of its metrics "
+                             f"{sorted(metrics)}")
+    out["avg"] = sum(float(per_set[n][main[n]]) for n in per_set) / len(per_set)
+    shared = set.intersection(*(set(m) for m in per_set.values()))
+    out.update({f"avg_{key}": sum(float(m[key]) for m in per_set.values()) / len(per_set) for key in sorted(shared)})
+    return out
+
+
+# LLM-Adapters' instruction per commonsense task (the prefix of its dataset/<task>/test.json instructions, which its
+# commonsense_evaluate.py asks in the Alpaca prompt it trained with) and how it lists the options.
+_INSTRUCTION_PREFIX = {
+    "boolq": "Please answer the following question with true or false, question: ",
+    "piqa": "Please choose the correct solution to the question: ",
+    "siqa": "Please choose the correct answer to the question: ",
+    "arc_easy": "Please choose the correct answer to the question: ",
+    "arc_challenge": "Please choose the correct answer to the question: ",
+    "openbookqa": "Please choose the correct answer to the question: ",
+    "hellaswag": "Please choose the correct ending to complete the given sentence: ",
+    "winogrande": "Please choose the correct answer to fill in the blank to complete the given sentence: ",
+}
+
+
+def commonsense_instruction(task: str | None, question: str, options: list[str]) -> str:
+    """LLM-Adapters' instruction for one item: prefix, question, the numbered options (``Solution1: ...``; none
+    for BoolQ) and the answer format line (``Answer format: solution1/solution2``)."""
+    if task not in _INSTRUCTION_PREFIX:
+        raise ValueError(f"commonsense task {task!r} has no LLM-Adapters instruction; known: {sorted(_INSTRUCTION_PREFIX)}")
+    if task == "boolq":
+        return f"{_INSTRUCTION_PREFIX[task]}{question}\n\nAnswer format: true/false"
+    stem = _answer_word(task)
+    listed = ("\n\n" if task == "piqa" else " ").join(f"{stem.capitalize()}{i + 1}: {o}" for i, o in enumerate(options))
+    answers = "/".join(f"{stem}{i + 1}" for i in range(len(options)))
+    return f"{_INSTRUCTION_PREFIX[task]}{question}\n\n{listed}\n\nAnswer format: {answers}"
+
+
+def _hellaswag_text(text: str) -> str:
+    """lm-evaluation-harness's hellaswag ``preprocess``: strip, `` [title]`` -> ``. ``, drop ``[...]``, single spaces."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def _hellaswag_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The harness's hellaswag ``process_docs``: ``query`` (activity label: context), cleaned ``choices``, ``gold``."""
+    ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
+    return {"query": _hellaswag_text(row["activity_label"] + ": " + ctx),
+            "choices": [_hellaswag_text(e) for e in row["endings"]], "gold": int(row["label"])}
+
+
+def _winogrande_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The harness's winogrande (``preprocess_winogrande``): each option fills the blank and ends the context
+    (``contexts``), the rest of the sentence is the one continuation; ``gold`` from answer "1"/"2"."""
+    sentence = row["sentence"]
+    blank = sentence.index("_") if "_" in sentence else len(sentence)
+    options = [row["option1"], row["option2"]]
+    return {"contexts": [sentence[:blank] + option for option in options],
+            "continuation": sentence[blank + 1:].strip(), "options": options,
+            "gold": {"1": 0, "2": 1}.get(str(row["answer"]), -1)}
+
+
+# Row transforms an eval set may name (``preprocess``): the columns they read and the transform.
+PREPROCESSORS: dict[str, tuple[list[str], Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
+    "hellaswag": (["activity_label", "ctx_a", "ctx_b", "endings", "label"], _hellaswag_row),
+    "winogrande": (["sentence", "option1", "option2", "answer"], _winogrande_row),
+}
