@@ -115,7 +115,7 @@ class CausalLMConfig(TaskConfig):
     gold_labels_column: str | None = None  # gold is the index of the gold value in this (dotted) list column
     preprocess: str | None = None  # a named row transform (PREPROCESSORS) applied before validation
     multiple_inputs: bool = False  # choices are contexts, the prompt their one continuation (WinoGrande)
-    eval_sets: Mapping[str, Any] | None = None  # name -> {dataset, split, evaluation keys}: data scored apart
+    eval_sets: Mapping | None = None  # name -> {dataset, split, evaluation keys}: data scored apart
 
 
 @register_task_family
@@ -161,15 +161,24 @@ class CausalLMTask(Task):
             raise ValueError("task.multiple_inputs needs task.eval_type multiple_choice (the choices are contexts)")
         self.template_used: str | None = None  # "chat" or "plain" once a prompt is rendered (uses_chat_template)
         self.instruction_format: str | None = None  # the training prompt an eval set's acc_parsed is asked in
-        self.eval_sets = self._build_eval_sets(config)
+        self.eval_sets = self.eval_set_tasks(config)
 
-    def _build_eval_sets(self, config: CausalLMConfig) -> dict[str, CausalLMTask]:
-        """One task per ``eval_sets`` entry (its own data and formats; the template, separator and lengths
-        this task trains with), each checked now: a bad entry is refused before anything loads."""
+    @classmethod
+    def parse_config(cls, cfg: Mapping) -> TaskConfig:
+        """The typed config, every ``eval_sets`` entry built and checked too: a bad entry is refused where the
+        task config is checked (``experiments.spec.check_task``), before anything is created or loaded."""
+        config = super().parse_config(cfg)
+        cls.eval_set_tasks(config)
+        return config
+
+    @classmethod
+    def eval_set_tasks(cls, config: CausalLMConfig) -> dict[str, CausalLMTask]:
+        """One task per ``eval_sets`` entry: its own data and formats, the template, separator and lengths of the
+        task that trains (the model is asked the way it was trained); an entry's error names the entry."""
         if not config.eval_sets:
             return {}
         if config.eval_splits:
-            raise ValueError("task.eval_splits and task.eval_sets exclude each other: an eval set names its own "
+            raise TaskConfigError("task.eval_splits and task.eval_sets exclude each other: an eval set names its own "
                              "split (task.eval_sets.<name>.split)")
         sets = {}
         for name, entry in config.eval_sets.items():
@@ -182,11 +191,11 @@ class CausalLMTask(Task):
                 problem = f"has unknown key(s) {unknown}" if unknown else f"needs {missing}"
                 raise TaskConfigError(f"{where} {problem}; an eval set takes {list(EVAL_SET_KEYS)} (the template, "
                                       "separator and lengths are the task's)")
-            cfg = {"family": self.family, "name": f"{config.name or self.family}.{name}", "template": config.template,
+            cfg = {"family": cls.family, "name": f"{config.name or cls.family}.{name}", "template": config.template,
                    "separator": config.separator, "max_length": config.max_length,
                    "eval_splits": [entry["split"]], **{k: v for k, v in entry.items() if k != "split"}}
             try:
-                eval_set = type(self)(cfg)
+                eval_set = cls(cfg)
             except ValueError as err:
                 raise TaskConfigError(str(err).replace("task.", f"{where}.", 1)) from None
             eval_set.instruction_format = config.prompt_format  # acc_parsed asks as the model was trained
