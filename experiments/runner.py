@@ -229,7 +229,7 @@ def _success_fields(trainer: Trainer, handle, task, state, spec: RunSpec) -> dic
         "metrics": spec.protocol.metrics(trainer, task.main_metric), "params": handle.parameter_counts(), "ranks": ranks,
         "train": {"steps": state.global_step, "final_train_loss": state.train_loss, "total_steps": trainer.total_steps,
                   "step_time_s": state.step_time_summary(), "precision": trainer.settings.precision,
-                  "tf32": trainer.settings.tf32},
+                  "tf32": trainer.settings.tf32, "task": task.ran()},
     }
 
 

@@ -155,3 +155,140 @@ def test_the_llm_fixtures_are_what_their_generator_writes(tmp_path):
     module.make_all(tmp_path)
     for path in DATA.rglob("*.jsonl"):
         assert (tmp_path / path.relative_to(DATA)).read_bytes() == path.read_bytes(), path
+
+
+# ---------------------------------------------------------------------------- separate evaluation data (eval_sets)
+def task_cfg(name: str) -> dict:
+    """A shipped task config as a run resolves it (Hydra defaults and ${project_root:} applied)."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose
+
+    cfg = compose([f"task={name}", "model=tiny_llama", "method=lora", "budget=llm_r4"])
+    return OmegaConf.to_container(cfg.task, resolve=True)
+
+
+def test_an_eval_set_scores_its_own_data_with_its_own_formats(llama):
+    """tiny_metamathqa_gsm8k trains on MetaMathQA rows and reports GSM8K's test file, asked with PEFT's template:
+    the same numbers as a GSM8K task with that prompt evaluated directly."""
+    model, tokenizer = llama
+    task = CausalLMTask(task_cfg("tiny_metamathqa_gsm8k"))
+    assert task.load()["train"].column_names == ["query", "response", "type", "original_question"]
+    assert task.eval_splits == [] and task.main_metric == "gsm8k_exact_match_flexible"
+    metrics = task.evaluate(model, tokenizer, 4, "cpu")
+    direct = CausalLMTask(gsm8k_cfg(prompt_format="Question: {question} Think step by step.\nAnswer:", separator="",
+                                    until=list(task.eval_sets["gsm8k"].until))).evaluate(model, tokenizer, 4, "cpu")
+    assert {k: metrics[f"gsm8k_{k}"] for k in direct} == direct
+    assert metrics["avg"] == metrics["gsm8k_exact_match_flexible"] == metrics["avg_exact_match_flexible"]
+
+
+def test_commonsense_eval_sets_report_every_set_and_the_average_of_their_parsed_accuracies(llama):
+    model, tokenizer = llama
+    task = CausalLMTask(task_cfg("tiny_commonsense"))
+    metrics = task.evaluate(model, tokenizer, 6, "cpu")
+    sets = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+    assert list(task.eval_sets) == sets and task.main_metric == "avg"
+    for metric in ("acc", "acc_norm", "acc_parsed"):
+        values = [metrics[f"{name}_{metric}"] for name in sets]
+        assert all(0.0 <= v <= 100.0 for v in values)
+        assert metrics[f"avg_{metric}"] == pytest.approx(sum(values) / len(sets))
+    assert metrics["avg"] == metrics["avg_acc_parsed"]
+
+
+def test_an_eval_set_is_scored_as_the_same_task_standing_alone(llama):
+    """The piqa eval set of tiny_commonsense by log-likelihood equals tiny_piqa's scoring of the same file."""
+    model, tokenizer = llama
+    eval_set = CausalLMTask(task_cfg("tiny_commonsense")).eval_sets["piqa"]
+    eval_set.load_as_eval_set(None)
+    alone = CausalLMTask(piqa_cfg(dataset={"data_files": {"train": str(DATA / "piqa" / "train.jsonl"), "validation": str(
+        DATA / "commonsense" / "piqa" / "validation.jsonl")}}))
+    ours, theirs = (t.evaluate_split(model, tokenizer, "validation", 6, "cpu") for t in (eval_set, alone))
+    assert (ours["acc"], ours["acc_norm"]) == (theirs["acc"], theirs["acc_norm"])
+
+
+def test_arc_gold_is_the_answer_keys_position_in_the_choice_labels():
+    task = CausalLMTask(task_cfg("tiny_commonsense")).eval_sets["arc_challenge"]
+    row = {"choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "3"}
+    assert task.row_gold(row, 3) == 2
+    with pytest.raises(ValueError, match="'E' is not one of choices.label"):
+        task.row_gold({**row, "answerKey": "E"}, 3)
+
+
+def test_hellaswag_and_winogrande_rows_are_preprocessed_as_the_harness_does():
+    from experiments.tasks.causal_lm import PREPROCESSORS
+
+    hella = PREPROCESSORS["hellaswag"][1]({"activity_label": "Baking", "ctx_a": "A man [header] mixes flour.",
+                                          "ctx_b": "he [title] adds eggs", "endings": [" stirs [step] it. ", "x"],
+                                          "label": "1"})
+    assert hella == {"query": "Baking: A man mixes flour. He. adds eggs", "choices": ["stirs it.", "x"], "gold": 1}
+    wino = PREPROCESSORS["winogrande"][1]({"sentence": "Ann gave Bo the cup because _ was thirsty.", "option1": "Ann",
+                                           "option2": "Bo", "answer": "2"})
+    assert wino["contexts"] == ["Ann gave Bo the cup because Ann", "Ann gave Bo the cup because Bo"]
+    assert (wino["continuation"], wino["gold"]) == ("was thirsty.", 1)
+
+
+def test_winogrande_scores_each_filled_context_before_the_one_continuation(llama):
+    model, tokenizer = llama
+    eval_set = CausalLMTask(task_cfg("tiny_commonsense")).eval_sets["winogrande"]
+    eval_set.load_as_eval_set(None)
+    rows = list(eval_set.load()["validation"])
+    hits = [multiple_choice_correct([loglikelihood(model, tokenizer, c, " " + r["continuation"])[0] for c in r["contexts"]],
+                                    r["contexts"], r["gold"])[0] for r in rows]
+    metrics = eval_set.evaluate_split(model, tokenizer, "validation", 6, "cpu")
+    assert metrics["acc"] == pytest.approx(100.0 * sum(hits) / len(rows))
+
+
+def test_llm_adapters_instructions_are_rebuilt_from_the_hub_columns():
+    """The instructions of LLM-Adapters' dataset/<task>/test.json (items quoted in public code), from the columns."""
+    from experiments.tasks.causal_lm import commonsense_instruction
+
+    assert commonsense_instruction("piqa", "Make outdoor pillow.", ["Blow into tin can and tie with rubber band.",
+                                                                    "Blow into trash bag and tie with rubber band."]) == (
+        "Please choose the correct solution to the question: Make outdoor pillow.\n\nSolution1: Blow into tin can and "
+        "tie with rubber band.\n\nSolution2: Blow into trash bag and tie with rubber band.\n\nAnswer format: "
+        "solution1/solution2")
+    assert commonsense_instruction("openbookqa", "A cactus stem is used to store", ["fruit", "liquid", "food", "spines"]) == (
+        "Please choose the correct answer to the question: A cactus stem is used to store\n\nAnswer1: fruit Answer2: "
+        "liquid Answer3: food Answer4: spines\n\nAnswer format: answer1/answer2/answer3/answer4")
+    assert commonsense_instruction("boolq", "does ethanol take more energy make that produces?", []) == (
+        "Please answer the following question with true or false, question: does ethanol take more energy make that "
+        "produces?\n\nAnswer format: true/false")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"split": "test", "dataset": {"path": "x"}, "promt_format": "{q}"}, r"task\.eval_sets\.gsm8k has unknown key\(s\) \['promt_format'\]"),
+    ({"dataset": {"path": "x"}}, r"task\.eval_sets\.gsm8k needs \['split'\]"),
+    ({"split": "test", "dataset": {"path": "x"}, "scorer": "bleu"}, r"task\.eval_sets\.gsm8k\.scorer must be one of"),
+    ({"split": "test", "dataset": {"path": "x"}, "scorer": "commonsense"}, r"task\.eval_sets\.gsm8k\.commonsense_task"),
+])
+def test_a_bad_eval_set_is_refused_naming_the_entry_and_key(entry, message):
+    from experiments.tasks.config import TaskConfigError
+
+    with pytest.raises(TaskConfigError, match=message):
+        CausalLMTask.parse_config({**task_cfg("tiny_metamathqa_gsm8k"), "eval_sets": {"gsm8k": entry}})
+
+
+def test_eval_splits_and_eval_sets_exclude_each_other():
+    with pytest.raises(ValueError, match="task.eval_splits and task.eval_sets exclude each other"):
+        CausalLMTask({**task_cfg("tiny_metamathqa_gsm8k"), "eval_splits": ["test"]})
+
+
+def test_an_eval_set_split_missing_from_its_files_names_the_set():
+    cfg = task_cfg("tiny_metamathqa_gsm8k")
+    cfg["eval_sets"]["gsm8k"]["split"] = "validation"
+    with pytest.raises(DataValidationError, match=r"tiny_metamathqa_gsm8k\.gsm8k.*'validation' not found"):
+        CausalLMTask(cfg).load()
+
+
+# ---------------------------------------------------------------------------- chat template: what was used
+def test_whether_the_chat_template_was_used_is_reported(llama):
+    _, tokenizer = llama
+    plain = CausalLMTask(gsm8k_cfg(template="chat"))
+    plain.train_dataset(tokenizer)
+    assert plain.ran() == {"prompt_template": "plain"}  # asked for, but this tokenizer has none
+    chat_tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "llm" / "tiny_llama")
+    chat_tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    chat = CausalLMTask(gsm8k_cfg(template="chat"))
+    data = chat.train_dataset(chat_tokenizer)
+    assert chat.ran() == {"prompt_template": "chat"}
+    assert chat_tokenizer.decode(data[0]["input_ids"]).count("<|assistant|>") == 1

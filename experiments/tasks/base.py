@@ -359,6 +359,11 @@ class Task(abc.ABC):
         own = task_cfg.get("budget_families")
         return frozenset(str(f) for f in own) if own else cls.budget_families
 
+    def ran(self) -> dict[str, Any]:
+        """What this task did that its config alone does not say (e.g. whether a chat template rendered the
+        prompts), for the run record's ``train.task``; called after training. Default: nothing."""
+        return {}
+
     def hold_out(self) -> None:
         """Carve the ``task.heldout`` validation split from the training split when loading
         (``protocol=heldout``); a missing or bad ``heldout:`` block is a ValueError naming it."""
