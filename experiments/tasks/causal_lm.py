@@ -159,7 +159,7 @@ class CausalLMTask(Task):
         self.multiple_inputs = config.multiple_inputs
         if self.multiple_inputs and self.eval_type != "multiple_choice":
             raise ValueError("task.multiple_inputs needs task.eval_type multiple_choice (the choices are contexts)")
-        self.template_used: str | None = None  # "chat" or "plain" once a prompt is rendered (uses_chat_template)
+        self.template_used: str | None = None  # "chat" or "plain" once the training data is built
         self.instruction_format: str | None = None  # the training prompt an eval set's acc_parsed is asked in
         self.eval_sets = self.eval_set_tasks(config)
 
@@ -331,9 +331,7 @@ class CausalLMTask(Task):
 
     def uses_chat_template(self, tokenizer) -> bool:
         """Whether prompts are rendered with the chat template: asked for and the tokenizer has one."""
-        used = self.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
-        self.template_used = "chat" if used else "plain"
-        return used
+        return self.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
 
     def render_prompt(self, tokenizer, row: Mapping[str, Any], prompt_format: str | None = None) -> str:
         """A row's prompt as the model sees it (chat template where used, else the plain text + separator);
@@ -367,6 +365,7 @@ class CausalLMTask(Task):
             encoded = [self.encode_example(tokenizer, row) for row in rows]
             return {key: [e[key] for e in encoded] for key in ("input_ids", "attention_mask", "labels")}
 
+        self.template_used = "chat" if self.uses_chat_template(tokenizer) else "plain"  # set here: map may be cached
         raw = self.load()[self.train_split]
         return tokenize(raw, encode, desc=f"Tokenizing {self.name} {self.train_split}")
 
