@@ -180,10 +180,26 @@ def model_content(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def content_of(config: Mapping[str, Any], cache: FingerprintCache | None = None) -> dict[str, Any]:
     """The ``content`` block of a resolved run config: its data's and its model's, known parts only."""
     out: dict[str, Any] = {}
-    data = data_content((config.get("task") or {}).get("dataset") or {}, cache)
+    task = config.get("task") or {}
+    data = data_content(task.get("dataset") or {}, cache)
     if data:
         out["data"] = data
+    more = {name: c for name, dataset in _more_datasets(task).items() if (c := data_content(dataset, cache))}
+    if more:  # the other data sets the task reads (a causal-LM task's eval sets)
+        out["more_data"] = more
     model = model_content(config.get("model") or {})
     if model:
         out["model"] = model
     return out
+
+
+def _more_datasets(task: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The task family's other data sets (``Task.more_datasets``); none where the family is unknown (the run
+    then fails resolving its config, naming it)."""
+    from experiments.tasks import family_of
+
+    try:
+        family = family_of(task)
+    except Exception:  # noqa: BLE001 - reported by experiments.spec.check_task
+        return {}
+    return family.more_datasets(task)

@@ -292,3 +292,19 @@ def test_whether_the_chat_template_was_used_is_reported(llama):
     data = chat.train_dataset(chat_tokenizer)
     assert chat.ran() == {"prompt_template": "chat"}
     assert chat_tokenizer.decode(data[0]["input_ids"]).count("<|assistant|>") == 1
+
+
+def test_an_eval_set_file_is_part_of_the_runs_content_identity(tmp_path):
+    """Editing an eval set's file changes the run's content (experiments.content: Task.more_datasets)."""
+    import shutil
+
+    from experiments.content import content_of
+
+    cfg = task_cfg("tiny_metamathqa_gsm8k")
+    test_file = tmp_path / "test.jsonl"
+    shutil.copy(DATA / "gsm8k" / "test.jsonl", test_file)
+    cfg["eval_sets"]["gsm8k"]["dataset"]["data_files"] = {"test": str(test_file)}
+    before = content_of({"task": cfg})["more_data"]["eval_sets.gsm8k"]["test"]
+    test_file.write_text(test_file.read_text(encoding="utf-8").replace("#### ", "#### 1"), encoding="utf-8")
+    after = content_of({"task": cfg})["more_data"]["eval_sets.gsm8k"]["test"]
+    assert before["sha256"] != after["sha256"]

@@ -359,6 +359,12 @@ class Task(abc.ABC):
         own = task_cfg.get("budget_families")
         return frozenset(str(f) for f in own) if own else cls.budget_families
 
+    @classmethod
+    def more_datasets(cls, task_cfg: Mapping) -> dict[str, Mapping]:
+        """The data sets a task reads besides ``task.dataset``, by name, for the run's content identity
+        (``experiments.content``): a file edited or a revision moved there changes what ran. Default: none."""
+        return {}
+
     def ran(self) -> dict[str, Any]:
         """What this task did that its config alone does not say (e.g. whether a chat template rendered the
         prompts), for the run record's ``train.task``; called after training. Default: nothing."""

@@ -172,6 +172,13 @@ class CausalLMTask(Task):
         return config
 
     @classmethod
+    def more_datasets(cls, task_cfg: Mapping) -> dict[str, Mapping]:
+        """Every eval set's data set (``eval_sets.<name>``): its files and revision are part of what ran."""
+        sets = task_cfg.get("eval_sets") or {}
+        return {f"eval_sets.{name}": entry["dataset"] for name, entry in sets.items()
+                if isinstance(entry, Mapping) and isinstance(entry.get("dataset"), Mapping)}
+
+    @classmethod
     def eval_set_tasks(cls, config: CausalLMConfig) -> dict[str, CausalLMTask]:
         """One task per ``eval_sets`` entry: its own data and formats, the template, separator and lengths of the
         task that trains (the model is asked the way it was trained); an entry's error names the entry."""
