@@ -28,7 +28,7 @@ from experiments.content import data_content, model_content
 from experiments.models import load_model, load_tokenizer
 from experiments.runner import PROJECT_ROOT, register_resolvers
 from experiments.sweeps import expand_sweep
-from experiments.tasks import build_task
+from experiments.tasks import build_task, get_family
 
 # Overrides that can change which model or data a job needs; the others (seed, budget, lr) cannot.
 _RELEVANT_PREFIXES = ("task", "model", "+task", "+model", "++task", "++model")
@@ -58,9 +58,15 @@ def _model_label(model: dict) -> str:
 
 
 def _dataset_label(task: dict) -> str:
-    dataset = task.get("dataset") or {}
-    if dataset.get("data_files"):
-        return f"{task['name']}: local files"
+    return _source_label(task["name"], task.get("dataset") or {})
+
+
+def _source_label(task_name: str, dataset: dict) -> str:
+    """A data set as the user reads it: hub id (config), its URLs, or the task's local files."""
+    files = dataset.get("data_files")
+    if files:
+        paths = [str(p) for value in files.values() for p in ([value] if isinstance(value, str) else value)]
+        return " ".join(paths) if all(p.startswith(("https://", "http://")) for p in paths) else f"{task_name}: local files"
     name = dataset.get("name")
     return f"{dataset.get('path')}" + (f" ({name})" if name else "")
 
@@ -93,18 +99,25 @@ def _configs(item: Item) -> tuple[dict, dict | None]:
 
 
 def revision_text(item: Item, resolved: bool) -> str:
-    """`` @ <revision>`` of a hub item, with ``= <commit>`` once ``resolved`` (after fetching); else ''."""
+    """`` @ <revision>`` of a hub item, with ``= <commit>`` once ``resolved`` (after fetching); else ''. A task
+    that reads more data sets (a causal-LM task's eval sets) lists each after it: ``; <name>: <id> @ <revision>``."""
     task, model = _configs(item)
     if item.kind == "dataset":
-        cfg = task.get("dataset") or {}
-        if cfg.get("data_files") or cfg.get("builder") or not cfg.get("path"):
-            return ""
-        sha = data_content(cfg).get("revision") if resolved else None
-    else:
-        cfg = model or {}
-        if cfg.get("source") != "hub":
-            return ""
-        sha = model_content(cfg).get("revision") if resolved else None
+        more = get_family(str(task.get("family"))).more_datasets(task)
+        return _data_revision(task.get("dataset") or {}, resolved) + "".join(
+            f"; {name}: {_source_label(task['name'], cfg)}{_data_revision(cfg, resolved)}" for name, cfg in more.items())
+    cfg = model or {}
+    if cfg.get("source") != "hub":
+        return ""
+    sha = model_content(cfg).get("revision") if resolved else None
+    return f" @ {cfg.get('revision') or 'main'}" + (f" = {sha}" if sha else "")
+
+
+def _data_revision(cfg: dict, resolved: bool) -> str:
+    """`` @ <revision>[ = <commit>]`` of a hub data set; '' for files."""
+    if cfg.get("data_files") or cfg.get("builder") or not cfg.get("path"):
+        return ""
+    sha = data_content(cfg).get("revision") if resolved else None
     return f" @ {cfg.get('revision') or 'main'}" + (f" = {sha}" if sha else "")
 
 

@@ -308,3 +308,16 @@ def test_an_eval_set_file_is_part_of_the_runs_content_identity(tmp_path):
     test_file.write_text(test_file.read_text(encoding="utf-8").replace("#### ", "#### 1"), encoding="utf-8")
     after = content_of({"task": cfg})["more_data"]["eval_sets.gsm8k"]["test"]
     assert before["sha256"] != after["sha256"]
+
+
+def test_prefetch_lists_every_eval_set_at_its_pinned_revision():
+    """``make prefetch`` fetches a task by loading it (its eval sets included) and lists each data set it reads."""
+    from omegaconf import OmegaConf
+
+    from experiments.prefetch import Item, _dataset_label, revision_text
+
+    task = task_cfg("metamathqa_gsm8k")
+    item = Item("dataset", _dataset_label(task), None, OmegaConf.to_yaml(task))
+    assert item.label + revision_text(item, resolved=False) == (
+        "meta-math/MetaMathQA @ aa4f34d3d2d3231299b5b03d9b3e5a20da45aa18; "
+        "eval_sets.gsm8k: openai/gsm8k (main) @ 740312add88f781978c0658806c59bc2815b9866")
