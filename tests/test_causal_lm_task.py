@@ -321,3 +321,12 @@ def test_prefetch_lists_every_eval_set_at_its_pinned_revision():
     assert item.label + revision_text(item, resolved=False) == (
         "meta-math/MetaMathQA @ aa4f34d3d2d3231299b5b03d9b3e5a20da45aa18; "
         "eval_sets.gsm8k: openai/gsm8k (main) @ 740312add88f781978c0658806c59bc2815b9866")
+
+
+def test_a_bad_row_of_a_url_data_file_is_reported_by_its_row():
+    """commonsense trains on a commit-pinned URL: an error there names the row (no local lines to count)."""
+    from experiments.tasks.base import SplitRef
+
+    url = "https://raw.githubusercontent.com/o/r/0123/ft-training_set/commonsense_170k.json"
+    err = SplitRef(f"file '{url}'", "train", (url,)).error(7, "output", "is empty")
+    assert str(err) == f"file '{url}', split 'train', row 7 (0-based), field 'output': is empty"

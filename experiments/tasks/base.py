@@ -62,6 +62,8 @@ def _locate_row(files: Sequence[str], row: int) -> tuple[str, int] | None:
     """(file, 1-based line) of the ``row``-th record over JSONL ``files`` (blank lines hold none)."""
     seen = 0
     for path in files:
+        if not os.path.isfile(path):  # a URL (a commit-pinned file on GitHub): no lines to point at
+            return None
         with open(path, encoding="utf-8") as fh:
             for line_number, line in enumerate(fh, start=1):
                 if not line.strip():
