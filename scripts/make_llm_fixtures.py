@@ -26,15 +26,18 @@ GOALS = [("keep bread fresh", "store it in a sealed bag", "leave it open in the 
          ("light a dark room", "switch on a lamp", "close the curtains")]
 
 
-def gsm8k_rows(n: int, seed: int) -> list[dict]:
+def _additions(n: int, seed: int):
+    """(who, what, a, b, question) of ``n`` one-step addition word problems (GSM8K's and MetaMathQA's rows)."""
     rng = random.Random(seed)
-    rows = []
     for _ in range(n):
         a, b = rng.randint(2, 40), rng.randint(2, 40)
         who, what = rng.choice(NAMES), rng.choice(ITEMS)
-        rows.append({"question": f"{who} has {a} {what} and buys {b} more. How many {what} does {who} have now?",
-                     "answer": f"{who} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {what}.\n#### {a + b}"})
-    return rows
+        yield who, what, a, b, f"{who} has {a} {what} and buys {b} more. How many {what} does {who} have now?"
+
+
+def gsm8k_rows(n: int, seed: int) -> list[dict]:
+    return [{"question": question, "answer": f"{who} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {what}.\n#### {a + b}"}
+            for who, what, a, b, question in _additions(n, seed)]
 
 
 def piqa_rows(n: int, seed: int) -> list[dict]:
@@ -49,15 +52,8 @@ def piqa_rows(n: int, seed: int) -> list[dict]:
 
 
 def metamathqa_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        who, what = rng.choice(NAMES), rng.choice(ITEMS)
-        question = f"{who} has {a} {what} and buys {b} more. How many {what} does {who} have now?"
-        rows.append({"query": question, "response": f"{who} has {a} + {b} = {a + b} {what}.\nThe answer is: {a + b}",
-                     "type": "GSM_Rephrased", "original_question": question})
-    return rows
+    return [{"query": question, "response": f"{who} has {a} + {b} = {a + b} {what}.\nThe answer is: {a + b}",
+             "type": "GSM_Rephrased", "original_question": question} for who, what, a, b, question in _additions(n, seed)]
 
 
 def _mc(rng: random.Random, n_choices: int) -> tuple[int, list[str]]:
