@@ -260,6 +260,8 @@ def test_llm_adapters_instructions_are_rebuilt_from_the_hub_columns():
     ({"dataset": {"path": "x"}}, r"task\.eval_sets\.gsm8k needs \['split'\]"),
     ({"split": "test", "dataset": {"path": "x"}, "scorer": "bleu"}, r"task\.eval_sets\.gsm8k\.scorer must be one of"),
     ({"split": "test", "dataset": {"path": "x"}, "scorer": "commonsense"}, r"task\.eval_sets\.gsm8k\.commonsense_task"),
+    ({"split": "test", "dataset": {"path": "x"}, "scorer": "gsm8k", "main_metric": "acc"},
+     r"task\.eval_sets\.gsm8k\.main_metric 'acc' is not one of its metrics \['exact_match_strict', 'exact_match_flexible'\]"),
 ])
 def test_a_bad_eval_set_is_refused_naming_the_entry_and_key(entry, message):
     from experiments.tasks.config import TaskConfigError

@@ -53,6 +53,7 @@ from experiments.llm_scoring import (
     multiple_choice_correct,
     truncate_at,
 )
+from experiments.metrics import _ROUGE_TYPES as ROUGE_TYPES
 from experiments.metrics import rouge_metrics
 from experiments.tasks.base import (
     DataValidationError,
@@ -185,8 +186,8 @@ class CausalLMTask(Task):
         if not config.eval_sets:
             return {}
         if config.eval_splits:
-            raise TaskConfigError("task.eval_splits and task.eval_sets exclude each other: an eval set names its own "
-                             "split (task.eval_sets.<name>.split)")
+            raise TaskConfigError("task.eval_splits and task.eval_sets exclude each other: an eval set names its "
+                                  "own split (task.eval_sets.<name>.split)")
         sets = {}
         for name, entry in config.eval_sets.items():
             where = f"task.eval_sets.{name}"
@@ -205,6 +206,9 @@ class CausalLMTask(Task):
                 eval_set = cls(cfg)
             except ValueError as err:
                 raise TaskConfigError(str(err).replace("task.", f"{where}.", 1)) from None
+            if eval_set.main_metric not in eval_set.metric_names():
+                raise TaskConfigError(f"{where}.main_metric {eval_set.main_metric!r} is not one of its metrics "
+                                      f"{eval_set.metric_names()}")
             eval_set.instruction_format = config.prompt_format  # acc_parsed asks as the model was trained
             sets[str(name)] = eval_set
         return sets
@@ -213,6 +217,13 @@ class CausalLMTask(Task):
     def default_eval_splits(self) -> list[str]:
         """No eval split of the training data when ``eval_sets`` report (they load their own)."""
         return [] if self.eval_sets else super().default_eval_splits()
+
+    def metric_names(self) -> list[str]:
+        """The metrics :meth:`evaluate_split` reports, known before anything runs (a main metric is checked)."""
+        if self.eval_type == "multiple_choice":
+            return ["acc", "acc_norm"] + (["acc_parsed"] if self.scorer == "commonsense" else [])
+        return {"gsm8k": ["exact_match_strict", "exact_match_flexible"], "commonsense": ["accuracy"],
+                "rouge": list(ROUGE_TYPES)}[self.scorer]
 
     def default_main_metric(self) -> str:
         if self.eval_sets:
@@ -503,10 +514,6 @@ def eval_set_metrics(per_set: Mapping[str, Mapping[str, float]], main: Mapping[s
     """``<set>_<metric>`` for every set's metrics, ``avg`` (the mean of each set's ``main`` metric, as
     LLM-Adapters and DoRA average their eight commonsense accuracies) and ``avg_<metric>`` where all sets have it."""
     out = {f"{name}_{key}": float(value) for name, metrics in per_set.items() for key, value in metrics.items()}
-    for name, metrics in per_set.items():
-        if main[name] not in metrics:
-            raise ValueError(f"task.eval_sets.{name}.main_metric {main[name]!r} is not one of its metrics "
-                             f"{sorted(metrics)}")
     out["avg"] = sum(float(per_set[n][main[n]]) for n in per_set) / len(per_set)
     shared = set.intersection(*(set(m) for m in per_set.values()))
     out.update({f"avg_{key}": sum(float(m[key]) for m in per_set.values()) / len(per_set) for key in sorted(shared)})
