@@ -21,7 +21,6 @@
 
 # %%
 from analysis.collect import collect, run_status, save
-from analysis.labels import method_label
 from analysis.paper import BACKBONE_LABELS, KNOWN_INCONSISTENCIES, PAPER_BACKBONES
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
@@ -33,7 +32,6 @@ from analysis.tables import (
     model_stem,
     model_tables,
     model_title,
-    paired_companion,
     protocol_table,
     protocols_present,
     results_table,
@@ -68,16 +66,7 @@ else:
 
 
 # %%
-def write(table, stem: str, title: str) -> None:
-    """The table as ``<stem>_<which>``, and beside a best-eval table its paired comparisons, if any."""
-    companion = paired_companion(table, stem, title)
-    report.table(table, f"{stem}_{table.attrs['which']}", title, latex=True)
-    if companion is not None:
-        report.table(*companion, latex=True)
-    elif table.attrs["which"] == "best" and has_ours(table):
-        report.note(f"{stem}_paired: not written, no method shares a seed with the reference "
-                    f"{method_label(table.attrs['reference'], table.attrs['labels'])} in this table")
-
+write = report.results  # a table as <stem>_<which>, and its paired comparisons beside it
 
 protocols = protocols_present(df) or ["paper"]
 for protocol in protocols:
