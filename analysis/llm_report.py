@@ -1,7 +1,7 @@
 """The decoder-LLM part of ``make figures``: its tables, the allocation proof and a rank heatmap per run.
 
 ``analysis/notebooks/llm_tables.py`` calls :func:`write_llm_outputs`; everything it writes is named
-``llm_*`` (``LLM_PREFIX``), which is how the report page (``analysis.index_page``) gathers its "Decoder
+``llm_*`` (``analysis.tables.llm_tables.LLM_PREFIX``), which is how the report page (``analysis.index_page``) gathers its "Decoder
 LLMs" section. Where the results hold no decoder run, nothing is written, not even a note: the page
 then has no such section.
 """
@@ -29,11 +29,11 @@ from analysis.tables import (
     protocols_present,
     scale_table,
 )
-from analysis.tables.llm_tables import LLM_FAMILY
+from analysis.tables.llm_tables import LLM_FAMILY, LLM_PREFIX
 
-LLM_PREFIX = "llm_"
-ALLOCATION_STEM = "llm_allocation"
-SCALES_STEM = "llm_peft_compare_scales"
+ALLOCATION_STEM = f"{LLM_PREFIX}allocation"
+SCALES_STEM = f"{LLM_PREFIX}peft_compare_scales"
+ALLOCATION_TITLE = "Proof that allocation ran: every rank-adaptive decoder run"
 
 
 def write_llm_outputs(report: Report, df: pd.DataFrame, records: Iterable[Mapping[str, Any]],
@@ -59,7 +59,8 @@ def write_llm_outputs(report: Report, df: pd.DataFrame, records: Iterable[Mappin
     decoder = [r for r in records if (r.get("run") or {}).get("family") == LLM_FAMILY]
     proof = allocation_table(decoder)
     if len(proof):
-        report.table(proof, ALLOCATION_STEM, f"Proof that allocation ran: {allocation_summary(proof)}")
+        proof.attrs["note"] = allocation_summary(proof)
+        report.table(proof, ALLOCATION_STEM, ALLOCATION_TITLE)
         stems.append(ALLOCATION_STEM)
     stems += _heatmaps(report, decoder)
     return stems

@@ -37,6 +37,7 @@ from analysis.tables.common import aggregate, assemble, of_protocol, successful,
 from analysis.tables.paired import compare
 
 LLM_FAMILY = "causal_lm"
+LLM_PREFIX = "llm_"  # every decoder file's name starts with it: the report page's decoder section gathers them
 PEFT_COMPARE_SWEEP = "peft_compare"
 MATH_METRICS = ("exact_match_flexible", "exact_match_strict")  # the main metric first
 AVERAGE = "avg"
@@ -145,7 +146,7 @@ def llm_tables(df: pd.DataFrame, layout: str = "math", which: str = "best", prot
 def llm_stem(layout: str, model: str, tag: str = "") -> str:
     """``llm_math_tiny_llama`` (+ the protocol tag); ``_best`` / ``_final`` / ``_paired`` follow. Every
     decoder file starts with ``llm_``: the report page gathers them in its decoder section."""
-    return f"llm_{layout}_{model}{tag}"
+    return f"{LLM_PREFIX}{layout}_{model}{tag}"
 
 
 def llm_title(layout: str, model: str) -> str:
