@@ -286,3 +286,51 @@ def test_report_page_has_a_decoder_section_only_when_decoder_runs_are_present(ma
     assert not list(without.glob("llm_*"))
     page = write_index(paper_runs, without).read_text(encoding="utf-8")
     assert "decoder-llms" not in page and "Decoder LLMs" not in page
+
+
+# ------------------------------------------------------------------------- real tiny decoder runs
+PROJECTIONS = ["W_q", "W_k", "W_v", "W_o", "W_gate", "W_up", "W_down"]
+STEPS = 6
+
+
+@pytest.mark.slow
+def test_table15_memory_of_a_real_tiny_adalora_run_is_that_of_its_init_r_tensors(tmp_path):
+    """LoRA and AdaLoRA at r=4 on a tiny Llama: AdaLoRA holds init_r = 1.5 r = 6 triplets per matrix all run
+    (its final weights keep every one, pruned ones masked), so Table 15 shows rank held 6 and the count of
+    those tensors as 'trainable start', beside the smaller count it is budgeted at ('trainable end')."""
+    from safetensors import safe_open
+
+    from experiments.runner import run
+    from tests.conftest import compose
+
+    for method in ("lora", "adalora"):
+        record = run(compose(["task=tiny_gsm8k", "model=tiny_llama", f"method={method}", "budget=llm_r4",
+                              f"output_root={tmp_path / 'runs'}", "trainer.progress=false",
+                              f"trainer.max_steps={STEPS}", "sweep_name=llm_math"]))
+        assert record["status"] == "success", record["reason"]
+    held = {}
+    for path in (tmp_path / "runs").rglob("final.safetensors"):
+        with safe_open(str(path), "pt") as weights:
+            tensors = {name: weights.get_tensor(name) for name in weights.keys()}
+        method = path.relative_to(tmp_path / "runs").parts[2]
+        held[method] = sum(t.numel() for t in tensors.values())
+        if method == "adalora":
+            assert {t.shape[0] for n, t in tensors.items() if n.endswith("lora_E")} == {6}  # init_r, never cut
+    table = cost_table(collect(tmp_path / "runs"), include_paper=False).reset_index().set_index("method")
+    assert table.loc["lora", "rank held"] == 4 and table.loc["adalora", "rank held"] == 6
+    assert table.loc["adalora", "trainable start"] == held["adalora"]  # the init_r tensors' count: 6 x ... + Λ
+    assert table.loc["adalora", "trainable end"] < held["adalora"]
+    assert table.loc["lora", "trainable start"] == table.loc["lora", "trainable end"] == held["lora"]
+    assert table.loc["adalora", "memory MB"] > 0 and table.loc["adalora", "GPU-h/run"] > 0
+
+    out = tmp_path / "figures"
+    records = [r for _, r, _ in load_records(tmp_path / "runs") if r is not None]
+    stems = write_llm_outputs(Report(out, "llm_tables"), collect(tmp_path / "runs"), records)
+    heatmap = next(s for s in stems if s.startswith("llm_rank_heatmap_tiny_gsm8k_adalora_llm_r4_tiny_llama"))
+    matrix = pd.read_csv(out / f"{heatmap}.csv", index_col=0)
+    assert list(matrix.index) == PROJECTIONS and list(matrix.columns) == ["0", "1"]  # 7 projections x 2 layers
+    adalora = next(r for r in records if r["run"]["method"] == "adalora")
+    assert matrix.to_numpy().sum() == sum(adalora["ranks"]["pattern"].values())
+    proof = allocation_table(records).set_index("method").loc["adalora"]
+    assert proof["allocator runs"] == STEPS and proof["rank changes"] == len(adalora["ranks"]["allocation"]["rank_changes"])
+    assert proof["total rank start"] == 6 * len(PROJECTIONS) * 2
