@@ -1,6 +1,6 @@
 """The decoder-LLM part of ``make figures``: its tables, the allocation proof and a rank heatmap per run.
 
-``analysis/notebooks/llm_tables.py`` calls :func:`write_llm_outputs`; everything it writes is named
+The results-tables notebook (``analysis/notebooks/results_tables.py``) calls :func:`write_llm_outputs`; everything it writes is named
 ``llm_*`` (``analysis.tables.llm_tables.LLM_PREFIX``), which is how the report page (``analysis.index_page``) gathers its "Decoder
 LLMs" section. Where the results hold no decoder run, nothing is written, not even a note: the page
 then has no such section.

@@ -17,10 +17,12 @@
 # set per protocol. Runs of any other model (the tiny ones included) get the same layouts of their own,
 # named by model (`table1_<model>_best`), with no paper numbers. Every method that ran appears (the
 # paper's first, others after them, under their labels); each cell is compared with `reference` over
-# shared seeds (`<table>_paired`: mean difference, 95% CI, paired t-test, Holm).
+# shared seeds (`<table>_paired`: mean difference, 95% CI, paired t-test, Holm). Decoder-LLM runs get their
+# own tables (`llm_*`, analysis.llm_report).
 
 # %%
-from analysis.collect import collect, run_status, save
+from analysis.collect import collect, load_records, run_status, save
+from analysis.llm_report import write_llm_outputs
 from analysis.paper import BACKBONE_LABELS, KNOWN_INCONSISTENCIES, PAPER_BACKBONES
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
@@ -107,6 +109,17 @@ if len(df):
                      f"All tasks, main metric (best eval, protocol {protocol})")
 else:
     report.note("no successful runs to summarise")
+
+# %% [markdown]
+# ## Decoder LLMs (issue 35), when the results hold causal-LM runs
+# Per model: math (GSM8K exact match, flexible / strict), commonsense (accuracy per evaluation set and their
+# average) and PEFT's MetaMathQA comparison, each method paired with `reference` by seed (`llm_*_paired`); the
+# proof that every rank-adaptive run allocated (`llm_allocation`) and its final ranks per layer and projection
+# (`llm_rank_heatmap_*`). Nothing is written where there is no decoder run.
+
+# %%
+records = [record for _, record, _ in load_records(results_root) if record is not None]
+print(f"{len(write_llm_outputs(report, df, records, reference))} decoder outputs written")
 
 # %% [markdown]
 # ## Known inconsistencies of the paper
