@@ -40,7 +40,7 @@ from analysis.tables.llm_tables import set_score
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 SOURCE = RUNS / "fixtures" / "tiny_glue_rte"
 MODEL = "llama3_2_1b"
-SETS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
+SETS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")  # conf/task/commonsense
 
 # GSM8K exact match (flexible, strict) per seed, as lm-evaluation-harness reports them (percent).
 LORA = {0: (41.0, 38.0), 1: (42.5, 39.0), 2: (40.0, 36.5)}
@@ -145,10 +145,13 @@ def test_llm_paired_p_values_equal_scipy_and_holm_over_the_table(math_root):
 
 
 def _sets(values: dict[str, float], parsed_offset: float = 0.0) -> dict[str, float]:
-    """Per set ``<set>_acc_parsed`` (the given values) and ``<set>_acc`` (offset), with ``avg`` of the parsed."""
+    """What a commonsense run records (experiments/tasks/causal_lm.py ``eval_set_metrics``): per set
+    ``<set>_acc_parsed`` (the given values) and ``<set>_acc`` (offset); ``avg``, the mean of the sets' main
+    metric (acc_parsed), and ``avg_<metric>`` for each metric every set reports."""
     metrics = {f"{name}_acc_parsed": value for name, value in values.items()}
     metrics |= {f"{name}_acc": value + parsed_offset for name, value in values.items()}
-    return {**metrics, "avg": float(np.mean(list(values.values())))}
+    average = float(np.mean(list(values.values())))
+    return {**metrics, "avg": average, "avg_acc_parsed": average, "avg_acc": average + parsed_offset}
 
 
 def test_commonsense_table_reads_the_sets_from_the_records_in_the_papers_order(tmp_path):
@@ -164,7 +167,7 @@ def test_commonsense_table_reads_the_sets_from_the_records_in_the_papers_order(t
     assert [c for c in text.columns if c.startswith("Commonsense")] == [f"Commonsense {lb}" for lb in labels]
     row = text.loc[("AdaLoRA", "r=8")]
     assert row["Commonsense BoolQ"] == "71.00 ± 1.41 (n=2)"  # acc_parsed, the score avg averages
-    assert row["Commonsense OBQA"] == "76.00 ± 2.83 (n=2)"
+    assert row["Commonsense OBQA"] == "76.00 ± 2.83 (n=2)"  # avg_acc_parsed / avg_acc are no sets
     averages = [np.mean([*values[s].values(), 50.0 + s]) for s in (0, 1)]
     assert row["Commonsense Avg."] == f"{np.mean(averages):.2f} ± {np.std(averages, ddof=1):.2f} (n=2)"
 
@@ -194,18 +197,24 @@ def test_budget_levels_order_by_rank_and_read_as_their_files_label():
     assert [budget_label(b) for b in ("llm_r4", "llm_r32@W_q,W_v", "glue_0.3m")] == ["r=4", "r=32 on W_q,W_v", "0.3M"]
 
 
+def _metamath(flex: float, strict: float) -> dict[str, float]:
+    """MetaMathQA -> GSM8K records its one eval set's scores (conf/task/metamathqa_gsm8k.yaml ``eval_sets.gsm8k``)."""
+    return {"gsm8k_exact_match_flexible": flex, "gsm8k_exact_match_strict": strict, "avg": flex,
+            "avg_exact_match_flexible": flex, "avg_exact_match_strict": strict}
+
+
 def test_peft_compare_runs_get_their_own_table_with_each_rows_update_scale(tmp_path):
     def scale(alpha: float, r: int, rule: str):
         return lambda record: record["params"].update(update_scale={"value": alpha / r, "rule": rule, "alpha": alpha,
                                                                     "r": r})
     for seed in (0, 1):
-        _decoder(tmp_path, "lora", seed, _math(47.8 - seed, 45.0), sweep="peft_compare", task="metamathqa_gsm8k",
+        _decoder(tmp_path, "lora", seed, _metamath(47.8 - seed, 45.0), sweep="peft_compare", task="metamathqa_gsm8k",
                  budget="llm_r32", edit=scale(64, 32, "alpha/r"))
-        _decoder(tmp_path, "adalora", seed, _math(37.3 + seed, 35.0), sweep="peft_compare", as_method="peft_adalora",
+        _decoder(tmp_path, "adalora", seed, _metamath(37.3 + seed, 35.0), sweep="peft_compare", as_method="peft_adalora",
                  label="AdaLoRA (PEFT)", task="metamathqa_gsm8k", budget="llm_r32", edit=scale(8, 64, "alpha/init_r"))
-        _decoder(tmp_path, "adalora", seed, _math(48.0 + seed, 46.0), sweep="peft_compare", task="metamathqa_gsm8k",
+        _decoder(tmp_path, "adalora", seed, _metamath(48.0 + seed, 46.0), sweep="peft_compare", task="metamathqa_gsm8k",
                  budget="llm_r32", edit=scale(96, 48, "alpha/init_r"))
-        _decoder(tmp_path, "lora", seed, _math(50.0, 48.0), task="metamathqa_gsm8k", budget="llm_r32")  # llm_math's
+        _decoder(tmp_path, "lora", seed, _metamath(50.0, 48.0), task="metamathqa_gsm8k", budget="llm_r32")  # llm_math's
     df = collect(tmp_path)
     compare = _text(llm_tables(df, "peft_compare")[MODEL])
     column = "MetaMathQA→GSM8K (EM flex/EM strict)"

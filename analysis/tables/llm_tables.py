@@ -65,33 +65,44 @@ def decoder_runs(df: pd.DataFrame) -> pd.DataFrame:
 def set_score(metrics: dict[str, float]) -> str | None:
     """The per-set score a run's ``avg`` averages: the ``SET_SCORES`` suffix whose ``<set>_<suffix>``
     values have ``avg`` as their mean; else the first suffix the run records; None without sets."""
-    found = [s for s in SET_SCORES if any(_set_of(m, s) for m in metrics)]
+    found = [s for s in SET_SCORES if any(_set_metric(m, (s,)) for m in metrics)]
     for score in found:
-        values = [v for m, v in metrics.items() if _set_of(m, score)]
+        values = [v for m, v in metrics.items() if _set_metric(m, (score,))]
         if AVERAGE in metrics and np.isclose(np.mean(values), metrics[AVERAGE], rtol=1e-9, atol=1e-9):
             return score
     return found[0] if found else None
 
 
-def _set_of(metric: str, score: str) -> str | None:
-    """``boolq`` of ``boolq_acc_parsed`` for the score ``acc_parsed``; None if the metric is no set's score."""
-    name = metric.removesuffix(f"_{score}")
-    return name if name != metric and name else None
+def _set_metric(metric: str, scores: tuple[str, ...]) -> tuple[str | None, str] | None:
+    """(set, score) of a metric that is one of ``scores``: ``boolq_acc_parsed`` -> ("boolq", "acc_parsed"),
+    ``exact_match_flexible`` (a task without eval sets) -> (None, ...); None for any other metric, the
+    averages over sets (``avg``, ``avg_<score>``) included."""
+    for score in scores:
+        if metric == score:
+            return None, score
+        name = metric.removesuffix(f"_{score}")
+        if name != metric and name and name != AVERAGE:
+            return name, score
+    return None
 
 
-def _set_rows(runs: pd.DataFrame, which: str) -> pd.DataFrame:
-    """The commonsense runs' metric rows, each set its own column: task ``<task>/<set>`` (and ``<task>/avg``)
-    with the set's score as the metric, only the score the run's average averages."""
+def _per_set(runs: pd.DataFrame, which: str, scores: tuple[str, ...] | None) -> pd.DataFrame:
+    """The metric rows of ``scores`` (None: per run, the score its ``avg`` averages, and ``avg`` itself), the
+    metric named by its score and the task by its set, ``<task>/<set>``, where a run reports several sets:
+    each set a column of its own (a task with one eval set, MetaMathQA's GSM8K, keeps its task's name)."""
     rows = []
     for _, run in runs.groupby("run_dir", sort=False):
         metrics = dict(zip(run["metric"], run[f"value_{which}"], strict=True))
-        score = set_score(metrics)
-        if score is None or AVERAGE not in metrics:
-            continue
-        for index, metric in zip(run.index, run["metric"], strict=True):
-            name = AVERAGE if metric == AVERAGE else _set_of(metric, score)
-            if name is not None:
-                rows.append({**run.loc[index].to_dict(), "task": f"{run.loc[index, 'task']}{SET_SEPARATOR}{name}"})
+        chosen = scores or (set_score(metrics),)
+        found = {i: _set_metric(m, chosen) for i, m in zip(run.index, run["metric"], strict=True)}
+        if scores is None:
+            found.update({i: (AVERAGE, AVERAGE) for i, m in zip(run.index, run["metric"], strict=True) if m == AVERAGE})
+        found = {i: hit for i, hit in found.items() if hit is not None}
+        several = len({name for name, _ in found.values()}) > 1
+        for index, (name, score) in found.items():
+            task = run.loc[index, "task"]
+            rows.append({**run.loc[index].to_dict(), "metric": score,
+                         "task": f"{task}{SET_SEPARATOR}{name}" if several and name else task})
     return pd.DataFrame(rows, columns=runs.columns)
 
 
@@ -102,15 +113,17 @@ def _set_key(column: tuple[str, str]) -> tuple:
 
 
 def layout_values(runs: pd.DataFrame, layout: str, which: str = "best") -> pd.DataFrame:
-    """The metric rows of one layout among decoder runs (``decoder_runs``), the table's columns as tasks."""
+    """The metric rows of one layout among decoder runs (``decoder_runs``), the table's columns as tasks:
+    commonsense, the runs with an average over sets scored by accuracy; math and peft_compare, the runs
+    scored by GSM8K's exact match (outside / inside the ``peft_compare`` sweep)."""
     values = values_of(runs, which)
+    values = values[(values["sweep"] == PEFT_COMPARE_SWEEP) == (layout == "peft_compare")]
     if layout == "commonsense":
-        with_average = set(values.loc[values["metric"] == AVERAGE, "run_dir"])
-        values = values[values["run_dir"].isin(with_average) & (values["sweep"] != PEFT_COMPARE_SWEEP)]
-        return _set_rows(values, which)
-    math = values[values["metric"].isin(MATH_METRICS)]
-    in_sweep = math["sweep"] == PEFT_COMPARE_SWEEP
-    return math[in_sweep] if layout == "peft_compare" else math[~in_sweep]
+        has_sets = values.groupby("run_dir")["metric"].agg(
+            lambda ms: AVERAGE in set(ms) and any(_set_metric(m, SET_SCORES) for m in ms))
+        return _per_set(values[values["run_dir"].map(has_sets).astype(bool)], which, None)
+    scored = np.array([_set_metric(m, MATH_METRICS) is not None for m in values["metric"]], dtype=bool)
+    return _per_set(values[scored], which, MATH_METRICS)
 
 
 def llm_table(values: pd.DataFrame, layout: str, model: str, which: str = "best",
