@@ -64,7 +64,7 @@ RUN_KEYS = ("sweep", "task", "family", "method", "budget", "seed", "model")
 # excluded), the saved weights' size, and the devices it ran on (1 where the record does not say); the
 # rank its adapter tensors are allocated at for the whole run (``rank_held``: AdaLoRA's init_r, which its
 # memory follows, not the target r it prunes to), its update scale and rule (``params.update_scale``), and
-# the targets where the run names its own (``targets``: the decoders' ``qv`` option; None = the level's).
+# the targets where the run's method names its own (``targets``; None = the budget level's).
 RECORD_FACTS = ["label", "protocol", "budget_target", "budget_gap", "trainable_start", "trainable_params",
                 "step_time_median_s", "adapter_bytes", "devices", "steps", "wall_time_s", "peak_memory_mb",
                 "rank_held", "update_scale", "update_rule", "targets"]
@@ -408,16 +408,15 @@ def _scale_facts(scale: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def run_targets(record: dict[str, Any]) -> str | None:
-    """The weight types a run adapts where its config names them (``method.targets``, or the budget
-    level's ``targets``), joined by ``,``; None where it adapts its budget level's own. A decoder run on
-    PEFT's default ``q_proj``/``v_proj`` is another row than the level's run on all seven projections."""
-    config = record.get("config") or {}
-    for block in ("method", "budget"):
-        targets = (config.get(block) or {}).get("targets") if isinstance(config.get(block), dict) else None
-        if isinstance(targets, str) and targets:
-            return targets
-        if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
-            return ",".join(targets)
+    """The weight types a run's method config names itself (``method.targets``), joined by ``,``; None where
+    it adapts its budget level's (a level on other targets, ``llm_qv_r8``, is named so already). A method
+    that narrows its targets under the level's name is another row than the level's own run."""
+    method = (record.get("config") or {}).get("method")
+    targets = method.get("targets") if isinstance(method, dict) else None
+    if isinstance(targets, str) and targets:
+        return targets
+    if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+        return ",".join(targets)
     return None
 
 

@@ -47,6 +47,8 @@ METHOD_ORDER = tuple(PAPER_METHODS)
 # A budget level run on other targets than the level's own (the decoders' ``qv`` option) is a row of
 # its own: ``llm_r8@W_q,W_v`` (``analysis.tables.llm_tables``).
 TARGETS_SEPARATOR = "@"
+# A decoder budget level on a named target set (``llm_qv_r8``: conf/budget, ``targets: qv``) reads as its file's label.
+TARGET_SET_LABELS = {"qv": "W_q W_v"}
 
 
 def task_label(task: str) -> str:
@@ -120,7 +122,8 @@ def budget_rank(budget: str) -> tuple[int, float, str]:
 
 def budget_label(budget: str) -> str:
     """A budget as the paper writes it: ``glue_0.3m`` -> ``0.3M``, ``qa_0.08`` / ``nlg_1.10`` -> ``0.08%`` / ``1.10%``;
-    a decoder level as its file's label: ``llm_r8`` -> ``r=8`` (``llm_r8@W_q,W_v`` -> ``r=8 on W_q,W_v``).
+    a decoder level as its file's label: ``llm_r8`` -> ``r=8``, ``llm_qv_r8`` -> ``r=8 (W_q W_v)`` (a run whose
+    method names its own targets: ``llm_r8@W_q,W_v`` -> ``r=8 on W_q,W_v``).
 
     ``none`` (full FT, BitFit: no budget level) shows as ``—``; an unknown label shows unchanged.
     """
@@ -130,8 +133,9 @@ def budget_label(budget: str) -> str:
         level, _, targets = budget.partition(TARGETS_SEPARATOR)
         return f"{budget_label(level)} on {targets}"
     family, _, number = budget.rpartition("_")
-    if family == "llm" and number.startswith("r"):
-        return f"r={number[1:]}"
+    if family.startswith("llm") and number[1:].isdigit():  # llm_r8; llm_qv_r8: the level on PEFT's q/v targets
+        targets = family.removeprefix("llm").lstrip("_")
+        return f"r={number[1:]}" + (f" ({TARGET_SET_LABELS.get(targets, targets)})" if targets else "")
     if family == "glue" and number.endswith("m"):
         return f"{number[:-1]}M"
     if family in ("qa", "nlg"):

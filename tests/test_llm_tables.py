@@ -180,7 +180,7 @@ def test_set_score_is_the_score_the_average_averages():
     assert set_score({"exact_match_flexible": 1.0}) is None
 
 
-def test_a_qv_targets_run_is_a_row_of_its_own_not_a_conflict(tmp_path):
+def test_a_run_whose_method_names_its_own_targets_is_a_row_of_its_own_not_a_conflict(tmp_path):
     def qv(record: dict) -> None:
         record["config"]["method"]["targets"] = ["W_q", "W_v"]
     for seed in (0, 1):
@@ -194,7 +194,8 @@ def test_a_qv_targets_run_is_a_row_of_its_own_not_a_conflict(tmp_path):
 def test_budget_levels_order_by_rank_and_read_as_their_files_label():
     levels = ["llm_r32", "llm_r4", "llm_r16@W_q,W_v", "llm_r16", "llm_r8"]
     assert sorted(levels, key=budget_rank) == ["llm_r4", "llm_r8", "llm_r16", "llm_r16@W_q,W_v", "llm_r32"]
-    assert [budget_label(b) for b in ("llm_r4", "llm_r32@W_q,W_v", "glue_0.3m")] == ["r=4", "r=32 on W_q,W_v", "0.3M"]
+    shown = [budget_label(b) for b in ("llm_r4", "llm_qv_r8", "llm_r32@W_q,W_v", "glue_0.3m")]
+    assert shown == ["r=4", "r=8 (W_q W_v)", "r=32 on W_q,W_v", "0.3M"]  # llm_qv_r8.yaml's label: r=8 (W_q W_v)
 
 
 def _metamath(flex: float, strict: float) -> dict[str, float]:
@@ -209,18 +210,19 @@ def test_peft_compare_runs_get_their_own_table_with_each_rows_update_scale(tmp_p
                                                                     "r": r})
     for seed in (0, 1):
         _decoder(tmp_path, "lora", seed, _metamath(47.8 - seed, 45.0), sweep="peft_compare", task="metamathqa_gsm8k",
-                 budget="llm_r32", edit=scale(64, 32, "alpha/r"))
+                 budget="llm_qv_r32", edit=scale(64, 32, "alpha/r"))
         _decoder(tmp_path, "adalora", seed, _metamath(37.3 + seed, 35.0), sweep="peft_compare", as_method="peft_adalora",
-                 label="AdaLoRA (PEFT)", task="metamathqa_gsm8k", budget="llm_r32", edit=scale(8, 64, "alpha/init_r"))
+                 label="AdaLoRA (PEFT)", task="metamathqa_gsm8k", budget="llm_qv_r32", edit=scale(8, 64, "alpha/init_r"))
         _decoder(tmp_path, "adalora", seed, _metamath(48.0 + seed, 46.0), sweep="peft_compare", task="metamathqa_gsm8k",
-                 budget="llm_r32", edit=scale(96, 48, "alpha/init_r"))
+                 budget="llm_qv_r32", edit=scale(96, 48, "alpha/init_r"))
         _decoder(tmp_path, "lora", seed, _metamath(50.0, 48.0), task="metamathqa_gsm8k", budget="llm_r32")  # llm_math's
     df = collect(tmp_path)
     compare = _text(llm_tables(df, "peft_compare")[MODEL])
     column = "MetaMathQA→GSM8K (EM flex/EM strict)"
-    assert list(compare.index) == [("LoRA", "r=32"), ("AdaLoRA", "r=32"), ("AdaLoRA (PEFT)", "r=32")]
-    assert compare.loc[("AdaLoRA (PEFT)", "r=32"), column] == "37.80 ± 0.71 / 35.00 ± 0.00 (n=2)"
-    assert compare.loc[("LoRA", "r=32"), column] == "47.30 ± 0.71 / 45.00 ± 0.00 (n=2)"
+    qv = "r=32 (W_q W_v)"  # conf/sweep/peft_compare.yaml: budget llm_qv_r32, PEFT's q_proj / v_proj
+    assert list(compare.index) == [("LoRA", qv), ("AdaLoRA", qv), ("AdaLoRA (PEFT)", qv)]
+    assert compare.loc[("AdaLoRA (PEFT)", qv), column] == "37.80 ± 0.71 / 35.00 ± 0.00 (n=2)"
+    assert compare.loc[("LoRA", qv), column] == "47.30 ± 0.71 / 45.00 ± 0.00 (n=2)"
     math = _text(llm_tables(df, "math")[MODEL])  # the sweep's runs are kept out of the math table
     assert list(math.index) == [("LoRA", "r=32")] and math.iloc[0][column] == "50.00 ± 0.00 / 48.00 ± 0.00 (n=2)"
     scales = scale_table(df).reset_index().set_index("method")

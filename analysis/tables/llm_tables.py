@@ -17,8 +17,9 @@ compared with ``reference`` over shared seeds, paired t-test, Holm across the ta
   schedule than ``llm_math``'s, so they are kept out of the math table (pooling them would be a
   conflict of configurations) and get this one; :func:`scale_table` lists each row's update scale.
 
-A budget level run on other targets than its own seven projections (PEFT's default ``q_proj``,
-``v_proj``: the ``qv`` option) is a row of its own, ``r=8 on W_q,W_v`` (``analysis.labels``).
+PEFT's default targets (``q_proj``, ``v_proj``) are budget levels of their own, ``llm_qv_r8`` read as
+``r=8 (W_q W_v)``; a run whose method names its own targets under a level's name is a row of its own,
+``r=8 on W_q,W_v`` (``analysis.labels``), never pooled with the level's run on all seven projections.
 """
 
 from __future__ import annotations
