@@ -278,7 +278,7 @@ def _decoder_html(out_dir: Path) -> tuple[str, list[tuple[str, str]]]:
     if not tables and not pngs:
         return "", []
     heatmaps = ["<h3>Final ranks per layer and projection, one per rank-adaptive run</h3>", *_figures_html(pngs)]
-    return ('<section id="decoder-llms"><h2>Decoder LLMs</h2><p>The causal-LM runs (issue 35): mean ± std over '
+    return ('<section id="decoder-llms"><h2>Decoder LLMs</h2><p>The causal-LM runs: mean ± std over '
             "seeds, each method paired with the reference by seed; the proof that every rank-adaptive run "
             f"allocated; its final ranks.</p>{_allocation_html(out_dir)}" + "".join(tables)
             + ("".join(heatmaps) if pngs else "") + "</section>"), entries

@@ -111,7 +111,7 @@ else:
     report.note("no successful runs to summarise")
 
 # %% [markdown]
-# ## Decoder LLMs (issue 35), when the results hold causal-LM runs
+# ## Decoder LLMs, when the results hold causal-LM runs
 # Per model: math (GSM8K exact match, flexible / strict), commonsense (accuracy per evaluation set and their
 # average) and PEFT's MetaMathQA comparison, each method paired with `reference` by seed (`llm_*_paired`); the
 # proof that every rank-adaptive run allocated (`llm_allocation`) and its final ranks per layer and projection

@@ -1,4 +1,4 @@
-"""The decoder-LLM tables (issue 35): math, commonsense and PEFT's method comparison, one per model.
+"""The decoder-LLM tables: math, commonsense and PEFT's method comparison, one per model.
 
 The runs are those of the ``causal_lm`` task family; each table lays them out as the paper's Table 1
 does (rows method x budget level, mean ± std over seeds, the measured trainable count, every method
