@@ -339,9 +339,18 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     keys["seed"] = int(seed) if parts[at].startswith(SEED_PREFIX) and seed.isdigit() else None
     if keys["seed"] is not None and not _is_count(keys["seed"]):
         keys["seed"] = None  # beyond int64: no integer column holds it
-    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
+    above = list(reversed(parts[:at]))
+    if len(above) > 4 and above[3] in _model_names():  # <sweep>/<model>/<task>/... (the decoder sweeps' run_dir)
+        keys["model"] = above.pop(3)
+    for name, part in zip(("budget", "method", "task", "sweep"), above, strict=False):
         keys[name] = part
     return keys
+
+
+def _model_names() -> set[str]:
+    """The model configs the suite ships (``conf/model/<name>.yaml``), by file name only: a sweep whose
+    run_dir puts the model above the task (``llm_math``) lays its runs out so."""
+    return {path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml")}
 
 
 def _has_checkpoint(run_dir: Path) -> bool:

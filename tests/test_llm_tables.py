@@ -299,6 +299,20 @@ def test_report_page_has_a_decoder_section_only_when_decoder_runs_are_present(ma
     assert "decoder-llms" not in page and "Decoder LLMs" not in page
 
 
+def test_a_decoder_sweep_run_that_never_wrote_its_record_is_listed_under_its_sweep_and_model(tmp_path):
+    """The decoder sweeps' run_dir puts the model above the task (conf/sweep/llm_math.yaml): a run with no
+    result.json yet is listed with its keys from that path, not with the model taken for the sweep."""
+    from analysis.collect import run_status
+
+    (tmp_path / "llm_math" / "tiny_llama" / "gsm8k" / "lora" / "llm_r8" / "seed=2").mkdir(parents=True)
+    (tmp_path / "glue" / "glue_rte" / "lora" / "glue_0.3m" / "seed=0").mkdir(parents=True)  # the paper's layout
+    rows = run_status(tmp_path).set_index("sweep")
+    assert rows.loc["llm_math", ["model", "task", "method", "budget", "seed", "status"]].tolist() == [
+        "tiny_llama", "gsm8k", "lora", "llm_r8", 2, "missing"]
+    assert rows.loc["glue", ["task", "method", "budget", "seed"]].tolist() == ["glue_rte", "lora", "glue_0.3m", 0]
+    assert pd.isna(rows.loc["glue", "model"])
+
+
 # ------------------------------------------------------------------------- real tiny decoder runs
 PROJECTIONS = ["W_q", "W_k", "W_v", "W_o", "W_gate", "W_up", "W_down"]
 STEPS = 6
