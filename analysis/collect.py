@@ -61,9 +61,13 @@ RUN_KEYS = ("sweep", "task", "family", "method", "budget", "seed", "model")
 # What a run's record says about the method and its cost, beside the run keys (``_record_facts``):
 # its display label, the evaluation protocol, the budget's target and relative gap, the trainable
 # count at the start and the end (``trainable_params``), the median optimiser-step time (evaluation
-# excluded), the saved weights' size, and the devices it ran on (1 where the record does not say).
+# excluded), the saved weights' size, and the devices it ran on (1 where the record does not say); the
+# rank its adapter tensors are allocated at for the whole run (``rank_held``: AdaLoRA's init_r, which its
+# memory follows, not the target r it prunes to), its update scale and rule (``params.update_scale``), and
+# the targets where the run's method names its own (``targets``; None = the budget level's).
 RECORD_FACTS = ["label", "protocol", "budget_target", "budget_gap", "trainable_start", "trainable_params",
-                "step_time_median_s", "adapter_bytes", "devices", "steps", "wall_time_s", "peak_memory_mb"]
+                "step_time_median_s", "adapter_bytes", "devices", "steps", "wall_time_s", "peak_memory_mb",
+                "rank_held", "update_scale", "update_rule", "targets"]
 STATUS_COLUMNS = [
     *RUN_KEYS, "status", "reason", "main_metric", "main_value_best", *RECORD_FACTS, "has_checkpoint", "run_dir",
     "schema_version", "config_hash", "config_group", "conflict",
@@ -75,8 +79,8 @@ RESULT_COLUMNS = [
 
 # Counts and seeds stay integers even where a run lacks them (pandas would otherwise turn them to floats).
 _COUNTS = {"seed": "Int64", "trainable_params": "Int64", "trainable_start": "Int64", "budget_target": "Int64",
-           "steps": "Int64", "adapter_bytes": "Int64", "devices": "Int64"}
-_FLOATS = {"budget_gap": float, "step_time_median_s": float}
+           "steps": "Int64", "adapter_bytes": "Int64", "devices": "Int64", "rank_held": "Int64"}
+_FLOATS = {"budget_gap": float, "step_time_median_s": float, "update_scale": float}
 SNAPSHOT_ENV = "ADALORA_COLLECTED"  # folder of a snapshot written by collected_once
 _SNAPSHOT_ROOT = "root.txt"
 
@@ -213,12 +217,14 @@ _PRINTED: set[str] = set()
 INT64 = (-(2**63), 2**63 - 1)
 NUMBER = "a number that fits a float64"
 _TEXT_FIELDS = ("run.sweep", "run.task", "run.family", "run.method", "run.budget", "run.model", "run.label",
-                "run.protocol", "reason", "metrics.main_metric", "env.git_sha", "train.precision")
+                "run.protocol", "reason", "metrics.main_metric", "env.git_sha", "train.precision",
+                "params.update_scale.rule")
 _COUNT_FIELDS = ("run.seed", "params.trainable_paper", "params.trainable_paper_start", "params.budget_target",
-                 "train.steps", "train.world_size", "weights.final.bytes")
-_NUMBER_FIELDS = ("params.budget_gap", "train.wall_time_s", "train.peak_memory_mb", "train.step_time_s.median")
+                 "train.steps", "train.world_size", "weights.final.bytes", "params.update_scale.r")
+_NUMBER_FIELDS = ("params.budget_gap", "train.wall_time_s", "train.peak_memory_mb", "train.step_time_s.median",
+                  "params.update_scale.value", "params.update_scale.alpha")
 _BLOCK_FIELDS = ("run", "metrics", "metrics.best", "metrics.final", "params", "train", "train.step_time_s",
-                 "weights", "env", "env.versions", "config", "identity", "identity.keys")
+                 "weights", "env", "env.versions", "config", "identity", "identity.keys", "params.update_scale")
 
 
 def record_problem(record: dict[str, Any]) -> str | None:
@@ -333,9 +339,18 @@ def _keys_from_path(run_dir: Path) -> dict[str, Any]:
     keys["seed"] = int(seed) if parts[at].startswith(SEED_PREFIX) and seed.isdigit() else None
     if keys["seed"] is not None and not _is_count(keys["seed"]):
         keys["seed"] = None  # beyond int64: no integer column holds it
-    for name, part in zip(("budget", "method", "task", "sweep"), reversed(parts[:at]), strict=False):
+    above = list(reversed(parts[:at]))
+    if len(above) > 4 and above[3] in _model_names():  # <sweep>/<model>/<task>/... (the decoder sweeps' run_dir)
+        keys["model"] = above.pop(3)
+    for name, part in zip(("budget", "method", "task", "sweep"), above, strict=False):
         keys[name] = part
     return keys
+
+
+def _model_names() -> set[str]:
+    """The model configs the suite ships (``conf/model/<name>.yaml``), by file name only: a sweep whose
+    run_dir puts the model above the task (``llm_math``) lays its runs out so."""
+    return {path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml")}
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -387,7 +402,31 @@ def _record_facts(record: dict[str, Any]) -> dict[str, Any]:
         "devices": train.get("world_size") or 1,
         "steps": train.get("steps"), "wall_time_s": train.get("wall_time_s"),
         "peak_memory_mb": train.get("peak_memory_mb"),
+        **_scale_facts(params.get("update_scale")), "targets": run_targets(record),
     }
+
+
+def _scale_facts(scale: dict[str, Any] | None) -> dict[str, Any]:
+    """``rank_held``, ``update_scale`` and ``update_rule`` (``alpha/init_r = 16/6``) of ``params.update_scale``:
+    the rank in the scale's rule is the one the kind allocates its tensors at (LoRA r, AdaLoRA init_r)."""
+    if not scale:
+        return {"rank_held": None, "update_scale": None, "update_rule": None}
+    rule, alpha, r = scale.get("rule"), scale.get("alpha"), scale.get("r")
+    shown = f"{rule} = {alpha:g}/{r}" if rule and alpha is not None and r is not None else rule
+    return {"rank_held": r, "update_scale": scale.get("value"), "update_rule": shown}
+
+
+def run_targets(record: dict[str, Any]) -> str | None:
+    """The weight types a run's method config names itself (``method.targets``), joined by ``,``; None where
+    it adapts its budget level's (a level on other targets, ``llm_qv_r8``, is named so already). A method
+    that narrows its targets under the level's name is another row than the level's own run."""
+    method = (record.get("config") or {}).get("method")
+    targets = method.get("targets") if isinstance(method, dict) else None
+    if isinstance(targets, str) and targets:
+        return targets
+    if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+        return ",".join(targets)
+    return None
 
 
 def run_status(root: str | Path) -> pd.DataFrame:

@@ -10,7 +10,9 @@ figures, the notes and the provenance of the runs: git sha(s), package versions,
 config for schema-1 records). Every Markdown table ``make figures`` wrote in this build is shown
 (the page is written in the build's staging folder: ``analysis.run_notebooks``), the analysis
 helper's paired and protocol tables (``table*_paired.md``, ``table1_protocols.md``) included when
-present; every file is read as UTF-8, and one that is not is left out with a line on stderr.
+present; every file is read as UTF-8, and one that is not is left out with a line on stderr. The
+decoder-LLM outputs (``llm_*``: ``analysis.llm_report``) have a section of their own, "Decoder LLMs",
+present only where the build wrote any.
 
 The page is static (no server, no network, no external asset: it opens from disk). A script on it
 checks itself once loaded: every image decoded (``complete`` and a non-zero ``naturalWidth``) and
@@ -30,9 +32,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analysis.collect import load_records, stored_or_computed_identity
 from analysis.paths import REPO_ROOT, read_output
 from analysis.run_summary import RunSummary, summarize
+from analysis.tables.llm_tables import LLM_PREFIX, allocation_summary
 from experiments.identity import identity_hash
 
 INDEX = "index.html"
@@ -160,8 +165,13 @@ def _table_key(path: Path) -> tuple[int, str]:
     return prefix, path.stem
 
 
+def _is_decoder(path: Path) -> bool:
+    """A decoder-LLM output (``analysis.llm_report``): shown in the page's decoder section, not among the others."""
+    return path.name.startswith(LLM_PREFIX) and not path.stem.endswith("_notes")
+
+
 def _figure_sections(out_dir: Path) -> list[tuple[str, list[Path]]]:
-    pngs = sorted(out_dir.glob("*.png"))
+    pngs = sorted(p for p in out_dir.glob("*.png") if not _is_decoder(p))
     sections, used = [], set()
     for heading, prefixes in FIGURE_SECTIONS:
         members = [p for p in pngs if p.name.startswith(prefixes)]
@@ -249,7 +259,47 @@ def _warnings_html(summary: RunSummary) -> str:
     return "".join(parts) + "</section>"
 
 
-def _toc_html(entries: list[tuple[str, str]], paper_only: list[tuple[str, str]]) -> str:
+def _figures_html(pngs: list[Path]) -> list[str]:
+    return [f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}" loading="eager">'
+            f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in pngs]
+
+
+def _decoder_html(out_dir: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The "Decoder LLMs" section (its tables, the allocation proof, a final-rank heatmap per rank-adaptive
+    run) and its table-of-contents entries; ("", []) where the build wrote no decoder output."""
+    tables, entries = [], []
+    for path in sorted((p for p in out_dir.glob("*.md") if _is_decoder(p)), key=_decoder_key):
+        text = read_output(path)
+        if text is None:
+            continue
+        tables.append(_table_html(path.stem, text)[0])
+        entries.append((f"{path.stem}-title", parse_markdown_table(text)[0] or path.stem))
+    pngs = sorted(p for p in out_dir.glob("*.png") if _is_decoder(p))
+    if not tables and not pngs:
+        return "", []
+    heatmaps = ["<h3>Final ranks per layer and projection, one per rank-adaptive run</h3>", *_figures_html(pngs)]
+    return ('<section id="decoder-llms"><h2>Decoder LLMs</h2><p>The causal-LM runs: mean ± std over '
+            "seeds, each method paired with the reference by seed; the proof that every rank-adaptive run "
+            f"allocated; its final ranks.</p>{_allocation_html(out_dir)}" + "".join(tables)
+            + ("".join(heatmaps) if pngs else "") + "</section>"), entries
+
+
+def _allocation_html(out_dir: Path) -> str:
+    """The allocation proof in one line (:func:`analysis.tables.allocation_summary` of the table the build wrote)."""
+    path = out_dir / f"{LLM_PREFIX}allocation.csv"
+    if not path.is_file():
+        return ""
+    summary = allocation_summary(pd.read_csv(path, encoding="utf-8"))
+    return f'<p id="allocation-summary"><strong>Allocation:</strong> {html.escape(summary)}</p>'
+
+
+def _decoder_key(path: Path) -> tuple[int, str]:
+    """The allocation proof first (did the adaptive runs allocate at all?), then the tables by name."""
+    return (0 if path.stem == f"{LLM_PREFIX}allocation" else 1, path.stem)
+
+
+def _toc_html(entries: list[tuple[str, str]], paper_only: list[tuple[str, str]],
+              decoder: list[tuple[str, str]] | None = None) -> str:
     def links(items: list[tuple[str, str]]) -> str:
         return "".join(f'<li><a href="#{html.escape(a)}">{html.escape(t)}</a></li>' for a, t in items)
 
@@ -259,6 +309,7 @@ def _toc_html(entries: list[tuple[str, str]], paper_only: list[tuple[str, str]])
             '<li><a href="#summary">What was run</a></li><li><a href="#warnings">Warnings</a></li>'
             f'<li><a href="#tables">Your results</a>{sub}</li>'
             + (f'<li><a href="#paper-only">Paper only</a>{only}</li>' if paper_only else "")
+            + (f'<li><a href="#decoder-llms">Decoder LLMs</a><ul>{links(decoder)}</ul></li>' if decoder else "")
             + '<li><a href="#figures">Figures</a></li><li><a href="#notes">Notes</a></li>'
             '<li><a href="#provenance">Provenance</a></li></ul></nav>')
 
@@ -273,8 +324,9 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
     prov = provenance(results_root)
     summary = summarize(results_root, out_dir)
     ours, paper_only = [], []
+    decoder, decoder_toc = _decoder_html(out_dir)
     for path in sorted(out_dir.glob("*.md"), key=_table_key):
-        if path.stem.endswith("_notes") or path.stem == "paper_inconsistencies":
+        if path.stem.endswith("_notes") or path.stem == "paper_inconsistencies" or _is_decoder(path):
             continue
         text = read_output(path)
         if text is None:
@@ -284,7 +336,7 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
         (ours if has_ours else paper_only).append((f"{path.stem}-title", title, table))
     parts = ["<h1>AdaLoRA reproduction report</h1>", _summary_html(summary, prov["built"]),
              _warnings_html(summary),
-             _toc_html([(a, t) for a, t, _ in ours], [(a, t) for a, t, _ in paper_only]),
+             _toc_html([(a, t) for a, t, _ in ours], [(a, t) for a, t, _ in paper_only], decoder_toc),
              '<h2 id="tables">Your results</h2>',
              "<p>Cells: yours as mean ± std over seeds (n = seeds); the paper's rows beneath, with "
              "Δ = yours − paper.</p>"]
@@ -292,11 +344,11 @@ def write_index(results_root: str | Path, out_dir: str | Path) -> Path:
     if paper_only:
         parts.append(f'<details class="paper-only" id="paper-only"><summary>Paper only: {len(paper_only)} '
                      "table(s) with no run of yours</summary>" + "".join(t for _, _, t in paper_only) + "</details>")
+    parts.append(decoder)
     parts.append('<h2 id="figures">Figures</h2>')
     for heading, pngs in _figure_sections(out_dir):
         parts.append(f"<h3>{html.escape(heading)}</h3>")
-        parts += [f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}" loading="eager">'
-                  f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in pngs]
+        parts += _figures_html(pngs)
     parts.append('<h2 id="notes">Notes</h2>')
     for path in sorted(out_dir.glob("*_notes.md")) + sorted(out_dir.glob("paper_inconsistencies.md")):
         text = read_output(path)

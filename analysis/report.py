@@ -14,7 +14,8 @@ from IPython.display import Image, Markdown, display
 from matplotlib.figure import Figure
 
 from analysis.figures import save_figure
-from analysis.tables import present, to_markdown, write_table
+from analysis.labels import method_label
+from analysis.tables import has_ours, paired_companion, present, to_markdown, write_table
 
 
 class Report:
@@ -38,3 +39,14 @@ class Report:
     def figure(self, fig: Figure, stem: str) -> None:
         png, _ = save_figure(fig, self.out / stem)
         display(Image(filename=str(png), width=800))
+
+    def results(self, table: pd.DataFrame, stem: str, title: str) -> None:
+        """A results table as ``<stem>_<which>`` and, beside a best-eval table, its paired comparisons
+        (``<stem>_paired``); where no method shares a seed with the reference, a note says so."""
+        companion = paired_companion(table, stem, title)
+        self.table(table, f"{stem}_{table.attrs['which']}", title, latex=True)
+        if companion is not None:
+            self.table(*companion, latex=True)
+        elif table.attrs["which"] == "best" and has_ours(table):
+            self.note(f"{stem}_paired: not written, no method shares a seed with the reference "
+                      f"{method_label(table.attrs['reference'], table.attrs['labels'])} in this table")

@@ -17,11 +17,12 @@
 # set per protocol. Runs of any other model (the tiny ones included) get the same layouts of their own,
 # named by model (`table1_<model>_best`), with no paper numbers. Every method that ran appears (the
 # paper's first, others after them, under their labels); each cell is compared with `reference` over
-# shared seeds (`<table>_paired`: mean difference, 95% CI, paired t-test, Holm).
+# shared seeds (`<table>_paired`: mean difference, 95% CI, paired t-test, Holm). Decoder-LLM runs get their
+# own tables (`llm_*`, analysis.llm_report).
 
 # %%
-from analysis.collect import collect, run_status, save
-from analysis.labels import method_label
+from analysis.collect import collect, load_records, run_status, save
+from analysis.llm_report import write_llm_outputs
 from analysis.paper import BACKBONE_LABELS, KNOWN_INCONSISTENCIES, PAPER_BACKBONES
 from analysis.paths import default_out_dir, default_results_root, in_repo, require_runs
 from analysis.report import Report
@@ -33,7 +34,6 @@ from analysis.tables import (
     model_stem,
     model_tables,
     model_title,
-    paired_companion,
     protocol_table,
     protocols_present,
     results_table,
@@ -68,16 +68,7 @@ else:
 
 
 # %%
-def write(table, stem: str, title: str) -> None:
-    """The table as ``<stem>_<which>``, and beside a best-eval table its paired comparisons, if any."""
-    companion = paired_companion(table, stem, title)
-    report.table(table, f"{stem}_{table.attrs['which']}", title, latex=True)
-    if companion is not None:
-        report.table(*companion, latex=True)
-    elif table.attrs["which"] == "best" and has_ours(table):
-        report.note(f"{stem}_paired: not written, no method shares a seed with the reference "
-                    f"{method_label(table.attrs['reference'], table.attrs['labels'])} in this table")
-
+write = report.results  # a table as <stem>_<which>, and its paired comparisons beside it
 
 protocols = protocols_present(df) or ["paper"]
 for protocol in protocols:
@@ -118,6 +109,17 @@ if len(df):
                      f"All tasks, main metric (best eval, protocol {protocol})")
 else:
     report.note("no successful runs to summarise")
+
+# %% [markdown]
+# ## Decoder LLMs, when the results hold causal-LM runs
+# Per model: math (GSM8K exact match, flexible / strict), commonsense (accuracy per evaluation set and their
+# average) and PEFT's MetaMathQA comparison, each method paired with `reference` by seed (`llm_*_paired`); the
+# proof that every rank-adaptive run allocated (`llm_allocation`) and its final ranks per layer and projection
+# (`llm_rank_heatmap_*`). Nothing is written where there is no decoder run.
+
+# %%
+records = [record for _, record, _ in load_records(results_root) if record is not None]
+print(f"{len(write_llm_outputs(report, df, records, reference))} decoder outputs written")
 
 # %% [markdown]
 # ## Known inconsistencies of the paper

@@ -8,6 +8,8 @@ One module per table family, the names below importable from here:
     paired        the comparisons with a reference method behind the ↑/↓ marks (``paired_table``)
     protocols     paper vs heldout protocol (``protocol_table``)
     cost          Table 15, training cost (``cost_table``)
+    llm_tables    decoder LLMs: math, commonsense and PEFT's comparison per model (``llm_tables``), the
+                  allocation proof of every rank-adaptive decoder run (``allocation_table``)
     formatting    strings in the paper's layout (``format_table``, ``present``)
     output        Markdown, LaTeX, caption notes and the files (``write_table``)
 
@@ -34,6 +36,16 @@ from analysis.tables.common import (
 )
 from analysis.tables.cost import COST_MEASURES, COST_RATIOS, cost_table
 from analysis.tables.formatting import format_params, format_table, present
+from analysis.tables.llm_tables import (
+    LLM_LAYOUTS,
+    allocation_summary,
+    allocation_table,
+    decoder_runs,
+    llm_stem,
+    llm_tables,
+    llm_title,
+    scale_table,
+)
 from analysis.tables.model_tables import (
     TABLE_FAMILIES,
     model_stem,
@@ -64,6 +76,8 @@ from analysis.tables.paper_tables import (
 from analysis.tables.protocols import protocol_table
 
 __all__ = [
+    "LLM_LAYOUTS", "allocation_summary", "allocation_table", "decoder_runs", "llm_stem", "llm_tables", "llm_title",
+    "scale_table",
     "ABLATION_TABLES", "COST_MEASURES", "COST_RATIOS", "GAP_LIMIT", "MAIN_TABLES", "OWN_REFERENCES", "PAIRED_COLUMNS",
     "PAIRED_TABLES", "PARAMS", "PROTOCOLS", "TABLES", "TABLE_FAMILIES", "TABLE_TITLES", "UnknownReference",
     "aggregate", "caption", "check_reference", "cost_table", "format_params", "format_table", "has_ours",

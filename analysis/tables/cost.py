@@ -10,9 +10,15 @@ from analysis.tables.common import successful
 
 COST_KEYS = ["task", "budget", "method", "protocol", "config_group"]
 COST_MEASURES = {  # column -> the run's fact (``_cost_runs``), each the median over the configuration's seeds
-    "step ms": "step_time_median_s", "memory MB": "peak_memory_mb", "trainable start": "trainable_start",
-    "trainable end": "trainable_params", "adapter MB": "adapter_bytes", "GPU-h/run": "gpu_hours",
+    "step ms": "step_time_median_s", "memory MB": "peak_memory_mb", "rank held": "rank_held",
+    "trainable start": "trainable_start", "trainable end": "trainable_params", "adapter MB": "adapter_bytes",
+    "GPU-h/run": "gpu_hours",
 }
+MEMORY_NOTE = ("memory MB is the run's measured peak (CUDA's allocator peak; on a CPU the process's peak resident "
+               "set). A rank-adaptive kind allocates its tensors at its initial rank for the whole run and masks "
+               "the triplets it prunes (AdaLoRA: init_r, not the target r), so its memory is that of 'rank held' "
+               "(params.update_scale.r: LoRA r, AdaLoRA init_r) and 'trainable start' (the count at init_r), "
+               "not of 'trainable end' (the count at the ranks kept, which the budget matches).")
 COST_RATIOS = {"step ms": "step ×LoRA", "memory MB": "memory ×LoRA", "trainable start": "start ×LoRA",
                "trainable end": "end ×LoRA", "adapter MB": "adapter ×LoRA", "GPU-h/run": "GPU-h ×LoRA"}
 
@@ -34,7 +40,9 @@ def cost_table(df: pd.DataFrame, include_paper: bool = True) -> pd.DataFrame:
     checkpoints excluded); peak memory, the trainable count at the start (``params.trainable_paper_start``)
     and at the end, the final weights' file size, and GPU-hours per run (whole-run wall time / 3600 x
     the run's device count, 1 where not recorded). Each is the median over the configuration's seeds
-    (NaN = n/a: the records predate the field). ``×LoRA`` columns divide by LoRA's row of the same
+    (NaN = n/a: the records predate the field). ``rank held`` is the rank the kind's tensors are allocated
+    at all run (``params.update_scale.r``): AdaLoRA's init_r, whose buffers its memory includes
+    (``MEMORY_NOTE``, in the caption). ``×LoRA`` columns divide by LoRA's row of the same
     task, budget, protocol, model and step count, where there is exactly one; the paper's Table 15
     ratios (AdaLoRA / LoRA, one V100, per epoch) stand beside them.
     """
@@ -66,5 +74,5 @@ def cost_table(df: pd.DataFrame, include_paper: bool = True) -> pd.DataFrame:
     table = table.sort_values("_order", kind="stable").drop(columns=["_order", "model"])
     table["config_group"] = table["config_group"].fillna("")
     table = table.astype({"steps": "Int64", "n": "Int64"}).set_index(COST_KEYS)
-    table.attrs.update(missing="n/a", significant=4)  # n/a: a field older records lack, or no LoRA row
+    table.attrs.update(missing="n/a", significant=4, note=MEMORY_NOTE)  # n/a: a field older records lack, or no LoRA row
     return table

@@ -80,6 +80,8 @@ def table_notes(table: pd.DataFrame) -> list[str]:
     if (isinstance(table.columns, pd.MultiIndex) and "paper" in table.columns.get_level_values("field")
             and any(not is_paper_method(m) for m in table.index.get_level_values("method"))):
         notes.append("—: a method the paper does not report.")
+    if table.attrs.get("note"):  # what a table's own columns mean (Table 15: which rank its memory is at)
+        notes.append(table.attrs["note"])
     missing = table.attrs.get("missing")
     if missing:
         notes.append(f"{missing}: the runs' records lack the field (older records), or no single LoRA row of the "
