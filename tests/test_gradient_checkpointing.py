@@ -4,6 +4,9 @@ allocator and orthogonal penalty run under it, and it is in a run's identity onl
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from experiments.runner import run_identity_block
 from experiments.spec import ConfigError, resolve
 from experiments.training import Trainer, TrainSettings
 from tests.conftest import tiny
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4  # AdaLoRA: tinit 1, tfinal 1, deltaT 1 -> the budget falls at steps 1-2, so the ranks must change
@@ -136,3 +140,30 @@ def test_a_backbone_without_checkpointing_support_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"^trainer.gradient_checkpointing=true: Linear does not support activation "
                                          r"checkpointing; set trainer.gradient_checkpointing=false for this model$"):
         enable_gradient_checkpointing(nn.Linear(2, 2))
+
+
+def two_process_ranks(out: Path, *extra: str) -> list[dict[str, Any]]:
+    """What each rank of a 2-process gloo run of our AdaLoRA on the tiny Llama ended with (tests/ddp_probe.py)."""
+    out.mkdir(parents=True)
+    overrides = ["task=tiny_gsm8k", "model=tiny_llama", "method=adalora", "budget=llm_r4", f"output_root={out}",
+                 "trainer.progress=false", "trainer.max_steps=6", "trainer.batch_size=2", *extra]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+@pytest.mark.slow  # two torchrun launches of two processes each
+def test_adalora_with_gradient_checkpointing_trains_under_ddp_as_without_it(tmp_path):
+    """huggingface/peft#1745's set-up (AdaLoRA, whose A and B are used inside the checkpointed blocks and again
+    in the penalty outside them, under DDP): non-reentrant checkpointing trains as the plain DDP run does."""
+    plain = two_process_ranks(tmp_path / "plain")
+    ckpt = two_process_ranks(tmp_path / "ckpt", "trainer.gradient_checkpointing=true")
+    assert ckpt[0]["world_size"] == 2 and ckpt[0]["pattern"] == ckpt[1]["pattern"] == plain[0]["pattern"]
+    assert sum(plain[0]["pattern"].values()) < 6 * len(plain[0]["pattern"])  # the allocator cut ranks from init_r
+    for name, lambdas in plain[0]["lambdas"].items():
+        assert torch.equal(ckpt[0]["masks"][name], plain[0]["masks"][name]), name
+        torch.testing.assert_close(ckpt[0]["lambdas"][name], lambdas, rtol=1e-5, atol=1e-7, msg=name)
+    assert ckpt[0]["train_loss"] == pytest.approx(plain[0]["train_loss"], rel=1e-6)
