@@ -127,7 +127,7 @@ demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds
 	$(PYTHON) -m analysis.demo --results-root $(OUT)/$$dir --out-dir $(OUT)/$$dir || status=1; \
 	exit $$status
 
-bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM; GPU: DeBERTaV3-base + BART-large) -> benchmarks/results/
+bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM + Llama-3.2-1B reduced; GPU: DeBERTaV3-base + BART-large + Llama-3.2-1B) -> benchmarks/results/
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m benchmarks.step_time $(ARGS)
 
 bench-loop: ## per-step time of the real loop (experiments.run), LoRA vs AdaLoRA, MiniLM x bbc_pair -> benchmarks/results/

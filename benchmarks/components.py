@@ -83,7 +83,7 @@ def measure(model_name: str, args: argparse.Namespace) -> dict[str, dict[str, An
     sched = Schedule(args.warmup, args.rounds * len(VARIANTS), args.delta_t)
     runs = variant_runs(model_name, sched, device, args.precision, FORMS[args.form])
     built = {"lora": runs["lora"], "adalora": runs["adalora"]}
-    batches = make_batches(built["lora"].model, spec.seq2seq, args.batch, args.length, device)
+    batches = make_batches(built["lora"].model, spec.head, args.batch, args.length, device)
     sync = sync_fn(device)
     for i in range(args.warmup):
         for run in built.values():

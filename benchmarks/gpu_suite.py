@@ -2,7 +2,7 @@
 
 ::
 
-    make bench-gpu                                        # the paper's shapes, batch 32 x 128, on the GPU
+    make bench-gpu                                        # the paper's shapes and Llama-3.2-1B's, batch 32 x 128
     python -m benchmarks.gpu_suite --only step_fp32 loop  # a subset
     python -m benchmarks.gpu_suite --timeout-each 150 --loop-steps 300   # inside a fixed time budget
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.models import ROOT
+from benchmarks.step_time import DEFAULT_MODELS
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 RUNS = ("step_fp32", "step_bf16", "components", "loop")
@@ -69,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_suite", description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--models", nargs="+", default=["deberta_v3_base", "bart_large"])
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS["cuda"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--rounds", type=int, default=20, help="round-robin rounds of the step-time runs")

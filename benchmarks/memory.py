@@ -49,7 +49,7 @@ def probe_memory(model_name: str, method: str, sched: Schedule, batch: int, leng
     run = build_peft_run(method, model_name, cfg, sched, device, precision=precision) if method in PEFT_METHODS \
         else build_our_run(method, model_name, cfg, sched, device, precision=precision)[0]
     run.step = sched.warmup  # same phase as the timed steps: decrease phase, masking every ΔT
-    batches = make_batches(run.model, spec.seq2seq, batch, length, device)
+    batches = make_batches(run.model, spec.head, batch, length, device)
     sync = sync_fn(device)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -93,7 +93,7 @@ def count_step_ops(model_name: str, method: str, device: torch.device, batch: in
     sched = Schedule(warmup=4, timed=4, delta_t=4)
     cfg = method_config(method, spec.level, sched, exact_rounding=exact_rounding)
     run = build_our_run(method, model_name, cfg, sched, device, precision=precision)[0]
-    batches = make_batches(run.model, spec.seq2seq, batch, length, device)
+    batches = make_batches(run.model, spec.head, batch, length, device)
     sync = sync_fn(device)
     for i in range(2):  # optimiser state and lazily built buffers exist from here on
         train_step(run, batches[i], sync)

@@ -56,7 +56,7 @@ def main() -> None:
         else:
             run, handle = build_our_run(method, args.model, cfg, sched, device)
             runs.append(run)
-    batches = make_batches(runs[0].model, spec.seq2seq, args.batch, args.length, device)
+    batches = make_batches(runs[0].model, spec.head, args.batch, args.length, device)
     sync = sync_fn(device)
     for i in range(args.warmup):
         for run in runs:

@@ -182,10 +182,10 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out: Path,
-                 markdown: Callable[[dict[str, Any]], str] = to_markdown) -> tuple[Path, Path]:
-    """``<out>/<device label>.json`` and ``.md`` (``markdown`` renders it: step time's by default)."""
+                 markdown: Callable[[dict[str, Any]], str] = to_markdown, label: str | None = None) -> tuple[Path, Path]:
+    """``<out>/<device label>[-<label>].json`` and ``.md`` (``markdown`` renders it: step time's by default)."""
     out.mkdir(parents=True, exist_ok=True)
-    label = report["environment"]["device"]
+    label = report["environment"]["device"] + (f"-{label}" if label else "")
     json_path, md_path = out / f"{label}.json", out / f"{label}.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path.write_text(markdown(report))

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from adalora.methods import MethodConfigError
 from benchmarks.memory import memory_in_subprocess, probe_memory
 from benchmarks.models import MODELS, ROOT, make_batches
 from benchmarks.op_count import op_report
@@ -75,6 +76,11 @@ __all__ = ["ALL_METHODS", "OUR_METHODS", "PEFT_METHODS", "RATIO_PAIRS", "Schedul
            "memory_in_subprocess", "parse_args", "run_benchmark", "targets_for", "write_report", "main"]
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
+
+# The paper's encoder and encoder-decoder shapes and a Llama-3.2-1B-shaped decoder: reduced on a CPU, whole
+# on a GPU (benchmarks/models.py).
+DEFAULT_MODELS = {"cpu": ["tiny", "minilm", "llama3_2_1b_reduced"],
+                  "cuda": ["deberta_v3_base", "bart_large", "llama3_2_1b"]}
 
 # Ratios reported per model (a/b); lora/peft_lora run the same computation, so theirs shows the
 # noise floor of the machine.
@@ -105,11 +111,15 @@ def benchmark_model(model_name: str, methods: Sequence[str], args: argparse.Name
                                        copy_from=handle if method == "peft_adalora" else None,
                                        precision=args.precision))
         else:
-            run, h = build_our_run(method, model_name, cfg, sched, device, precision=args.precision)
+            try:
+                run, h = build_our_run(method, model_name, cfg, sched, device, precision=args.precision)
+            except MethodConfigError as err:  # the method cannot adapt this backbone (BitFit: Llama has no biases)
+                skipped[method] = str(err)
+                continue
             handle = h if method == "adalora" else handle
             runs.append(run)
         log(f"  built {model_name}/{method}")
-    batches = make_batches(runs[0].model, spec.seq2seq, args.batch, args.length, device)
+    batches = make_batches(runs[0].model, spec.head, args.batch, args.length, device)
     load_before = _load()
     # warm-up, then timed blocks round-robin with a rotating order
     for i in range(args.warmup):
@@ -220,7 +230,7 @@ def environment(device: torch.device, threads: int, precision: str = "fp32") -> 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None,
-                   help="default: tiny minilm on CPU, deberta_v3_base bart_large on CUDA")
+                   help=f"default: {' '.join(DEFAULT_MODELS['cpu'])} on CPU, {' '.join(DEFAULT_MODELS['cuda'])} on CUDA")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=16)
@@ -237,6 +247,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--label", default=None,
+                   help="result files <device>-<label>.*, beside the default run's (e.g. llm: a decoder-only run)")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="bf16: the forward under autocast, as trainer.precision=bf16 (results file <device>-bf16.*)")
     p.add_argument("--form", choices=sorted(FORMS), default="device",
@@ -247,7 +259,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.models is None:
-        args.models = ["deberta_v3_base", "bart_large"] if args.device.startswith("cuda") else ["tiny", "minilm"]
+        args.models = DEFAULT_MODELS["cuda" if args.device.startswith("cuda") else "cpu"]
     if not Schedule(args.warmup, args.rounds * args.block, args.delta_t).warmup_masking_steps():
         p.error(f"--warmup {args.warmup} runs no masking step (t > warmup // 2 with t % ΔT == 0) before the timing, "
                 f"so the first mask's one-off costs would be timed; use --warmup > 2 * --delta-t "
@@ -298,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("MEMORY " + json.dumps(mem), flush=True)
         return
     report = run_benchmark(args, log=lambda s: print(s, flush=True))
-    json_path, md_path = write_report(report, args.out)
+    json_path, md_path = write_report(report, args.out, label=args.label)
     print(f"wrote {json_path} and {md_path}")
 
 

@@ -302,10 +302,36 @@ def load_model(
     return model
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """``trainer.gradient_checkpointing=true``: the backbone keeps only each block's inputs in the forward pass
+    and recomputes the block in the backward pass (transformers' activation checkpointing), trading a second
+    forward for the activation memory of a 1-8B decoder.
+
+    Non-reentrant (``use_reentrant=False``), because the reentrant form returns no gradient through a block
+    whose inputs do not require one: adapters on a frozen backbone would silently get none unless the
+    embeddings' output were forced to require gradients (``enable_input_require_grads``). The non-reentrant
+    form needs no such hook, restores the RNG state for the recompute (dropout draws the same masks), and is
+    the form DDP supports (docs/llm.md, "Gradient checkpointing"). ``model`` may wrap the backbone (PEFT's
+    ``PeftModel``): the outermost transformers model inside it is the one switched.
+    """
+    from transformers import PreTrainedModel
+
+    backbone = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if backbone is None or not backbone.supports_gradient_checkpointing:
+        raise ValueError(f"trainer.gradient_checkpointing=true: {type(backbone or model).__name__} does not support "
+                         "activation checkpointing; set trainer.gradient_checkpointing=false for this model")
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 __all__ = [
     "HEADS",
     "SOURCES",
     "TINY_TOKENIZER_DIR",
+    "enable_gradient_checkpointing",
     "load_config",
     "load_model",
     "load_tokenizer",

@@ -400,7 +400,7 @@ def config_identity(config: Mapping[str, Any], budget: str, blocks: tuple[str, .
             out[key] = without_null_defaults(value)
         elif key == "trainer" and isinstance(value, Mapping):
             both = {**{k: v for k, v in hparams.items() if k in trainer_cfg}, **set_values(value)}
-            out[key] = {k: v for k, v in both.items() if k not in NON_RESULT_TRAINER_KEYS}
+            out[key] = without_null_defaults({k: v for k, v in both.items() if k not in NON_RESULT_TRAINER_KEYS})
         elif key == "method" and isinstance(value, Mapping):
             both = {**{k: v for k, v in hparams.items() if k in method_cfg}, **set_values(value)}
             out[key] = {k: v for k, v in both.items() if k not in NON_RESULT_METHOD_KEYS}

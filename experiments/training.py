@@ -46,6 +46,7 @@ from adalora.methods import MethodHandle
 from adalora.optim import make_adamw
 from experiments import interrupts
 from experiments.interrupts import Interrupted
+from experiments.models import enable_gradient_checkpointing
 from experiments.precision import check_precision, make_accelerator
 from experiments.results import move_aside, replacing
 from experiments.seeding import set_seed as set_seed  # re-exported: its home was here (weights uses it too)
@@ -95,9 +96,15 @@ class TrainSettings:
     save_best: bool = True  # also keep the best evaluation's weights when best != final
     precision: str = "fp32"  # fp32 | bf16 | fp16: accelerate's autocast mixed precision (the official scripts: fp32)
     tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (PyTorch's own default is off for matmuls)
+    # Recompute each block's activations in the backward pass (experiments.models.enable_gradient_checkpointing):
+    # memory for time. Equal in exact arithmetic (the recompute replays the forward with its RNG state), but a
+    # recomputed kernel may round differently on some devices, so it stays in the identity: "result" True.
+    gradient_checkpointing: bool = field(default=False, metadata={"result": True})
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ValueError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r}: must be true or false")
 
 
 @dataclass
@@ -347,6 +354,8 @@ class Trainer:
         self.on_log = on_log
         self.identity = identity  # stored in checkpoints: the runner resumes only the same configuration
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+        if settings.gradient_checkpointing:  # before DDP wraps the model (docs/llm.md, "Gradient checkpointing")
+            enable_gradient_checkpointing(model)
         self.model = self.accelerator.prepare_model(model)
         batches = len(self._loader(0))
         self.total_steps = total_optimizer_steps(batches, settings)

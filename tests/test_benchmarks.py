@@ -128,6 +128,50 @@ def test_regularizer_is_timed_with_task_gradients_present():
     assert all(p.grad is None for p in run.params)
 
 
+def test_llama_shape_is_llama_3_2_1b_with_lora_r8_on_all_seven_projections():
+    """The decoder shape (issue 35, item 6) is Llama-3.2-1B's config, built on the meta device (no download):
+    1.24 B parameters, the output layer tied to the embeddings, 16 layers x 7 projections adapted at llm_r8."""
+    import torch
+
+    from benchmarks.models import build_model
+    from benchmarks.steps import build_our_run
+
+    meta = torch.device("meta")
+    model = build_model("llama3_2_1b", meta)
+    cfg = model.config
+    assert sum(p.numel() for p in model.parameters()) == 1_235_814_400
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.head_dim, cfg.vocab_size) == (2048, 8192, 16, 32, 8, 64, 128256)
+    assert cfg.rope_parameters["rope_theta"] == 500000.0 and cfg.rope_parameters["rope_type"] == "llama3"
+    sched = step_time.Schedule(warmup=3, timed=2, delta_t=1)
+    run, handle = build_our_run("lora", "llama3_2_1b", step_time.method_config("lora", "llm_r8", sched), sched, meta)
+    assert len(handle.adapted) == 16 * 7
+    # r = 8 on every projection: 8 x (q 2048+2048, k and v 2048+512, o 2048+2048, gate and up 2048+8192,
+    # down 8192+2048) per layer
+    assert run.trainable_paper == 16 * 8 * (2 * 4096 + 2 * 2560 + 3 * 10240) == 5_636_096  # what PEFT reports for r = 8 on all linear layers
+    reduced = build_model("llama3_2_1b_reduced", meta).config
+    assert (reduced.num_hidden_layers, reduced.head_dim, reduced.num_attention_heads // reduced.num_key_value_heads,
+            reduced.hidden_size, reduced.vocab_size) == (16, 64, 4, 256, 8192)
+
+
+def test_a_method_that_cannot_adapt_the_decoder_is_skipped_with_its_reason(tmp_path):
+    """BitFit on Llama (no biases) and the adapters (the llm levels size none) are skipped, saying why."""
+    args = step_time.parse_args([
+        "--models", "llama3_2_1b_reduced", "--methods", "bitfit", "adapter_houlsby", "lora", "adalora",
+        "--device", "cpu", "--batch", "1", "--length", "4", "--warmup", "3", "--rounds", "1", "--delta-t", "1",
+        "--reg-reps", "1", "--threads", "1", "--memory", "none", "--no-op-counts", "--out", str(tmp_path),
+        "--label", "llm"])
+    report = step_time.run_benchmark(args, log=lambda _: None)
+    model = report["models"]["llama3_2_1b_reduced"]
+    assert list(model["methods"]) == ["lora", "adalora"] and model["budget_level"] == "llm_r8"
+    assert "this llama model has no bias terms" in model["skipped"]["bitfit"]
+    assert model["skipped"]["adapter_houlsby"] == "no adapter_houlsby at budget level llm_r8 in the paper"
+    assert model["shares"]["adalora"]["regularizer_share"] > 0 and model["ratios"]["adalora/lora"]["flops"] > 1
+    json_path, _ = step_time.write_report(report, tmp_path, label=args.label)
+    assert json_path.name == "cpu-llm.json"  # beside the default run's cpu.json, not over it
+
+
 def test_nlg_budget_skips_adapters():
     sched = step_time.Schedule(warmup=4, timed=6, delta_t=2)
     assert step_time.method_config("adapter_houlsby", "nlg_1.10", sched) is None
@@ -227,7 +271,7 @@ TINY_ROUNDS: dict[str, str] = {
     "bench": "--device cpu --batch 2 --length 8 --warmup 3 --rounds 1 --delta-t 1 --reg-reps 1 --memory none "
              "--threads 1",
     "bench-loop": "--seeds 0 --model tiny_deberta --task tiny_glue_rte --steps 4 trainer.log_every=2",
-    "bench-gpu": "--device cpu --models tiny --batch 2 --length 8 --rounds 1 --memory none "
+    "bench-gpu": "--device cpu --models tiny llama3_2_1b_reduced --batch 2 --length 8 --rounds 1 --memory none "
                  "--only step_fp32 step_bf16 components",  # its loop is bench-loop's harness
     "bench-analysis": "--sizes 20",
 }
@@ -253,10 +297,16 @@ def test_one_tiny_round_of_each_bench_target(target, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == WRITES[target]
     if target == "bench":
         report = json.loads((tmp_path / "cpu.json").read_text())
-        assert list(report["models"]) == ["tiny", "minilm"]
-        for model in report["models"].values():
-            assert tuple(model["methods"]) == EXPECTED
-            assert model["op_counts"]["adalora_total"] > model["op_counts"]["lora_total"] > 0
+        assert list(report["models"]) == ["tiny", "minilm", "llama3_2_1b_reduced"]
+        for name, model in report["models"].items():
+            decoder = name == "llama3_2_1b_reduced"  # no BitFit (no biases), no adapters at the llm levels
+            assert tuple(model["methods"]) == tuple(m for m in EXPECTED if not (decoder and m in model["skipped"]))
+            assert set(model["skipped"]) == ({"bitfit", "adapter_houlsby", "adapter_pfeiffer"} if decoder else set())
+            ops = model["op_counts"]
+            assert ops["adalora_total"] > 0 and ops["lora_total"] > 0
+            if not decoder:
+                assert ops["adalora_total"] > ops["lora_total"]
         assert report["models"]["minilm"]["op_counts"]["adapted_matrices"] == 36  # 6 layers x 6 weight types
+        assert report["models"]["llama3_2_1b_reduced"]["op_counts"]["adapted_matrices"] == 112  # 16 x 7
     elif target == "bench-analysis":
         assert re.search(r"^ +20 .*s +\d+$", proc.stdout, flags=re.M), proc.stdout

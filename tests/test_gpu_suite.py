@@ -17,13 +17,13 @@ from benchmarks import gpu_suite, offline_kit
 from benchmarks.models import ROOT
 
 
-def test_default_plan_is_the_issue_measurements_at_the_paper_shapes():
+def test_default_plan_is_the_issue_measurements_at_the_paper_shapes_and_llama_3_2_1b():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):  # no silent fallback to a CPU run of the paper's shapes
             gpu_suite.parse_args([])
     commands = gpu_suite.plan(gpu_suite.parse_args(["--device", "cpu"]))
     assert list(commands) == ["step_fp32", "step_bf16", "components", "loop"]
-    shapes = ["--models", "deberta_v3_base", "bart_large", "--batch", "32", "--length", "128"]
+    shapes = ["--models", "deberta_v3_base", "bart_large", "llama3_2_1b", "--batch", "32", "--length", "128"]
     for name in ("step_fp32", "step_bf16", "components"):
         line = " ".join(commands[name])
         assert " ".join(shapes) in line, name
