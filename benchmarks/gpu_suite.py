@@ -2,14 +2,16 @@
 
 ::
 
-    make bench-gpu                                        # the paper's shapes and Llama-3.2-1B's, batch 32 x 128
+    make bench-gpu                                        # the paper's shapes (batch 32 x 128), Llama-3.2-1B's (8 x 128)
     python -m benchmarks.gpu_suite --only step_fp32 loop  # a subset
     python -m benchmarks.gpu_suite --timeout-each 150 --loop-steps 300   # inside a fixed time budget
 
 Runs, each in its own process, so that one failure (an out-of-memory, a missing package for the
 real loop) does not lose the others: the step-time benchmark in fp32 and in bf16
-(``<device>.*``, ``<device>-bf16.*``), AdaLoRA's step with parts left out (``<device>-components.*``)
-and the real loop through ``experiments.run`` (``<device>-real-loop.*``). Ends with one line per
+(``<device>.*``, ``<device>-bf16.*``), the same for the Llama-3.2-1B-shaped decoder in processes of its
+own (``<device>-llm.*``, ``<device>-bf16-llm.*``: its 1.24 B parameters in fp32 are the run most likely to
+run out of memory, and must not take the encoders' results with them), AdaLoRA's step with parts left
+out (``<device>-components.*``) and the real loop through ``experiments.run`` (``<device>-real-loop.*``). Ends with one line per
 run (done, failed or timed out, and its minutes) and a non-zero exit status if any did not finish.
 The first three need only torch, transformers, peft and accelerate; the real loop needs the
 experiment stack (Hydra, datasets) and the packaged MiniLM and BBC corpus (see
@@ -32,7 +34,10 @@ from benchmarks.models import ROOT
 from benchmarks.step_time import DEFAULT_MODELS
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
-RUNS = ("step_fp32", "step_bf16", "components", "loop")
+# The encoders share a process; the decoder (benchmarks/models.py's whole Llama-3.2-1B shape) has its own.
+DECODER_MODELS = [m for m in DEFAULT_MODELS["cuda"] if m.startswith("llama")]
+ENCODER_MODELS = [m for m in DEFAULT_MODELS["cuda"] if m not in DECODER_MODELS]
+RUNS = ("step_fp32", "step_bf16", "llm_fp32", "llm_bf16", "components", "loop")
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -40,14 +45,21 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
     shapes = ["--device", args.device, "--models", *args.models, "--batch", str(args.batch),
               "--length", str(args.length), "--out", str(args.out)]
     step = ["benchmarks.step_time", *shapes, "--rounds", str(args.rounds), "--memory", args.memory]
+    llm = ["benchmarks.step_time", "--device", args.device, "--models", *args.llm_models, "--batch", str(args.llm_batch),
+           "--length", str(args.length), "--out", str(args.out), "--rounds", str(args.rounds), "--memory", args.memory,
+           "--label", "llm"]
     commands = {
         "step_fp32": step,
         "step_bf16": [*step, "--precision", "bf16"],
+        "llm_fp32": llm,
+        "llm_bf16": [*llm, "--precision", "bf16"],
         "components": ["benchmarks.components", *shapes, "--rounds", str(args.rounds)],
         "loop": ["benchmarks.real_loop", "--model", args.loop_model, "--task", args.loop_task,
                  "--steps", str(args.loop_steps), "--seeds", *map(str, args.loop_seeds), "--out", str(args.out)],
     }
-    return {name: commands[name] for name in RUNS if name in args.only}
+    if not args.llm_models:
+        commands = {name: argv for name, argv in commands.items() if not name.startswith("llm_")}
+    return {name: commands[name] for name in RUNS if name in args.only and name in commands}
 
 
 def run_all(commands: dict[str, list[str]], timeout: float | None) -> dict[str, str]:
@@ -70,8 +82,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_suite", description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS["cuda"])
+    p.add_argument("--models", nargs="+", default=ENCODER_MODELS, help="the step-time and components runs' models")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--llm-models", nargs="*", default=DECODER_MODELS, help="the llm_* runs' models (empty: none)")
+    p.add_argument("--llm-batch", type=int, default=8, help="the llm_* runs' batch (x --length tokens)")
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--rounds", type=int, default=20, help="round-robin rounds of the step-time runs")
     p.add_argument("--memory", choices=("subprocess", "inprocess", "none"), default="inprocess")

@@ -22,12 +22,19 @@ def test_default_plan_is_the_issue_measurements_at_the_paper_shapes_and_llama_3_
         with pytest.raises(SystemExit):  # no silent fallback to a CPU run of the paper's shapes
             gpu_suite.parse_args([])
     commands = gpu_suite.plan(gpu_suite.parse_args(["--device", "cpu"]))
-    assert list(commands) == ["step_fp32", "step_bf16", "components", "loop"]
-    shapes = ["--models", "deberta_v3_base", "bart_large", "llama3_2_1b", "--batch", "32", "--length", "128"]
+    assert list(commands) == ["step_fp32", "step_bf16", "llm_fp32", "llm_bf16", "components", "loop"]
+    shapes = ["--models", "deberta_v3_base", "bart_large", "--batch", "32", "--length", "128"]
     for name in ("step_fp32", "step_bf16", "components"):
         line = " ".join(commands[name])
-        assert " ".join(shapes) in line, name
+        assert " ".join(shapes) in line and "llama" not in line, name
+    # the 1.24 B decoder in processes of its own: an out-of-memory there loses no encoder result
+    for name in ("llm_fp32", "llm_bf16"):
+        line = " ".join(commands[name])
+        assert "--models llama3_2_1b --batch 8 --length 128" in line and "--label llm" in line, name
     assert commands["step_bf16"][-2:] == ["--precision", "bf16"] and "--precision" not in commands["step_fp32"]
+    assert commands["llm_bf16"][-2:] == ["--precision", "bf16"] and "--precision" not in commands["llm_fp32"]
+    assert list(gpu_suite.plan(gpu_suite.parse_args(["--device", "cpu", "--llm-models"]))) == [
+        "step_fp32", "step_bf16", "components", "loop"]
     assert commands["loop"][:5] == ["benchmarks.real_loop", "--model", "minilm", "--task", "bbc_pair"]
     assert "1000" in commands["loop"]
 
