@@ -74,11 +74,13 @@ class Job:
     identity: str  # the resolved run config, minus the sweep's name and the budget's label
     lr: float | None = None  # an explicit trainer.lr (the lr_search_* sweeps), part of what a run is
     effective: str = ""  # effective_budget of the job's method config (a yaml-only row has no registered name)
+    model: str | None = None  # the model of a sweep that lists several (llm_math): part of what a run is
 
     @property
     def key(self) -> tuple:
         key = (self.task, self.method, self.effective, self.seed)
-        return key if self.lr is None else (*key, self.lr)
+        key = key if self.lr is None else (*key, self.lr)
+        return key if self.model is None else (*key, self.model)
 
     @property
     def fixed_size(self) -> bool:
@@ -144,7 +146,8 @@ def _job(cfg: DictConfig, overrides: list[str]) -> Job:
                 for k, v in cfg.items() if k not in ("hydra", "sweep_name", "run_dir", "budget")}
     identity["effective_budget"] = effective_budget(cfg.method, cfg.budget.name)
     return Job(tuple(overrides), cfg.task.name, cfg.method.name, cfg.budget.name, int(cfg.seed), run_dir,
-               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"])
+               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"],
+               cfg.model.name if any(o.startswith("model=") for o in overrides) else None)
 
 
 @functools.cache
