@@ -265,3 +265,15 @@ def test_every_shipped_llm_row_trains_meets_its_budget_and_reloads(tmp_path, swe
         assert abs(record["params"]["budget_gap"]) <= 1 / get_budget(cfg.budget.name).lora_r, (overrides, record["params"])
         again = reevaluate(next(out.rglob("result.json")).parent)
         assert again["reproduced"], (overrides, again["metrics"], again["recorded"])
+
+
+def test_an_lr_selection_refuses_to_pool_one_groups_runs_across_models():
+    """A selection is keyed by task x method x budget: lr_search_llm runs on one model, and runs of two models in
+    one results root are refused rather than averaged."""
+    from experiments.lr_search import Trial, select
+
+    trials = [Trial("gsm8k", "lora", "llm_r8", lr, 0, "success", 50.0, "exact_match_flexible", f"/r/{model}/{lr}",
+                    model=model) for model in ("llama3_2_1b", "qwen2_5_1_5b") for lr in (1e-4, 2e-4)]
+    assert select(trials[:2])["selected"]["gsm8k"]["lora"]["llm_r8"]["lr"] == 1e-4
+    with pytest.raises(ValueError, match=r"gsm8k/lora/llm_r8: search runs on models \['llama3_2_1b', 'qwen2_5_1_5b'\]"):
+        select(trials)
