@@ -232,7 +232,9 @@ def hours_text(hours: float | None) -> str:
 def table(rows: Iterable[str]) -> str:
     lines = ["| sweep | distinct runs | GPU-hours (A100-class, fp32, ±50%) |", "|---|---:|---:|"]
     for c in map(cost, rows):
-        lines.append(f"| `{c.row}` | {c.runs:,} | {hours_text(c.gpu_hours)} |")
+        precision = sweep_trainer(parse_row(c.row)[0]).get("precision") or "fp32"
+        note = "" if precision == "fp32" or c.gpu_hours is None else f" ({precision})"
+        lines.append(f"| `{c.row}` | {c.runs:,} | {hours_text(c.gpu_hours)}{note} |")
     return "\n".join(lines) + "\n"
 
 

@@ -98,6 +98,7 @@ def test_a_sweep_over_several_models_costs_every_models_runs_with_the_sweeps_own
     assert c.runs == 2 * 2
     assert c.gpu_hours == pytest.approx(2 * 100 * (0.35 + 0.5) / 3600)  # deberta x glue_rte: 0.35 s per step
     assert costs.header_line("two").startswith("# make costs: 4 distinct runs, <1 GPU-h (one A100-class GPU, bf16, ±50%)")
+    assert "| `two` | 4 | <1 (bf16) |" in costs.table(["two"])
 
 
 def test_make_lr_search_runs_every_lr_search_sweep():
