@@ -33,6 +33,7 @@ from experiments.sweeps import expand_sweep
 CONF = PROJECT_ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}
+ROOT_NODES = OmegaConf.load(CONF / "config.yaml")  # the entry config's own values, under every group file
 register_resolvers()
 
 GLUE_TASKS = ["glue_mnli", "glue_sst2", "glue_cola", "glue_qqp", "glue_qnli", "glue_rte", "glue_mrpc", "glue_stsb"]
@@ -121,12 +122,13 @@ def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...]
 
 
 def _with_groups(base: DictConfig, groups: tuple[str, ...]) -> DictConfig:
-    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file."""
+    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file, merged
+    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``)."""
     cfg = copy.deepcopy(base)
     with open_dict(cfg):
         for choice in groups:
             key, option = choice.split("=", 1)
-            cfg[key] = copy.deepcopy(_group_option(key, option))
+            cfg[key] = OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option))
     return cfg
 
 
