@@ -68,7 +68,7 @@ LR_SELECTED ?= conf/selected_lr$(LR_SUFFIX).yaml
 LR_OUT ?= $(OUT)_lr_search$(LR_SUFFIX)
 LR_SWEEP = $(PYTHON) -m experiments.run launcher=$(LAUNCHER) output_root=$(LR_OUT) protocol=$(PROTOCOL) $(ARGS)
 lr-search: ## baselines' learning-rate search (sweeps lr_search_*, runs in $(LR_OUT)), then the best lr per task x method x budget -> $(LR_SELECTED); PROTOCOL=heldout selects on validation
-	status=0; for s in lr_search_glue lr_search_squad lr_search_nlg; do $(LR_SWEEP) sweep=$$s || status=1; done; \
+	status=0; for s in lr_search_glue lr_search_squad lr_search_nlg lr_search_llm; do $(LR_SWEEP) sweep=$$s || status=1; done; \
 	$(LR_SWEEP) sweep=lr_search_glue method=bitfit budget=none || status=1; \
 	$(PYTHON) -m experiments.lr_search select $(LR_OUT)/lr_search --out $(LR_SELECTED) || status=1; exit $$status
 

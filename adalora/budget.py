@@ -1,7 +1,10 @@
 """Parameter budgets: the paper's budget levels as data, its way of counting, and the count rule.
 
 A budget level is a parameter count: :func:`budget_target` is LoRA at the level's ``lora_r`` on
-the six weight types of the actual backbone. A method reaches it through its own size knob
+the level's target set of the actual backbone: every projection (the paper's six weight types and
+their counterparts, ``targets: all``), or a named subset such as PEFT's default ``qv`` (W_q and W_v
+only), which every method of the run then adapts (:func:`level_settings`), so the methods stay
+matched on the matrices they train. A method reaches it through its own size knob
 (:func:`closest_knob`: the knob value whose count is closest, ties to the smaller). The paper's
 methods keep the paper's knob values where the paper states them (the columns of
 :class:`BudgetLevel`); docs/methods.md lists where those differ from the count rule.
@@ -51,6 +54,7 @@ class BudgetLevel:
     adalora_init_r: int
     houlsby_bottleneck: int | None = None
     pfeiffer_bottleneck: int | None = None
+    targets: str = "all"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> BudgetLevel:
@@ -71,6 +75,9 @@ class BudgetLevel:
         if missing:
             raise ValueError(f"{where}: missing key(s) {missing} (a level is at least name, family and lora_r)")
         values.setdefault("label", f"r={values['lora_r']}")
+        values.setdefault("targets", "all")
+        if values["targets"] not in TARGET_SETS:
+            raise ValueError(f"{where}: targets must be one of {sorted(TARGET_SETS)}, got {values['targets']!r}")
         values.setdefault("adalora_target_r", values["lora_r"])
         if values.get("adalora_init_r") is None:
             values["adalora_init_r"] = math.ceil(1.5 * values["adalora_target_r"])
@@ -84,6 +91,10 @@ class BudgetLevel:
         return cls(**{k: values.get(k) for k in known})
 
 
+#: A level's ``targets``: the weight types its target is measured on and its methods adapt. ``all``: every
+#: projection of the backbone (its architecture's weight types); ``qv``: W_q and W_v only, PEFT's default
+#: ``target_modules`` for Llama, Qwen, Gemma and Mistral (q_proj, v_proj; GPT-2's fused c_attn).
+TARGET_SETS: dict[str, tuple[str, ...] | None] = {"all": None, "qv": ("W_q", "W_v")}
 _INT_KEYS = frozenset({"lora_r", "adalora_target_r", "adalora_init_r", "houlsby_bottleneck", "pfeiffer_bottleneck"})
 _OPTIONAL_KEYS = frozenset({"houlsby_bottleneck", "pfeiffer_bottleneck"})
 # The suite's own levels: conf/budget/*.yaml of the checkout (the only copy of their values).
@@ -175,9 +186,32 @@ def get_budget(name: str) -> BudgetLevel:
 
 def budget_target(model: nn.Module, level: BudgetLevel) -> int:
     """The level's trainable-parameter target on ``model``: LoRA at rank ``level.lora_r`` on the
-    backbone's full target set (the paper's six weight types on its backbones), ``lora_r · Σ (d_in + d_out)``. Call it on the model before a method is applied."""
+    level's target set (``all``: the backbone's full set, the paper's six weight types on its
+    backbones), ``lora_r · Σ (d_in + d_out)``. Call it on the model before a method is applied."""
     arch = architecture_of(model)
-    return level.lora_r * target_width(model, arch, arch.weight_types)
+    return level.lora_r * target_width(model, arch, TARGET_SETS[level.targets] or arch.weight_types)
+
+
+def level_settings(level: BudgetLevel, values: Mapping[str, Any], setting_names: Iterable[str],
+                   method: str) -> dict[str, Any]:
+    """The method settings a level's target set imposes: ``{"targets": (...)}`` for a level on a subset
+    (``qv``), nothing for ``all`` (each kind's own default, every projection).
+
+    The budget is measured on those targets, so a method sized by the level must adapt exactly them: a
+    kind without a ``targets`` setting, or a method that names other targets itself (``lora_qk``), is
+    refused rather than compared at a budget measured on matrices it does not train.
+    """
+    chosen = TARGET_SETS[level.targets]
+    if chosen is None:
+        return {}
+    if "targets" not in set(setting_names):
+        raise ValueError(f"budget {level.name!r} (targets: {level.targets}) sizes methods on {list(chosen)} only, "
+                         f"but method {method!r} has no targets setting; use a level with targets: all")
+    given = values.get("targets")
+    if given is not None and tuple(given) != chosen:
+        raise ValueError(f"method {method!r} sets targets {list(given)} but budget {level.name!r} is measured on "
+                         f"{list(chosen)} (targets: {level.targets}); drop method.targets or use a level with targets: all")
+    return {"targets": chosen}
 
 
 def closest_knob(count: Callable[[int], int], target: int, limit: int = MAX_KNOB) -> int:

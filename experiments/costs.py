@@ -15,12 +15,15 @@ them fails a test. Where they go:
   there replaces the file's list, as in ``python -m experiments.run``);
 - one line in each sweep file's header, starting with ``# make costs:``.
 
-A sweep's *runs* are its distinct run directories: the cartesian product of its parameters, where
-a method without a size knob (full FT, BitFit) maps every budget to one ``none`` directory, as the
-runner does. Its *GPU-hours* sum over those runs optimiser steps × seconds per step: T = max_steps,
-else epochs × ceil(train examples / batch size) from the task's hparams for that method (as the
-runner merges them); seconds per step are the assumptions below (one A100-class GPU, fp32, the
-paper's batch, a LoRA-type step; ±50%, evaluation left out). A sweep on a model × task without an
+A sweep's *runs* are its distinct run directories: the cartesian product of its parameters (the
+model too, where a sweep lists several), where a method without a size knob (full FT, BitFit) maps
+every budget to one ``none`` directory, as the runner does. Its *GPU-hours* sum over those runs
+optimiser steps × seconds per step: T = max_steps, else epochs × ceil(train examples / batch size)
+from the task's hparams for that method (as the runner merges them) under the sweep file's own
+``trainer`` values; seconds per step are the assumptions below (one A100-class GPU, the paper's
+batch, a LoRA-type step, in the sweep's ``trainer.precision``: fp32 for the paper's sweeps, bf16 for
+the decoder LLM sweeps; ±50%, evaluation left out: on the generation tasks, GSM8K above all,
+evaluation adds a sizeable share). A sweep on a model × task without an
 assumption (tiny models, the CPU demo, a sweep of your own) gets its runs and no GPU-hours; add its
 line to :data:`SECONDS_PER_STEP` to estimate it.
 """
@@ -51,6 +54,8 @@ TRAIN_EXAMPLES = {
     "glue_mnli": 392_702, "glue_sst2": 67_349, "glue_qqp": 363_846, "glue_qnli": 104_743, "glue_cola": 8_551,
     "glue_rte": 2_490, "glue_mrpc": 3_668, "glue_stsb": 5_749, "squad_v1": 87_599, "squad_v2": 130_319,
     "xsum": 204_045, "cnndm": 287_113,
+    # decoder LLM tasks: GSM8K train; MetaMathQA (its runs stop at max_steps); LLM-Adapters' commonsense_170k
+    "gsm8k": 7_473, "metamathqa_gsm8k": 395_000, "commonsense": 170_420,
 }
 #: Seconds per optimiser step, model x task, LoRA-type step at the task's batch size, one A100-class GPU in
 #: fp32 (assumed from sequence lengths and batch sizes, not measured; a V100 is ~1.5x slower).
@@ -66,6 +71,16 @@ SECONDS_PER_STEP = {
 # no disentangled attention (assumed, not measured).
 SECONDS_PER_STEP.update({("roberta_base", f"roberta_base/glue_{task}"): seconds for task, seconds in {
     "mnli": 0.05, "sst2": 0.04, "mrpc": 0.05, "cola": 0.04, "qnli": 0.08, "qqp": 0.05, "rte": 0.10, "stsb": 0.05}.items()})
+#: Decoder LLMs (sweeps llm_math, llm_commonsense, peft_compare, lr_search_llm), bf16 autocast, LoRA-type step on all
+#: seven projections. Assumed, not measured: a frozen base costs ~4 x parameters x tokens FLOPs per step (forward,
+#: and the backward through activations only), at ~40% of an A100's 312 bf16 TFLOP/s, plus ~50% overhead (padding,
+#: optimiser, data), from the tokens per step: GSM8K batch 16 x ~250 tokens, commonsense_170k 16 x ~160,
+#: MetaMathQA (PEFT's batch 4) 4 x ~350. Parameters: 1.24B, 1.54B, 3.2B, 8.0B, 7.2B.
+_LLM_SECONDS = {"llama3_2_1b": (0.25, 0.16, 0.10), "qwen2_5_1_5b": (0.30, 0.20, 0.12),
+                "llama3_2_3b": (0.60, 0.40, 0.22), "llama3_1_8b": (1.40, 0.90, 0.50),
+                "mistral_7b": (1.30, 0.85, 0.45)}  # (gsm8k, commonsense, metamathqa_gsm8k)
+SECONDS_PER_STEP.update({(model, task): seconds for model, row in _LLM_SECONDS.items()
+                         for task, seconds in zip(("gsm8k", "commonsense", "metamathqa_gsm8k"), row)})
 #: A method's step over a LoRA step: full FT updates every weight, AdaLoRA adds its allocator and penalty
 #: (kind adalora, and PEFT's), DoRA its weight-norm pass (an assumption, not a measurement).
 STEP_FACTOR_BY_NAME = {"full_ft": 1.4, "peft_dora": 1.5, "peft_adalora": 1.1}
@@ -117,15 +132,21 @@ def parse_row(row: str) -> tuple[str, dict[str, list[str]]]:
     return name, parsed
 
 
-def jobs(name: str, overrides: Mapping[str, list[str]] | None = None) -> tuple[str, list[dict[str, str]]]:
-    """(model, every job of the sweep as {key: value}) after the command-line ``overrides``."""
+def jobs(name: str, overrides: Mapping[str, list[str]] | None = None) -> list[dict[str, str]]:
+    """Every job of the sweep as {key: value} (``model`` included) after the command-line ``overrides``."""
     sweep = _yaml(CONF / "sweep" / f"{name}.yaml")
     params = {k: _listed(v) for k, v in ((sweep.get("hydra") or {}).get("sweeper") or {}).get("params", {}).items()}
     params.update(overrides or {})
-    params.setdefault("budget", [_defaults_override(sweep, "budget") or DEFAULT_BUDGET])
-    model = (params.pop("model", None) or [_defaults_override(sweep, "model") or "deberta_v3_base"])[0]
+    for group, default in (("budget", DEFAULT_BUDGET), ("model", "deberta_v3_base"), ("task", "glue_rte")):
+        params.setdefault(group, [_defaults_override(sweep, group) or default])
     keys = sorted(params)
-    return model, [dict(zip(keys, values)) for values in itertools.product(*(params[k] for k in keys))]
+    return [dict(zip(keys, values)) for values in itertools.product(*(params[k] for k in keys))]
+
+
+def sweep_trainer(name: str) -> dict[str, Any]:
+    """The sweep file's own ``trainer`` values (PEFT's batch and steps in peft_compare, bf16), which win over
+    the task's hparams as they do in a run."""
+    return dict(_yaml(CONF / "sweep" / f"{name}.yaml").get("trainer") or {})
 
 
 def _method(name: str) -> dict[str, Any]:
@@ -150,24 +171,29 @@ def _kind(method: Mapping[str, Any]) -> str | None:
     return resolve_kind(method)[1].kind
 
 
-def run_hours(model: str, job: Mapping[str, str]) -> float | None:
-    """GPU-hours of one run (None without an assumption for its model x task)."""
-    return _hours(model, job["task"], job["method"])
+def run_hours(model: str, job: Mapping[str, str], trainer: Mapping[str, Any] | None = None) -> float | None:
+    """GPU-hours of one run (None without an assumption for its model x task, or without its task file);
+    ``trainer``: the sweep file's own trainer values."""
+    steering = tuple(sorted((k, v) for k, v in (trainer or {}).items() if k in ("batch_size", "grad_accum", "max_steps",
+                                                                             "epochs") and v is not None))
+    return _hours(model, job["task"], job["method"], steering)
 
 
 @cache
-def _hours(model: str, task: str, method_name: str) -> float | None:
-    """Steps and step time depend on the model, the task and the method only (not on lr, seed or budget)."""
+def _hours(model: str, task: str, method_name: str, trainer: tuple[tuple[str, Any], ...] = ()) -> float | None:
+    """Steps and step time depend on the model, the task, the method and the sweep's trainer values only
+    (not on lr, seed or budget)."""
     from adalora.methods import resolve_kind
     from experiments.spec import task_hparams  # the one hyperparameter precedence
 
     seconds = SECONDS_PER_STEP.get((model, task))
     examples = TRAIN_EXAMPLES.get(task.rsplit("/", 1)[-1])  # a backbone's folder of a task: the same data
-    if seconds is None or examples is None:
+    task_file = CONF / "task" / f"{task}.yaml"
+    if seconds is None or examples is None or not task_file.is_file():
         return None
     method = _method(method_name)
     name, kind, defaults = resolve_kind(method)
-    hp = task_hparams(_yaml(CONF / "task" / f"{task}.yaml"), name, tuple(kind.hparams_blocks({**defaults, **method})))
+    hp = {**task_hparams(_yaml(task_file), name, tuple(kind.hparams_blocks({**defaults, **method}))), **dict(trainer)}
     batch = int(hp["batch_size"]) * int(hp.get("grad_accum") or 1)
     steps = hp.get("max_steps") or int(hp["epochs"]) * math.ceil(examples / batch)
     factor = STEP_FACTOR_BY_NAME.get(method_name, STEP_FACTOR_BY_KIND.get(_kind(method), 1.0))
@@ -176,10 +202,12 @@ def _hours(model: str, task: str, method_name: str) -> float | None:
 
 def cost(row: str) -> Cost:
     name, overrides = parse_row(row)
-    model, all_jobs = jobs(name, overrides)
-    distinct = {_run_key(job): job for job in all_jobs}
-    hours = [run_hours(model, job) for job in distinct.values()]
-    missing = tuple(sorted({f"{model} x {j['task']}" for j, h in zip(distinct.values(), hours) if h is None}))
+    distinct = {_run_key(job): job for job in jobs(name, overrides)}
+    trainer = sweep_trainer(name)
+    hours = [run_hours(job["model"], job, trainer) for job in distinct.values()]
+    missing = tuple(sorted({f"{j['model']} x {j['task']}" + ("" if (CONF / "task" / f"{j['task']}.yaml").is_file()
+                                                              else f" [no conf/task/{j['task']}.yaml]")
+                            for j, h in zip(distinct.values(), hours) if h is None}))
     return Cost(row, len(distinct), None if missing else sum(hours), missing)
 
 
@@ -204,13 +232,16 @@ def hours_text(hours: float | None) -> str:
 def table(rows: Iterable[str]) -> str:
     lines = ["| sweep | distinct runs | GPU-hours (A100-class, fp32, ±50%) |", "|---|---:|---:|"]
     for c in map(cost, rows):
-        lines.append(f"| `{c.row}` | {c.runs:,} | {hours_text(c.gpu_hours)} |")
+        precision = sweep_trainer(parse_row(c.row)[0]).get("precision") or "fp32"
+        note = "" if precision == "fp32" or c.gpu_hours is None else f" ({precision})"
+        lines.append(f"| `{c.row}` | {c.runs:,} | {hours_text(c.gpu_hours)}{note} |")
     return "\n".join(lines) + "\n"
 
 
 def header_line(name: str) -> str:
     c = cost(name)
-    hours = (f"{hours_text(c.gpu_hours)} GPU-h (one A100-class GPU, fp32, ±50%)" if c.gpu_hours is not None
+    precision = sweep_trainer(name).get("precision") or "fp32"
+    hours = (f"{hours_text(c.gpu_hours)} GPU-h (one A100-class GPU, {precision}, ±50%)" if c.gpu_hours is not None
              else f"GPU-h not estimated ({', '.join(c.unestimated)}: no seconds-per-step assumption)")
     return f"{HEADER_PREFIX}{c.runs} distinct runs, {hours}; arithmetic and assumptions: experiments/costs.py"
 

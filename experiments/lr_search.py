@@ -17,6 +17,10 @@ from train, never on dev: ``make lr-search PROTOCOL=heldout`` runs the sweeps wi
 ``protocol=heldout`` into their own output root and writes ``conf/selected_lr_heldout.yaml``, which
 the held-out runs read (a run reads the selection file of its own protocol).
 
+A selection is keyed by task × method × budget, not by model: runs of one group on two models are
+refused rather than averaged. The decoder search (``lr_search_llm``) runs on Llama-3.2-1B, and its
+selection serves every decoder of ``llm_math`` / ``llm_commonsense`` (an assumption their headers state).
+
 Selection rules (all deterministic):
   * score of a run = its best evaluation of the task's main metric (``metrics.best``, the number
     the tables report; ``--which final`` for the last evaluation); under ``protocol=heldout``, the
@@ -70,6 +74,7 @@ class Trial:
     metric: str | None
     run_dir: str
     protocol: str = DEFAULT_PROTOCOL
+    model: str | None = None  # the record's run.model: a selection holds one model's learning rates
 
 
 def _budget_key(method: str, budget: str) -> str:
@@ -96,7 +101,7 @@ def trial_from_record(record: RunRecord | Mapping[str, Any], run_dir: str, which
     return Trial(task=run["task"], method=run["method"], budget=_budget_key(run["method"], run["budget"]),
                  lr=float(lr), seed=int(run["seed"]), status=record.status.value,
                  score=None if value is None else float(value), metric=metric, run_dir=run_dir,
-                 protocol=run.get("protocol") or DEFAULT_PROTOCOL)
+                 protocol=run.get("protocol") or DEFAULT_PROTOCOL, model=run.get("model"))
 
 
 def collect_trials(results_root: str | os.PathLike, which: str = "best") -> list[Trial]:
@@ -137,6 +142,10 @@ def select(trials: Iterable[Trial]) -> dict[str, Any]:
     selected: dict[str, Any] = {}
     unresolved, incomplete = [], []
     for (task, method, budget), by_lr in sorted(groups.items()):
+        models = sorted({str(t.model) for runs in by_lr.values() for t in runs})
+        if len(models) > 1:
+            raise ValueError(f"{task}/{method}/{budget}: search runs on models {models}; a selection is keyed by task x "
+                             "method x budget, so select each model's runs from its own results root")
         evidence, best = {}, None
         for lr in sorted(by_lr):
             runs = by_lr[lr]

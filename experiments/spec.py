@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from adalora.budget import BudgetLevel
+from adalora.budget import BudgetLevel, level_settings
 from adalora.methods import (
     DESCRIPTIVE_KEYS,
     METHODS,
@@ -300,6 +300,10 @@ def _method_settings(kind: type[MethodHandle], defaults: Mapping[str, Any], meth
     own = {f.name for f in dataclasses.fields(kind.settings_cls)}
     method = {**{k: v for k, v in hp.items() if k in own}, **{k: v for k, v in method_cfg.items() if v is not None}}
     if level is not None:
+        try:
+            method.update(level_settings(level, {**defaults, **method}, own, str(method_cfg.get("name"))))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         values = {**defaults, **{k: v for k, v in method.items() if k not in DESCRIPTIVE_KEYS}}
         try:
             knobs = kind.budget_knobs(level, values, None)
@@ -392,8 +396,9 @@ def config_identity(config: Mapping[str, Any], budget: str, blocks: tuple[str, .
     for key, value in config.items():
         if key in NON_RESULT_KEYS:
             continue
-        if key == "budget":
-            out[key] = budget
+        if key == "budget":  # a level on a target subset (targets: qv) is another run than its name alone says
+            targets = value.get("targets", "all") if isinstance(value, Mapping) and budget != "none" else "all"
+            out[key] = budget if targets == "all" else {"name": budget, "targets": targets}
         elif key == "task" and isinstance(value, Mapping):
             out[key] = {k: without_null_defaults(v) if k == "dataset" else v for k, v in value.items() if k != "hparams"}
         elif key == "model" and isinstance(value, Mapping):

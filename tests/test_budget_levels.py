@@ -37,6 +37,8 @@ PAPER_LEVELS = {
 }
 # The decoder levels (docs/llm.md): LoRA r on the seven projections; AdaLoRA ends at r from 1.5 r.
 LLM_LEVELS = {f"llm_r{r}": ("llm", f"r={r}", r, r, r * 3 // 2, None, None) for r in (4, 8, 16, 32)}
+# PEFT's default targets (W_q, W_v only): the same ranks, measured on and applied to those two weight types.
+LLM_QV_LEVELS = {f"llm_qv_r{r}": ("llm", f"r={r} (W_q W_v)", r, r, r * 3 // 2, None, None, "qv") for r in (4, 8, 16, 32)}
 
 
 def _compose(*overrides: str):
@@ -45,12 +47,12 @@ def _compose(*overrides: str):
 
 
 def test_the_papers_levels_keep_their_values():
-    assert {name: BudgetLevel(name, *row) for name, row in {**PAPER_LEVELS, **LLM_LEVELS}.items()} == dict(BUDGET_LEVELS)
+    assert {name: BudgetLevel(name, *row) for name, row in {**PAPER_LEVELS, **LLM_LEVELS, **LLM_QV_LEVELS}.items()} == dict(BUDGET_LEVELS)
 
 
 def test_the_torch_only_reader_reads_every_shipped_budget_yaml_as_hydras_yaml_does():
     paths = sorted(SHIPPED_BUDGET_DIR.glob("*.yaml"))
-    assert len(paths) == len(PAPER_LEVELS) + len(LLM_LEVELS) + 1  # + none.yaml
+    assert len(paths) == len(PAPER_LEVELS) + len(LLM_LEVELS) + len(LLM_QV_LEVELS) + 1  # + none.yaml
     for path in paths:
         assert parse_flat_yaml(path.read_text(), str(path)) == yaml.safe_load(path.read_text()), path
     with pytest.raises(ValueError, match=r"x.yaml, line 2: '\{r: 2\}' is not an integer, null or a plain"):

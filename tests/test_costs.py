@@ -4,6 +4,7 @@ so a sweep file changed without them fails here."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 
 import pytest
@@ -82,3 +83,25 @@ def test_gpu_hours_are_steps_times_seconds_per_step():
 def test_make_lr_search_runs_the_bitfit_row_the_docs_cost():
     makefile = (costs.ROOT / "Makefile").read_text()
     assert "sweep=lr_search_glue method=bitfit budget=none" in makefile
+
+
+def test_a_sweep_over_several_models_costs_every_models_runs_with_the_sweeps_own_trainer_values(checkout, monkeypatch):
+    """The decoder sweeps list several models: each model's runs count, at its own seconds per step, and the sweep
+    file's trainer values (PEFT's 5,000 steps, bf16) win over the task's hparams as in a run."""
+    monkeypatch.setitem(costs.SECONDS_PER_STEP, ("tiny_deberta", "glue_rte"), 0.5)
+    (checkout / "conf" / "sweep" / "two.yaml").write_text(
+        "# @package _global_\n# two models\ndefaults:\n  - override /model: deberta_v3_base\n"
+        "trainer:\n  max_steps: 100\n  precision: bf16\nhydra:\n  sweeper:\n    params:\n"
+        "      model: deberta_v3_base,tiny_deberta\n      task: glue_rte\n      method: lora\n"
+        "      budget: glue_0.3m\n      seed: 0,1\n")
+    c = costs.cost("two")
+    assert c.runs == 2 * 2
+    assert c.gpu_hours == pytest.approx(2 * 100 * (0.35 + 0.5) / 3600)  # deberta x glue_rte: 0.35 s per step
+    assert costs.header_line("two").startswith("# make costs: 4 distinct runs, <1 GPU-h (one A100-class GPU, bf16, ±50%)")
+    assert "| `two` | 4 | <1 (bf16) |" in costs.table(["two"])
+
+
+def test_make_lr_search_runs_every_lr_search_sweep():
+    makefile = (costs.ROOT / "Makefile").read_text()
+    loop = re.search(r"^lr-search:.*\n\tstatus=0; for s in ([^;]*); do", makefile, re.M).group(1).split()
+    assert {name for name in costs.sweep_files() if name.startswith("lr_search_")} == set(loop)

@@ -33,6 +33,7 @@ from experiments.sweeps import expand_sweep
 CONF = PROJECT_ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}
+ROOT_NODES = OmegaConf.load(CONF / "config.yaml")  # the entry config's own values, under every group file
 register_resolvers()
 
 GLUE_TASKS = ["glue_mnli", "glue_sst2", "glue_cola", "glue_qqp", "glue_qnli", "glue_rte", "glue_mrpc", "glue_stsb"]
@@ -74,11 +75,13 @@ class Job:
     identity: str  # the resolved run config, minus the sweep's name and the budget's label
     lr: float | None = None  # an explicit trainer.lr (the lr_search_* sweeps), part of what a run is
     effective: str = ""  # effective_budget of the job's method config (a yaml-only row has no registered name)
+    model: str | None = None  # the model of a sweep that lists several (llm_math): part of what a run is
 
     @property
     def key(self) -> tuple:
         key = (self.task, self.method, self.effective, self.seed)
-        return key if self.lr is None else (*key, self.lr)
+        key = key if self.lr is None else (*key, self.lr)
+        return key if self.model is None else (*key, self.model)
 
     @property
     def fixed_size(self) -> bool:
@@ -119,12 +122,13 @@ def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...]
 
 
 def _with_groups(base: DictConfig, groups: tuple[str, ...]) -> DictConfig:
-    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file."""
+    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file, merged
+    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``)."""
     cfg = copy.deepcopy(base)
     with open_dict(cfg):
         for choice in groups:
             key, option = choice.split("=", 1)
-            cfg[key] = copy.deepcopy(_group_option(key, option))
+            cfg[key] = OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option))
     return cfg
 
 
@@ -144,7 +148,8 @@ def _job(cfg: DictConfig, overrides: list[str]) -> Job:
                 for k, v in cfg.items() if k not in ("hydra", "sweep_name", "run_dir", "budget")}
     identity["effective_budget"] = effective_budget(cfg.method, cfg.budget.name)
     return Job(tuple(overrides), cfg.task.name, cfg.method.name, cfg.budget.name, int(cfg.seed), run_dir,
-               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"])
+               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"],
+               cfg.model.name if any(o.startswith("model=") for o in overrides) else None)
 
 
 @functools.cache

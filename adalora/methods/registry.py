@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from adalora.architectures import architecture_of
-from adalora.budget import BudgetLevel, budget_target, get_budget
+from adalora.budget import BudgetLevel, budget_target, get_budget, level_settings
 from adalora.methods.base import DESCRIPTIVE_KEYS, MethodHandle
 from adalora.methods.settings import MethodConfigError
 from adalora.plugins import entry_point_objects, import_config_module
@@ -126,6 +126,10 @@ def apply_method(model: nn.Module, cfg: Mapping[str, Any], budget: BudgetLevel |
     target = None
     if budget is not None and cls.has_size_knob():
         level = get_budget(budget) if isinstance(budget, str) else budget
+        try:
+            values.update(level_settings(level, values, (f.name for f in dataclasses.fields(cls.settings_cls)), name))
+        except ValueError as err:
+            raise MethodConfigError(str(err)) from None
         for key, value in cls.budget_knobs(level, values, model).items():
             values.setdefault(key, value)
         target = budget_target(model, level)
