@@ -43,9 +43,10 @@ NON_RESULT_TRAINER_KEYS = frozenset(
 # The identity key of what the config points at (experiments.content); never in a stored config.
 CONTENT_KEY = "content"
 # Keys added after records were written, with the value that is the behaviour before them (the
-# default branch; no hub kernels, as transformers 4 loaded models; no gradient checkpointing):
+# default branch; no hub kernels, as transformers 4 loaded models; no gradient checkpointing; linear decay):
 # dropped at that value, so those records keep their hash.
-_DEFAULT_VALUED_KEYS = {"revision": None, "use_kernels": False, "gradient_checkpointing": False}
+_DEFAULT_VALUED_KEYS = {"revision": None, "use_kernels": False, "gradient_checkpointing": False,
+                       "lr_schedule": "linear"}
 _MAX_DIRNAME = 150
 
 

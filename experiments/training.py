@@ -38,7 +38,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 from adalora.allocator import allocation_proof
 from adalora.atomic import NoSpaceLeft
@@ -72,6 +72,9 @@ class Diverged(RuntimeError):
         self.step = step
 
 
+LR_SCHEDULES = ("linear", "cosine")  # after warm-up: decay to 0 along a line / half a cosine
+
+
 @dataclass
 class TrainSettings:
     """Optimisation settings; ``None`` for max_grad_norm turns clipping off (NLG scripts)."""
@@ -100,11 +103,16 @@ class TrainSettings:
     # memory for time. Equal in exact arithmetic (the recompute replays the forward with its RNG state), but a
     # recomputed kernel may round differently on some devices, so it stays in the identity: "result" True.
     gradient_checkpointing: bool = field(default=False, metadata={"result": True})
+    # The learning-rate decay after warm-up: linear to 0 (the official AdaLoRA and LoRA scripts, every paper sweep)
+    # or cosine to 0 (PEFT's method comparison, conf/sweep/peft_compare.yaml); transformers.get_scheduler's names.
+    lr_schedule: str = "linear"
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
         if not isinstance(self.gradient_checkpointing, bool):
             raise ValueError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r}: must be true or false")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"trainer.lr_schedule={self.lr_schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass
@@ -369,7 +377,8 @@ class Trainer:
         if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.scheduler = get_scheduler(settings.lr_schedule, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps)
         self.state = TrainState()
         # The best evaluation's trained state {"step", "value", "tensors"}; checkpointed with the rest.
         self.best: dict[str, Any] | None = None

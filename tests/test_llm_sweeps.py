@@ -226,6 +226,8 @@ def test_peft_compare_sets_peft_rows_and_a_budget_and_scale_matched_adalora():
                                 f"method={method}"])
         assert (spec.train.lr, spec.train.batch_size, spec.train.max_steps) == (1e-4, 4, 5000)
         assert (spec.train.weight_decay, spec.train.max_grad_norm, spec.budget_name) == (0.1, 1.0, "llm_qv_r32")
+        # PEFT's schedule: cosine after a warm-up of 10% of the steps (utils.py WARMUP_STEP_RATIO)
+        assert (spec.train.lr_schedule, spec.train.warmup_steps, spec.train.warmup_ratio) == ("cosine", 0, 0.1)
         scales[method] = handle.update_scale()["value"]
         if method != "lora":
             s = spec.method
