@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 from experiments.identity import identity_hash, override_dirname
 from experiments.lr_search import SELECTED_LR_ENV
 from experiments.spec import ConfigError, record_identity, resolve, run_identity
+from experiments.training import TrainSettings
 from tests.conftest import PROJECT_ROOT, compose
 
 FIXTURE_RUNS = PROJECT_ROOT / "tests" / "fixtures" / "runs"
@@ -184,3 +186,15 @@ def test_the_record_is_typed_and_states_what_ran(tiny_finished_run):
     assert migrated.schema_version == 1 and migrated.train["world_size"] is None and migrated.world_size == 1
     with pytest.raises(ValueError, match=r"result\.status must be one of"):
         RunRecord.from_dict({**old, "status": "done"})
+
+
+def test_trainer_ranges_are_declared_on_the_train_settings_fields():
+    ranged = {f.name for f in dataclasses.fields(TrainSettings) if "range" in f.metadata}
+    assert {"lr", "batch_size", "epochs", "max_steps", "warmup_ratio", "max_grad_norm", "adam_eps"} <= ranged
+    settings = TrainSettings(lr=-1, batch_size=0, warmup_ratio=1.5, max_grad_norm=None, max_steps=3, epochs=0)
+    assert settings.range_problems() == ["trainer.lr=-1: must be a finite number > 0",
+                                         "trainer.batch_size=0: must be a positive integer",
+                                         "trainer.warmup_ratio=1.5: must be a number in [0, 1)"]
+    assert TrainSettings(lr=1e-3, batch_size=True, max_steps=None, epochs=0).range_problems() == [
+        "trainer.batch_size=True: must be a positive integer",
+        "trainer.epochs=0: must be a number > 0 (or set trainer.max_steps)"]
