@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments import identity as identity_module
 from experiments.identity import identity_hash, override_dirname
 from experiments.lr_search import SELECTED_LR_ENV
 from experiments.spec import ConfigError, record_identity, resolve, run_identity
@@ -22,7 +23,12 @@ PINNED = json.loads((PROJECT_ROOT / "tests" / "fixtures" / "identity_hashes.json
 TINY = ["task=tiny_glue_rte", "model=tiny_deberta", "budget=glue_0.3m"]
 
 
-def test_every_fixture_record_keeps_its_identity_hash():
+def test_every_fixture_record_keeps_its_identity_hash(monkeypatch):
+    """The pinned hashes are the identities of the records as written: their data paths (the checkouts they ran
+    in, /work/main and /work/wt-18) taken literally, as any other checkout reads them. A checkout at one of those
+    paths would re-anchor them to ``${project_root:}`` (a moved clone is the same run; that identity is pinned by
+    tests/test_budget_levels.py), so the paths are read here as from a checkout that is none of them."""
+    monkeypatch.setattr(identity_module, "_ROOT_PREFIX", "/nonexistent-checkout/")
     records = sorted(FIXTURE_RUNS.rglob("result.json"))
     assert len(records) == len(PINNED) == 28
     for path in records:
