@@ -18,8 +18,7 @@ from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, RunConflict, run, run_identity_block
 from experiments.spec import current_identity, run_identity
 from experiments.tasks import build_task
-from tests.conftest import compose
-from tests.test_identity import _cfg as _identity_cfg
+from tests.conftest import compose, tiny
 from tests.test_identity import _cut
 
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
@@ -35,7 +34,7 @@ def _data(tmp_path: Path) -> Path:
 
 def _cfg(out: Path, data: Path, *extra: str):
     """tests.test_identity's tiny LoRA run, on the data files in ``data``."""
-    return _identity_cfg(out, f"task.dataset.data_files.train={data / 'train.jsonl'}",
+    return tiny(out, f"task.dataset.data_files.train={data / 'train.jsonl'}",
                          f"task.dataset.data_files.validation={data / 'validation.jsonl'}", *extra)
 
 
