@@ -106,6 +106,7 @@ def _tiny_cfg(tmp_path, task, method, budget, extra=()):
                      f"output_root={tmp_path}", "trainer.progress=false", *extra])
 
 
+@pytest.mark.slow
 def test_resumed_prune_lora_keeps_its_frozen_gates(tmp_path):
     from pathlib import Path
 
@@ -130,6 +131,7 @@ def _rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available() or not os.path.exists("/proc/self/clear_refs"),
                     reason="the CPU path (Linux peak RSS); CUDA resets its own counter")
 def test_peak_memory_is_per_run_not_per_process(tmp_path):

@@ -27,12 +27,14 @@ def _diverged(record: dict, reason: str) -> None:
     assert not record.get("weights") and record["metrics"] is None  # nothing is kept as a result
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_for_two_steps_is_diverged_not_success(tmp_path):
     """The loss of both steps is finite (step 0 is warm-up at lr 0); the last update overflows the model."""
     record = run(tiny(tmp_path, "trainer.lr=1e30", "trainer.max_steps=2"))
     _diverged(record, "the evaluation's outputs (logits) are NaN or infinite at step 2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "adalora"])
 def test_an_infinite_gradient_norm_is_diverged_not_clipped_to_nothing(tmp_path, method):
     record = run(tiny(tmp_path, "method.alpha=1e30", method=method))

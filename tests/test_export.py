@@ -64,6 +64,7 @@ def _key_warnings(messages: list[str]) -> list[str]:
     return [m for m in messages if "missing" in m.lower() or "unexpected" in m.lower()]
 
 
+@pytest.mark.slow
 def test_small_run_keeps_its_weights_and_reevaluates_exactly(tmp_path, capsys):
     run_dir, record = _run(tmp_path, "tiny_glue_rte", "tiny_deberta", "lora", "glue_0.3m", ["trainer.max_steps=4"])
     block = record["weights"]

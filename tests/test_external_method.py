@@ -122,6 +122,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
 
 
+@pytest.mark.slow
 def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -193,6 +194,7 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
     assert peft.returncode == 2 and "'ext_qv' (ext_qv) has no PEFT form; use --format merged" in peft.stderr
 
 
+@pytest.mark.slow
 def test_a_method_from_an_installed_packages_entry_point_runs_and_reloads(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "ext_ep_qv").mkdir(parents=True)

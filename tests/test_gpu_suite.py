@@ -46,6 +46,7 @@ def test_suite_runs_each_measurement_and_reports_a_stopped_one(tmp_path, capsys)
     assert outcome["components"].startswith("timed out after 0 s")
 
 
+@pytest.mark.slow
 def test_offline_kit_restores_minilm_and_the_corpus_where_the_runs_look(tmp_path):
     kit, site = tmp_path / "kit", tmp_path / "site"
     offline_kit.pack_data(kit)

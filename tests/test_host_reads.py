@@ -50,6 +50,7 @@ def _trainer(tmp_path, method: str):
     return trainer, handle
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "adalora"])
 def test_one_host_read_per_step_and_one_per_new_mask(tmp_path, method):
     trainer, handle = _trainer(tmp_path, method)
@@ -74,6 +75,7 @@ def test_one_host_read_per_step_and_one_per_new_mask(tmp_path, method):
     assert len(final_phase) == 1, "the final phase reuses one frozen mask: its pattern is counted once"
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_step_it_happened_in(tmp_path):
     trainer, _ = _trainer(tmp_path, "lora")
     trainer.train(stop_after=3)

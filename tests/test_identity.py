@@ -93,6 +93,7 @@ def test_override_dirname_escapes_slashes_and_shortens_long_names_uniquely():
 
 
 # ------------------------------------------------------------------------------ skip / resume rules
+@pytest.mark.slow
 def test_changed_config_is_never_skipped_and_force_replaces_it(tmp_path, capsys):
     cfg = tiny(tmp_path)
     first = run(cfg)
@@ -110,6 +111,7 @@ def test_changed_config_is_never_skipped_and_force_replaces_it(tmp_path, capsys)
     assert read_result(cfg.run_dir)["identity"]["hash"] == run_identity_block(forced)["hash"]
 
 
+@pytest.mark.slow
 def test_resume_only_from_a_checkpoint_of_the_same_config(tmp_path, capsys):
     extra = ("trainer.max_steps=6", "trainer.checkpoint_every=2")
     checkpoint = _cut(tiny(tmp_path, *extra))
@@ -125,6 +127,7 @@ def test_resume_only_from_a_checkpoint_of_the_same_config(tmp_path, capsys):
     assert len(list(Path(checkpoint.parent).glob("checkpoint.pt.stale-*"))) == 1
 
 
+@pytest.mark.slow
 def test_resumed_run_records_the_wall_time_of_all_segments(tmp_path, capsys):
     extra = ("trainer.max_steps=6", "trainer.checkpoint_every=2")
     checkpoint = _cut(tiny(tmp_path, *extra))
@@ -139,6 +142,7 @@ def test_resumed_run_records_the_wall_time_of_all_segments(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ corrupt files
+@pytest.mark.slow
 def test_truncated_checkpoint_is_named_moved_aside_and_the_run_restarts(tmp_path, capsys):
     cfg = tiny(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2")
     checkpoint = _cut(cfg)
@@ -150,6 +154,7 @@ def test_truncated_checkpoint_is_named_moved_aside_and_the_run_restarts(tmp_path
     assert len(list(checkpoint.parent.glob("checkpoint.pt.corrupt-*"))) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("force", [False, True])
 def test_half_written_result_json_is_named_moved_aside_and_rerun(tmp_path, capsys, force):
     cfg = tiny(tmp_path, *(["force=true"] if force else []))
@@ -171,6 +176,7 @@ def test_result_json_gets_the_umask_permissions(tmp_path):
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tiny_finished_run):
     cfg = tiny_finished_run
     on_disk = read_result(cfg.run_dir)

@@ -380,6 +380,7 @@ def test_peft_rows_take_their_own_lr_search_result(tmp_path, monkeypatch):
     assert resolve(compose(["task=glue_rte", "method=peft_pissa", "budget=glue_0.3m"])).train.lr == 1.2e-3
 
 
+@pytest.mark.slow
 def test_resumed_peft_adalora_run_matches_the_uninterrupted_one(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: the same λ, masks, allocator EMAs and metrics."""
     from experiments.runner import _build, resolve, run

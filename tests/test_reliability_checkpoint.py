@@ -34,6 +34,7 @@ class _Planted:
         return open, (str(self.marker), "w")
 
 
+@pytest.mark.slow
 def test_planted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path, capsys):
     cfg = tiny(tmp_path / "out")
     run_dir = Path(cfg.run_dir)
@@ -51,6 +52,7 @@ def test_planted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path, capsys
     assert len(list(run_dir.glob("checkpoint.pt.refused-*"))) == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_only_tensors_and_plain_types(tmp_path):
     """AdaLoRA's allocator state, the optimiser, RNGs and numpy-valued metrics all load with weights_only."""
     cfg = tiny(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "trainer.eval_every=2",
@@ -116,6 +118,7 @@ class _FullDisk:
         self._fh.close()
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file_and_the_disk(tmp_path, monkeypatch):
     """Not torch's ``enforce fail at inline_container.cc``: the file, the disk and what to do."""
     cfg = tiny(tmp_path, "trainer.checkpoint_every=2")
@@ -133,6 +136,7 @@ def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file_and_th
     assert _temp_files(run_dir) == [] and not (run_dir / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_full_disk_during_the_weights_write_is_a_failed_record_naming_the_file(tmp_path, monkeypatch):
     cfg = tiny(tmp_path)
     monkeypatch.setattr(safetensors.torch, "save_file", _full_disk_after(50, safetensors.torch.save_file))
@@ -143,6 +147,7 @@ def test_full_disk_during_the_weights_write_is_a_failed_record_naming_the_file(t
     assert _temp_files(run_dir) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [".result.json.k2j3.tmp", "weights/.final.safetensors.a8f.tmp",
                                   ".checkpoint.pt.x1.tmp", "checkpoint.tmp"])
 def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path, capsys, name):

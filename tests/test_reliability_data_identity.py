@@ -57,6 +57,7 @@ def test_identity_records_size_and_sha256_of_each_data_file(tmp_path):
     assert "model" not in keys["content"]  # a tiny model has no revision
 
 
+@pytest.mark.slow
 def test_a_data_file_changed_in_place_after_a_run_is_refused_with_the_reason(tmp_path, capsys):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data)
@@ -72,6 +73,7 @@ def test_a_data_file_changed_in_place_after_a_run_is_refused_with_the_reason(tmp
     assert read_result(cfg.run_dir)["identity"]["keys"]["content"]["data"]["train"]["sha256"] == edited
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_not_resumed_on_changed_data(tmp_path):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data, "trainer.max_steps=6", "trainer.checkpoint_every=2")
@@ -84,6 +86,7 @@ def test_a_checkpoint_is_not_resumed_on_changed_data(tmp_path):
     assert checkpoint.exists()
 
 
+@pytest.mark.slow
 def test_a_record_written_before_fingerprints_is_still_skipped_with_a_note(tmp_path, capsys):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data)

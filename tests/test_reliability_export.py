@@ -14,6 +14,8 @@ from experiments.runner import run
 from experiments.weights import WEIGHT_FILES
 from tests.conftest import compose
 
+pytestmark = pytest.mark.slow  # every test here reads a trained run
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:

@@ -28,6 +28,8 @@ from experiments.runner import run
 from experiments.weights import WEIGHT_FILES
 from tests.conftest import compose
 
+pytestmark = pytest.mark.slow  # every test here reads a trained run
+
 UMASK = 0o022
 
 

@@ -112,6 +112,7 @@ def test_every_family_and_method_runs_end_to_end(tmp_path, task, method, budget)
         assert on_disk["ranks"]["history"][0]["budget"] > on_disk["ranks"]["history"][-1]["budget"]
 
 
+@pytest.mark.slow
 def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=3"])
     run(cfg)
@@ -121,6 +122,7 @@ def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
     assert (Path(cfg.run_dir) / "result.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: same λ, masks and metrics."""
     from experiments.runner import _build
@@ -145,6 +147,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
+@pytest.mark.slow
 def test_run_records_failures_and_keeps_going(tmp_path):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=3"])
     with open_dict(cfg):
@@ -153,6 +156,7 @@ def test_run_records_failures_and_keeps_going(tmp_path):
     assert record["status"] == "failed" and "missing.jsonl" in record["reason"]
 
 
+@pytest.mark.slow
 def test_nan_loss_is_recorded_as_diverged(tmp_path):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=5", "trainer.lr=1e30",
                                                                    "trainer.max_grad_norm=0"])

@@ -36,6 +36,7 @@ def test_every_fixture_record_keeps_its_identity_hash(monkeypatch):
         assert identity_hash(identity) == PINNED[str(path.relative_to(FIXTURE_RUNS))], path
 
 
+@pytest.mark.slow
 def test_schema_1_identity_of_an_unregistered_kind_imports_nothing(tmp_path):
     """A schema-1 record naming a module that would write a marker: its identity comes from the config alone."""
     (tmp_path / "payload_mod.py").write_text(f"open({str(tmp_path / 'marker')!r}, 'w').write('ran')\n")
@@ -177,6 +178,7 @@ def test_peft_dora_rerun_with_another_lora_lr_is_refused_naming_trainer_lr(tmp_p
         run(compose([*base, "task.hparams.lora.lr=0.02"]))
 
 
+@pytest.mark.slow
 def test_the_record_is_typed_and_states_what_ran(tiny_finished_run):
     """Issue 31 item 3: one typed schema, read by attribute; the record says the settings, world and code that ran."""
     from experiments.results import SCHEMA_VERSION, RunRecord, Status, read_record, read_result
