@@ -310,6 +310,7 @@ SWEEPS = {"ablation_table4": TABLE4, "ablation_table5": TABLE5, "ablation_table5
           "ablation_table14": TABLE14}
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
 def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
     """Every (task, variant, level, seed) of the table once, each in its own run directory under glue/."""
@@ -324,6 +325,7 @@ def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
     assert f"= {len(want)} distinct runs" in header
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_ablation_sweeps_share_runs_with_the_table_sweeps():
     """Identical runs have one directory: LoRA (all) of Table 14 is Table 1's, MNLI LoRA/AdaLoRA seed 0
     of Table 5 are Figure 2's, SST-2 AdaLoRA of Table 4 is Table 5's."""

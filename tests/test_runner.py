@@ -36,6 +36,7 @@ PAPER_GRID = (
 )
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_every_paper_combination_composes_and_resolves():
     for task, method, budget in PAPER_GRID:
         model = "bart_large" if task in ("xsum", "cnndm") else "deberta_v3_base"

@@ -177,6 +177,7 @@ def _sample(jobs: tuple[Job, ...]) -> list[Job]:
 
 
 # ------------------------------------------------------------------------------------- tests
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_shortcut_equals_real_compose(sweep):
     jobs = sweep_jobs(sweep)
@@ -184,6 +185,7 @@ def test_shortcut_equals_real_compose(sweep):
         assert _job(_compose(sweep, list(job.overrides)), list(job.overrides)) == job, job.overrides
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_resolves_to_its_own_run_dir(sweep):
     """Run dirs <-> (task, method, effective budget, seed); only full_ft/bitfit share one, across budgets."""
@@ -214,6 +216,7 @@ def test_paper_sweep_headers_state_command_count_and_cost(sweep):
     assert "GPU-h" in header, "state a GPU-hour estimate"
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_glue_and_glue_baselines_are_table_1():
     """The two GLUE files together: 8 tasks x 6 methods x 3 budgets x 5 seeds -> 560 distinct runs, one tree."""
     jobs = sweep_jobs("glue") + sweep_jobs("glue_baselines")
@@ -226,6 +229,7 @@ def test_glue_and_glue_baselines_are_table_1():
     assert all(j.budget == "none" for j in sweep_jobs("glue_baselines"))  # one job per run, no duplicates
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_a_run_dir_means_one_configuration_across_all_sweeps():
     """Identical runs in two sweep files share a directory (budget_curves' SQuAD v2 runs are sweep=squad's)."""
     dirs_of: dict[str, set[str]] = {}
