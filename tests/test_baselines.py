@@ -233,6 +233,7 @@ def test_selection_rules_ties_nan_divergence_and_missing(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in result["incomplete"]] == ["j", "l"]
 
 
+@pytest.mark.slow
 def test_runs_take_the_selected_lr_and_fall_back_without_it(tmp_path, monkeypatch):
     from experiments.lr_search import SELECTED_LR_ENV
     from experiments.runner import resolve

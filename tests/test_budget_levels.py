@@ -147,6 +147,7 @@ def test_every_fixture_run_keeps_its_identity_hash():
 CONF_PARTS = ("method", "budget", "model", "seed", "hparams")
 
 
+@pytest.mark.slow
 def test_todays_configs_give_every_fixture_run_the_method_model_and_budget_it_records():
     for path in _fixture_records():
         record = json.loads(path.read_text())

@@ -353,6 +353,7 @@ def test_every_shipped_row_runs_end_to_end_and_reloads(tmp_path, family, row):
     _run_and_check(tmp_path, family, row)
 
 
+@pytest.mark.slow
 def test_peft_rows_read_the_hparams_of_the_method_they_stand_beside():
     from experiments.runner import resolve
 

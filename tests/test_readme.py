@@ -66,6 +66,7 @@ def test_own_loop_block_is_self_contained_and_its_schedule_fits_its_steps():
     assert ada["tinit"] + ada["tfinal"] < total <= 500, "AdaLoRA's schedule must fit T, and T stay small"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["adalora", "lora"])
 def test_own_loop_block_trains_each_method(method, capsys):
     ns = run_block(own_loop(), only=method)
