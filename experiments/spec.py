@@ -48,7 +48,7 @@ from experiments.lr_search import selected_lr
 from experiments.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol, identity_view
 from experiments.tasks import Task, TaskConfig, TaskConfigError, family_of
 from experiments.training import TrainSettings
-from experiments.validation import run_input_problems, train_settings_problems
+from experiments.validation import run_input_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,7 +316,7 @@ def _method_settings(kind: type[MethodHandle], defaults: Mapping[str, Any], meth
 
 def _train_settings(hp: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> TrainSettings:
     """Trainer defaults < the task's hparams < set ``trainer.*`` values; keys, types and ranges checked where the
-    ranges are declared (``experiments.validation``), and whether this device can run the precision."""
+    ranges are declared (the ``TrainSettings`` fields), and whether this device can run the precision."""
     keys = {f.name for f in dataclasses.fields(TrainSettings)}
     trainer = {k: v for k, v in hp.items() if k in keys}
     trainer.update({k: v for k, v in trainer_cfg.items() if v is not None})
@@ -331,7 +331,7 @@ def _train_settings(hp: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> Tr
         settings = TrainSettings(**trainer)
     except ValueError as err:  # TrainSettings' own check (precision)
         raise ConfigError(f"bad trainer config: {err}") from err
-    problems = train_settings_problems(settings)
+    problems = settings.range_problems()
     if problems:
         raise ConfigError("invalid trainer setting(s): " + "; ".join(problems))
     if settings.precision == "fp16" and not torch.cuda.is_available():

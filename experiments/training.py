@@ -29,7 +29,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,25 +75,71 @@ class Diverged(RuntimeError):
 LR_SCHEDULES = ("linear", "cosine")  # after warm-up: decay to 0 along a line / half a cosine
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a ``TrainSettings`` field accepts, declared on the field (``metadata={"range": ...}``) so the
+    rule sits where the field is. Checked before any model is built: without it ``max_steps=0`` silently fell
+    back to epochs, ``epochs=0`` trained one step and reported success, ``batch_size=0`` ended in a
+    ZeroDivisionError after the model was loaded."""
+
+    accepts: Callable[[Any], bool]
+    expected: str  # completes "trainer.<key>=<value>: ..."
+    optional: bool = False  # None is accepted too
+    unused_when_set: str | None = None  # a field that, when set, makes this one irrelevant (max_steps for epochs)
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is an int to Python, never a step count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _ranged(accepts: Callable[[Any], bool], expected: str, **kwargs: Any) -> dict[str, Range]:
+    return {"range": Range(accepts, expected, **kwargs)}
+
+
+def _positive_int(value: Any) -> bool:
+    return is_int(value) and value >= 1
+
+
+def _at_least_zero(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+_POSITIVE_INT = "must be a positive integer"
+
+
 @dataclass
 class TrainSettings:
-    """Optimisation settings; ``None`` for max_grad_norm turns clipping off (NLG scripts)."""
+    """Optimisation settings; ``None`` for max_grad_norm turns clipping off (NLG scripts). Each checked field
+    declares its range (:class:`Range`); :meth:`range_problems` lists the values outside it."""
 
-    lr: float
-    batch_size: int
-    epochs: float = 1.0
-    max_steps: int | None = None
-    eval_batch_size: int = 64
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    grad_accum: int = 1
-    adam_eps: float = 1e-8
-    eval_every: int | None = None
-    checkpoint_every: int | None = None  # None: checkpoint whenever it evaluates (eval_every)
+    lr: float = field(metadata=_ranged(lambda v: _is_number(v) and v > 0, "must be a finite number > 0"))
+    batch_size: int = field(metadata=_ranged(_positive_int, _POSITIVE_INT))
+    epochs: float = field(default=1.0, metadata=_ranged(lambda v: _is_number(v) and v > 0, "must be a number > 0 "
+                                                        "(or set trainer.max_steps)", unused_when_set="max_steps"))
+    max_steps: int | None = field(default=None, metadata=_ranged(
+        _positive_int, f"{_POSITIVE_INT} (null trains for trainer.epochs instead)", optional=True))
+    eval_batch_size: int = field(default=64, metadata=_ranged(_positive_int, _POSITIVE_INT))
+    warmup_steps: int = field(default=0, metadata=_ranged(lambda v: is_int(v) and v >= 0,
+                                                          "must be an integer >= 0"))
+    warmup_ratio: float = field(default=0.0, metadata=_ranged(lambda v: _is_number(v) and 0 <= v < 1,
+                                                              "must be a number in [0, 1)"))
+    weight_decay: float = field(default=0.0, metadata=_ranged(_at_least_zero, "must be a number >= 0"))
+    max_grad_norm: float | None = field(default=1.0, metadata=_ranged(
+        _at_least_zero, "must be a number >= 0 (0 or null: no clipping)", optional=True))
+    grad_accum: int = field(default=1, metadata=_ranged(_positive_int, _POSITIVE_INT))
+    adam_eps: float = field(default=1e-8, metadata=_ranged(lambda v: _is_number(v) and v > 0, "must be a number > 0"))
+    eval_every: int | None = field(default=None, metadata=_ranged(_positive_int, f"{_POSITIVE_INT} or null",
+                                                                  optional=True))
+    # None: checkpoint whenever it evaluates (eval_every)
+    checkpoint_every: int | None = field(default=None, metadata=_ranged(_positive_int, f"{_POSITIVE_INT} or null",
+                                                                        optional=True))
     keep_checkpoint: bool = False  # keep checkpoint.pt after success (it holds optimiser state: GBs for full FT)
-    log_every: int = 50
+    log_every: int = field(default=50, metadata=_ranged(_positive_int, _POSITIVE_INT))
     progress: bool = True
     save_model: bool | None = None  # keep the trained weights: None = small methods only (not full FT)
     save_best: bool = True  # also keep the best evaluation's weights when best != final
@@ -102,17 +148,30 @@ class TrainSettings:
     # Recompute each block's activations in the backward pass (experiments.models.enable_gradient_checkpointing):
     # memory for time. Equal in exact arithmetic (the recompute replays the forward with its RNG state), but a
     # recomputed kernel may round differently on some devices, so it stays in the identity: "result" True.
-    gradient_checkpointing: bool = field(default=False, metadata={"result": True})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "result": True, **_ranged(lambda v: isinstance(v, bool), "must be true or false")})
     # The learning-rate decay after warm-up: linear to 0 (the official AdaLoRA and LoRA scripts, every paper sweep)
     # or cosine to 0 (PEFT's method comparison, conf/sweep/peft_compare.yaml); transformers.get_scheduler's names.
-    lr_schedule: str = "linear"
+    lr_schedule: str = field(default="linear", metadata=_ranged(lambda v: v in LR_SCHEDULES,
+                                                                "must be one of " + ", ".join(LR_SCHEDULES)))
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ValueError(f"trainer.gradient_checkpointing={self.gradient_checkpointing!r}: must be true or false")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"trainer.lr_schedule={self.lr_schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
+
+    def range_problems(self) -> list[str]:
+        """Every value outside its field's declared range, as ``trainer.<key>=<value>: <what it must be>``
+        (empty when all are in range), so one error lists them all."""
+        problems = []
+        for f in fields(self):
+            rule: Range | None = f.metadata.get("range")
+            value = getattr(self, f.name)
+            if rule is None or (rule.optional and value is None):
+                continue
+            if rule.unused_when_set and getattr(self, rule.unused_when_set) is not None:
+                continue
+            if not rule.accepts(value):
+                problems.append(f"trainer.{f.name}={value!r}: {rule.expected}")
+        return problems
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Test-session settings (never touch the network, keep torch deterministic and small), the one compose
 helper, and one tiny finished run shared by the tests that only read a finished run."""
 
+import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,10 +12,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# One compute thread per test process, and per subprocess a test starts. The tiny models' ops are far too small
+# to split: with two OpenMP threads a 4-step tiny run took ~15x the CPU time (4.4 s against 0.3 s), the threads
+# spin-waiting on each other, and far longer still when the cores are shared (the two xdist workers of
+# `make test`, a subprocess, another job).
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; unset otherwise
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF = str(PROJECT_ROOT / "conf")
@@ -21,8 +30,9 @@ CONF = str(PROJECT_ROOT / "conf")
 TINY_RUN = ["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m", "trainer.progress=false"]
 
 
-def compose(overrides: list[str]):
-    """``conf/config.yaml`` composed with ``overrides``, the resolvers registered: what the CLI would run."""
+def compose(overrides: Iterable[str], return_hydra_config: bool = False):
+    """``conf/config.yaml`` composed with ``overrides``, the resolvers registered: what the CLI would run
+    (with ``return_hydra_config``, the ``hydra`` node too: launcher, sweeper, job settings)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -30,7 +40,7 @@ def compose(overrides: list[str]):
 
     register_resolvers()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def tiny(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m", steps: int = 4):
@@ -39,13 +49,36 @@ def tiny(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m"
                     f"output_root={out}", "trainer.progress=false", f"trainer.max_steps={steps}", *extra])
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every xdist worker of this test run sees (the parent of the workers' own temp roots), so a
+    session fixture is built once per run, not once per worker; hold :func:`built_once` while filling it."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if XDIST_WORKER else base) / name
+
+
+@contextlib.contextmanager
+def built_once(folder: Path) -> Iterator[bool]:
+    """Holds an exclusive lock on ``folder`` (the other workers wait) and says whether it still has to be built;
+    the builder writes ``.built`` last, so a failed build is retried, never read half-made."""
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        needed = not (folder / ".built").exists()
+        yield needed
+        if needed:
+            (folder / ".built").touch()
+
+
 @pytest.fixture(scope="session")
 def tiny_finished_run(tmp_path_factory):
-    """One tiny LoRA run (4 steps, its checkpoint kept), trained once per test session: its config (the run
-    directory is ``cfg.run_dir``). Tests read it and never write into it."""
+    """One tiny LoRA run (4 steps, its checkpoint kept), trained once per test run (shared by the xdist
+    workers): its config (the run directory is ``cfg.run_dir``). Tests read it and never write into it."""
     from experiments.runner import run
 
-    cfg = tiny(tmp_path_factory.mktemp("tiny_finished_run"), "trainer.keep_checkpoint=true",
-               "trainer.checkpoint_every=2", steps=4)
-    assert run(cfg)["status"] == "success"
+    out = shared_tmp(tmp_path_factory, "tiny_finished_run")
+    cfg = tiny(out, "trainer.keep_checkpoint=true", "trainer.checkpoint_every=2", steps=4)
+    with built_once(out) as needed:
+        if needed:
+            assert run(cfg)["status"] == "success"
     return cfg

@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -34,6 +33,7 @@ from analysis.labels import method_label
 from analysis.tables import format_table, results_table
 from experiments.models import load_config
 from experiments.runner import PROJECT_ROOT, register_resolvers, resolve, run
+from tests.conftest import compose
 from tests.test_sweeps import sweep_jobs
 from tests.tiny import cls_batch, deberta_v3_base_on_meta, load_synthetic_generator, tiny_deberta
 
@@ -64,11 +64,6 @@ def _train(model: nn.Module, handle, steps: int, lr: float = 1e-2) -> None:
         opt.step()
         handle.step(step)
         opt.zero_grad()
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 # ------------------------------------------------------------------------------ registry, configs
@@ -148,9 +143,9 @@ def test_svd_lora_never_masks():
 
 def test_svd_lora_gets_the_final_budget_from_the_level():
     for budget, rank in (("qa_0.08", 1), ("qa_0.16", 2), ("qa_0.65", 8)):
-        method = resolve(_compose(["task=glue_sst2", "method=svd_lora", f"budget={budget}"])).method
+        method = resolve(compose(["task=glue_sst2", "method=svd_lora", f"budget={budget}"])).method
         assert (method["init_r"], method["target_r"], method["allocate"]) == (rank, rank, False)
-    adalora = resolve(_compose(["task=glue_sst2", "method=adalora", "budget=qa_0.16"])).method
+    adalora = resolve(compose(["task=glue_sst2", "method=adalora", "budget=qa_0.16"])).method
     assert (adalora["init_r"], adalora["target_r"]) == (4, 2)
 
 
@@ -202,8 +197,8 @@ def test_gamma_zero_gives_no_regulariser_gradient():
     with_reg.regularization_loss().backward()
     assert all(m.lora_A.grad.abs().sum() > 0 and m.lora_B.grad.abs().sum() > 0 for m in with_reg.svd_modules.values())
     # the task's γ (0.3 on RTE) reaches AdaLoRA but not its γ = 0 variant
-    assert resolve(_compose(["task=glue_rte", "method=adalora_no_orth"])).method["orth_reg_weight"] == 0.0
-    assert resolve(_compose(["task=glue_rte", "method=adalora"])).method["orth_reg_weight"] == 0.3
+    assert resolve(compose(["task=glue_rte", "method=adalora_no_orth"])).method["orth_reg_weight"] == 0.0
+    assert resolve(compose(["task=glue_rte", "method=adalora"])).method["orth_reg_weight"] == 0.3
 
 
 # ------------------------------------------------------------------------------ LoRA_regu (frd)
@@ -277,7 +272,7 @@ E2E = [("prune_lora", "qa_0.16"), ("adalora_sensitivity", "qa_0.16"), ("adalora_
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "budget"), E2E, ids=[m for m, _ in E2E])
 def test_every_variant_runs_end_to_end(tmp_path, method, budget):
-    cfg = _compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
+    cfg = compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
                     f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=8", "trainer.epochs=1"])
     record = run(cfg)
     assert record["status"] == "success", record["reason"]
@@ -315,6 +310,7 @@ SWEEPS = {"ablation_table4": TABLE4, "ablation_table5": TABLE5, "ablation_table5
           "ablation_table14": TABLE14}
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
 def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
     """Every (task, variant, level, seed) of the table once, each in its own run directory under glue/."""
@@ -329,6 +325,7 @@ def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
     assert f"= {len(want)} distinct runs" in header
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_ablation_sweeps_share_runs_with_the_table_sweeps():
     """Identical runs have one directory: LoRA (all) of Table 14 is Table 1's, MNLI LoRA/AdaLoRA seed 0
     of Table 5 are Figure 2's, SST-2 AdaLoRA of Table 4 is Table 5's."""

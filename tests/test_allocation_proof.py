@@ -8,7 +8,7 @@ import pytest
 
 from experiments.runner import register_resolvers, run
 from tests import contract_kinds  # noqa: F401 - registers test_peft_adalora_no_allocate
-from tests.test_identity import _cfg  # the tiny RTE run
+from tests.conftest import tiny  # the tiny RTE run
 
 register_resolvers()
 STEPS = 8  # tiny_glue_rte's schedule: tinit = 0.15 T -> 1, tfinal = 0.3 T -> 2, deltaT = 2
@@ -17,9 +17,10 @@ STEPS = 8  # tiny_glue_rte's schedule: tinit = 0.15 T -> 1, tfinal = 0.3 T -> 2,
 ALPHA_OVER_INIT_R = {"value": 4.0, "rule": "alpha/init_r", "alpha": 16.0, "r": 4}  # the tiny task's alpha, glue_0.3m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["adalora", "peft_adalora"])
 def test_a_rank_adaptive_run_records_its_allocator_runs_rank_changes_and_final_pattern(tmp_path, method):
-    record = run(_cfg(tmp_path, f"trainer.max_steps={STEPS}", method=method))
+    record = run(tiny(tmp_path, f"trainer.max_steps={STEPS}", method=method))
     assert record["status"] == "success", record["reason"]
     assert record["params"]["update_scale"] == ALPHA_OVER_INIT_R  # ours and PEFT's: the same effective scale
     ranks = record["ranks"]
@@ -31,8 +32,9 @@ def test_a_rank_adaptive_run_records_its_allocator_runs_rank_changes_and_final_p
     assert sum(ranks["pattern"].values()) == 2 * len(ranks["pattern"])  # b(T): target_r 2 on every matrix
 
 
+@pytest.mark.slow
 def test_a_peft_adalora_run_that_never_calls_update_and_allocate_fails_naming_it(tmp_path):
-    record = run(_cfg(tmp_path, f"trainer.max_steps={STEPS}", "method.kind=test_peft_adalora_no_allocate",
+    record = run(tiny(tmp_path, f"trainer.max_steps={STEPS}", "method.kind=test_peft_adalora_no_allocate",
                       method="peft_adalora"))
     assert record["status"] == "failed"
     assert ("AllocationNotRun: method 'peft_adalora': its budget schedule must have changed the ranks by the last "
@@ -41,7 +43,8 @@ def test_a_peft_adalora_run_that_never_calls_update_and_allocate_fails_naming_it
     assert not record.get("weights")
 
 
+@pytest.mark.slow
 def test_each_run_records_its_effective_update_scale(tmp_path):
     """LoRA's alpha/r beside AdaLoRA's alpha/init_r (above): at one lr, LoRA r=2 steps twice as far."""
-    record = run(_cfg(tmp_path, method="lora"))
+    record = run(tiny(tmp_path, method="lora"))
     assert record["params"]["update_scale"] == {"value": 8.0, "rule": "alpha/r", "alpha": 16.0, "r": 2}

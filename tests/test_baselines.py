@@ -10,17 +10,8 @@ import pytest
 import torch
 
 from adalora import apply_method
+from tests.conftest import compose
 from tests.tiny import cls_batch, tiny_bart, tiny_deberta
-
-
-def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-
-    from experiments.runner import PROJECT_ROOT, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def _with_dropout(p: float = 0.5):
@@ -111,10 +102,11 @@ def test_best_eval_never_picks_a_nan_first_evaluation():
 
 def _tiny_cfg(tmp_path, task, method, budget, extra=()):
     model = "tiny_bart" if "xsum" in task or "cnndm" in task else "tiny_deberta"
-    return _compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
+    return compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
                      f"output_root={tmp_path}", "trainer.progress=false", *extra])
 
 
+@pytest.mark.slow
 def test_resumed_prune_lora_keeps_its_frozen_gates(tmp_path):
     from pathlib import Path
 
@@ -139,6 +131,7 @@ def _rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available() or not os.path.exists("/proc/self/clear_refs"),
                     reason="the CPU path (Linux peak RSS); CUDA resets its own counter")
 def test_peak_memory_is_per_run_not_per_process(tmp_path):
@@ -240,6 +233,7 @@ def test_selection_rules_ties_nan_divergence_and_missing(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in result["incomplete"]] == ["j", "l"]
 
 
+@pytest.mark.slow
 def test_runs_take_the_selected_lr_and_fall_back_without_it(tmp_path, monkeypatch):
     from experiments.lr_search import SELECTED_LR_ENV
     from experiments.runner import resolve
@@ -251,33 +245,33 @@ def test_runs_take_the_selected_lr_and_fall_back_without_it(tmp_path, monkeypatc
     }
     for (task, method, budget), lr in fallback.items():
         model = "bart_large" if task == "xsum" else "deberta_v3_base"
-        assert resolve(_compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}"])).train.lr == lr
+        assert resolve(compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}"])).train.lr == lr
     path = tmp_path / "selected.yaml"
     path.write_text("selected:\n  glue_stsb:\n    lora:\n      glue_0.3m: {lr: 0.0003, metric: combined_score}\n"
                     "  glue_rte:\n    bitfit:\n      none: {lr: 5.0e-05}\n")
     monkeypatch.setenv(SELECTED_LR_ENV, str(path))
-    assert resolve(_compose(["task=glue_stsb", "method=lora", "budget=glue_0.3m"])).train.lr == 3e-4
-    assert resolve(_compose(["task=glue_stsb", "method=lora", "budget=glue_1.2m"])).train.lr == 2.2e-3  # no entry
-    assert resolve(_compose(["task=glue_rte", "method=bitfit", "budget=glue_0.6m"])).train.lr == 5e-5  # budget none
-    assert resolve(_compose(["task=glue_stsb", "method=lora", "budget=glue_0.3m", "trainer.lr=1e-4"])).train.lr == 1e-4
-    assert resolve(_compose(["task=glue_stsb", "method=adalora", "budget=glue_0.3m"])).train.lr == 2.2e-3  # not searched
+    assert resolve(compose(["task=glue_stsb", "method=lora", "budget=glue_0.3m"])).train.lr == 3e-4
+    assert resolve(compose(["task=glue_stsb", "method=lora", "budget=glue_1.2m"])).train.lr == 2.2e-3  # no entry
+    assert resolve(compose(["task=glue_rte", "method=bitfit", "budget=glue_0.6m"])).train.lr == 5e-5  # budget none
+    assert resolve(compose(["task=glue_stsb", "method=lora", "budget=glue_0.3m", "trainer.lr=1e-4"])).train.lr == 1e-4
+    assert resolve(compose(["task=glue_stsb", "method=adalora", "budget=glue_0.3m"])).train.lr == 2.2e-3  # not searched
 
 
 def test_baseline_schedules_come_from_their_own_sources():
     from experiments.runner import resolve
 
-    ft = resolve(_compose(["task=glue_rte", "method=full_ft", "budget=none"])).train
+    ft = resolve(compose(["task=glue_rte", "method=full_ft", "budget=none"])).train
     assert (ft.lr, ft.epochs, ft.warmup_ratio, ft.batch_size) == (2e-5, 10, 0.1, 32)
-    ft = resolve(_compose(["task=glue_mnli", "method=full_ft", "budget=none"])).train
+    ft = resolve(compose(["task=glue_mnli", "method=full_ft", "budget=none"])).train
     assert (ft.lr, ft.epochs, ft.warmup_steps) == (2e-5, 3, 500)
-    lora = resolve(_compose(["task=squad_v2", "method=lora", "budget=qa_0.08"]))
+    lora = resolve(compose(["task=squad_v2", "method=lora", "budget=qa_0.08"]))
     assert (lora.train.epochs, lora.method["alpha"], lora.train.eval_every) == (8, 16, 3000)
-    bart = resolve(_compose(["task=xsum", "model=bart_large", "method=full_ft", "budget=none"])).train
+    bart = resolve(compose(["task=xsum", "model=bart_large", "method=full_ft", "budget=none"])).train
     assert (bart.lr, bart.max_steps, bart.warmup_steps, bart.batch_size, bart.max_grad_norm) == (3e-5, 15000, 500, 64, 0.1)
-    ada = resolve(_compose(["task=cnndm", "model=bart_large", "method=adalora", "budget=nlg_0.26"])).train
+    ada = resolve(compose(["task=cnndm", "model=bart_large", "method=adalora", "budget=nlg_0.26"])).train
     assert ada.warmup_steps == 375  # 3000 scheduler ticks / 8 GPUs
-    assert resolve(_compose(["task=glue_sst2", "method=adalora", "budget=glue_0.3m"])).train.eval_every == 3000
-    assert resolve(_compose(["task=glue_mrpc", "method=adalora", "budget=glue_0.3m"])).train.eval_every == 300
+    assert resolve(compose(["task=glue_sst2", "method=adalora", "budget=glue_0.3m"])).train.eval_every == 3000
+    assert resolve(compose(["task=glue_mrpc", "method=adalora", "budget=glue_0.3m"])).train.eval_every == 300
 
 
 @pytest.mark.slow
@@ -294,7 +288,7 @@ def test_search_select_and_hand_off_on_real_tiny_runs(tmp_path, monkeypatch):
             "trainer.progress=false", "trainer.max_steps=6", "trainer.max_grad_norm=0", "sweep_name=lr_search"]
     records = {}
     for lr in (1e-4, 2e-2, 1e30):
-        cfg = _compose([*base, f"trainer.lr={lr}"])
+        cfg = compose([*base, f"trainer.lr={lr}"])
         with open_dict(cfg):
             cfg.run_dir = str(tmp_path / "lr_search" / f"lr={lr}" / "run")
         records[lr] = run(cfg)
@@ -305,7 +299,7 @@ def test_search_select_and_hand_off_on_real_tiny_runs(tmp_path, monkeypatch):
     best = max(scores.values())
     assert entry["lr"] == min(lr for lr, s in scores.items() if s == best)
     assert entry["grid"][1e30] == "diverged"
-    handed = resolve(_compose(base[:-2] + ["trainer.max_steps=6"]))
+    handed = resolve(compose(base[:-2] + ["trainer.max_steps=6"]))
     assert handed.train.lr == entry["lr"]
     out.unlink()
-    assert resolve(_compose(base[:-2])).train.lr == 0.005  # the tiny task's fallback
+    assert resolve(compose(base[:-2])).train.lr == 0.005  # the tiny task's fallback

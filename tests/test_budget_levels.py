@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adalora import apply_method
@@ -21,6 +20,7 @@ from adalora.budget import BUDGET_LEVELS, SHIPPED_BUDGET_DIR, BudgetLevel, budge
 from experiments.identity import identity_hash
 from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers
 from experiments.spec import record_identity, run_identity
+from tests.conftest import compose
 from tests.tiny import tiny_deberta
 
 register_resolvers()
@@ -39,11 +39,6 @@ PAPER_LEVELS = {
 LLM_LEVELS = {f"llm_r{r}": ("llm", f"r={r}", r, r, r * 3 // 2, None, None) for r in (4, 8, 16, 32)}
 # PEFT's default targets (W_q, W_v only): the same ranks, measured on and applied to those two weight types.
 LLM_QV_LEVELS = {f"llm_qv_r{r}": ("llm", f"r={r} (W_q W_v)", r, r, r * 3 // 2, None, None, "qv") for r in (4, 8, 16, 32)}
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def test_the_papers_levels_keep_their_values():
@@ -66,7 +61,7 @@ def test_the_torch_only_reader_reads_every_shipped_budget_yaml_as_hydras_yaml_do
 
 @pytest.mark.parametrize("name", sorted(PAPER_LEVELS))
 def test_a_runs_level_is_built_from_the_budget_config_hydra_composes(name):
-    cfg = _compose(f"budget={name}")
+    cfg = compose([f"budget={name}"])
     assert BudgetLevel.from_config(OmegaConf.to_container(cfg.budget)) == BUDGET_LEVELS[name]
 
 
@@ -76,7 +71,7 @@ def test_a_new_level_is_one_yaml_file_and_no_python(tmp_path):
     (conf / "my_r3.yaml").write_text("# LoRA r=3 on any backbone's full target set\nname: my_r3\nfamily: glue\n"
                                      "lora_r: 3\n")
     level = BudgetLevel.from_config(OmegaConf.to_container(
-        _compose(f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "budget=my_r3").budget))
+        compose([f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "budget=my_r3"]).budget))
     # unstated knobs: AdaLoRA r̄(T) = r and b(0) = 1.5 b(T) rounded up; no adapter size
     assert (level.label, level.adalora_target_r, level.adalora_init_r, level.houlsby_bottleneck) == ("r=3", 3, 5, None)
     model = tiny_deberta()
@@ -154,15 +149,16 @@ def test_every_fixture_run_keeps_its_identity_hash():
 CONF_PARTS = ("method", "budget", "model", "seed", "hparams")
 
 
+@pytest.mark.slow
 def test_todays_configs_give_every_fixture_run_the_method_model_and_budget_it_records():
     for path in _fixture_records():
         record = json.loads(path.read_text())
         stored = _as_this_checkout(record["config"])
         run = record["run"]
         sweep = "fixtures_nlg" if run["task"] == "tiny_xsum" else "fixtures"
-        cfg = _compose(f"sweep={sweep}", f"task={run['task']}", f"method={run['method']}",
+        cfg = compose([f"sweep={sweep}", f"task={run['task']}", f"method={run['method']}",
                        f"budget={stored['budget']['name']}", f"seed={run['seed']}",
-                       f"output_root={stored['output_root']}", f"model={stored['model']['name']}")
+                       f"output_root={stored['output_root']}", f"model={stored['model']['name']}"])
         today = OmegaConf.to_container(cfg, resolve=True)
         ours = run_identity(today, effective_budget(today["method"], cfg.budget.name))
         theirs = record_identity({**record, "config": stored})

@@ -9,7 +9,7 @@ import yaml
 from experiments.lr_search import SELECTED_LR_ENV
 from experiments.runner import register_resolvers, resolve
 from tests import contract_kinds  # noqa: F401 - registers test_lora_family
-from tests.test_identity import _cfg  # the tiny RTE run (task default lr 0.005, LoRA's fallback 0.005)
+from tests.conftest import tiny  # the tiny RTE run (task default lr 0.005, LoRA's fallback 0.005)
 
 register_resolvers()
 
@@ -23,12 +23,12 @@ def _selected(tmp_path, monkeypatch, method: str, lr: float) -> None:
 
 def test_an_external_kind_that_reads_the_lora_block_gets_its_selected_lr(tmp_path, monkeypatch):
     _selected(tmp_path, monkeypatch, "my_row", 0.02)
-    resolved = resolve(_cfg(tmp_path, "method.name=my_row", "+method.kind=test_lora_family"))
+    resolved = resolve(tiny(tmp_path, "method.name=my_row", "+method.kind=test_lora_family"))
     assert resolved.train.lr == 0.02
     assert resolved.method["alpha"] == 16  # LoRA's alpha from the same block
 
 
 def test_without_a_selection_it_falls_back_to_loras_fallback_and_another_names_entry_is_not_its(tmp_path, monkeypatch):
     _selected(tmp_path, monkeypatch, "lora", 0.02)  # LoRA's own selection is LoRA's, not this row's
-    resolved = resolve(_cfg(tmp_path, "method.name=my_row", "+method.kind=test_lora_family"))
+    resolved = resolve(tiny(tmp_path, "method.name=my_row", "+method.kind=test_lora_family"))
     assert resolved.train.lr == 0.005

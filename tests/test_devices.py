@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from experiments import devices
 from experiments.runner import PROJECT_ROOT
+from tests.conftest import compose
 
 
 def test_slots_spread_over_gpus_before_doubling_up():
@@ -53,8 +53,7 @@ def test_assign_gpu_sets_cuda_visible_devices_once_per_process(tmp_path, monkeyp
 
 
 def test_joblib_gpu_launcher_config_sets_jobs_per_gpu():
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["launcher=joblib_gpu"], return_hydra_config=True)
+    cfg = compose(["launcher=joblib_gpu"], return_hydra_config=True)
     assert cfg.hydra.job.env_set[devices.JOBS_PER_GPU_ENV] == "2"
     assert cfg.hydra.launcher.n_jobs == 2 and "joblib" in cfg.hydra.launcher._target_.lower()
     assert cfg.hydra.job.env_set.TOKENIZERS_PARALLELISM == "false"

@@ -14,8 +14,8 @@ from adalora.methods import apply_method
 from experiments.runner import register_resolvers, run
 from experiments.training import Diverged
 from tests import contract_kinds  # noqa: F401 - registers test_nan_last_step
+from tests.conftest import tiny  # the tiny 4-step RTE run
 from tests.test_contract_loop import trainer_for
-from tests.test_identity import _cfg  # the tiny 4-step RTE run
 from tests.tiny import tiny_deberta
 
 register_resolvers()
@@ -27,15 +27,17 @@ def _diverged(record: dict, reason: str) -> None:
     assert not record.get("weights") and record["metrics"] is None  # nothing is kept as a result
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_for_two_steps_is_diverged_not_success(tmp_path):
     """The loss of both steps is finite (step 0 is warm-up at lr 0); the last update overflows the model."""
-    record = run(_cfg(tmp_path, "trainer.lr=1e30", "trainer.max_steps=2"))
+    record = run(tiny(tmp_path, "trainer.lr=1e30", "trainer.max_steps=2"))
     _diverged(record, "the evaluation's outputs (logits) are NaN or infinite at step 2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "adalora"])
 def test_an_infinite_gradient_norm_is_diverged_not_clipped_to_nothing(tmp_path, method):
-    record = run(_cfg(tmp_path, "method.alpha=1e30", method=method))
+    record = run(tiny(tmp_path, "method.alpha=1e30", method=method))
     _diverged(record, "the gradient norm before clipping is inf (clipping would zero every update) at step 0")
 
 

@@ -23,11 +23,11 @@ from experiments.export import main as export_main
 from experiments.results import read_result
 from experiments.runner import _build, resolve, run
 from experiments.weights import WEIGHT_FILES, build_base, load_run, read_weights
-from tests.test_runner import _compose
+from tests.conftest import compose
 
 
 def _run(tmp_path: Path, task: str, model: str, method: str, budget: str, extra: list[str] = ()) -> tuple[Path, dict]:
-    cfg = _compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
+    cfg = compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
                     f"output_root={tmp_path}", "trainer.progress=false", *extra])
     record = run(cfg)
     assert record["status"] == "success", record["reason"]
@@ -64,6 +64,7 @@ def _key_warnings(messages: list[str]) -> list[str]:
     return [m for m in messages if "missing" in m.lower() or "unexpected" in m.lower()]
 
 
+@pytest.mark.slow
 def test_small_run_keeps_its_weights_and_reevaluates_exactly(tmp_path, capsys):
     run_dir, record = _run(tmp_path, "tiny_glue_rte", "tiny_deberta", "lora", "glue_0.3m", ["trainer.max_steps=4"])
     block = record["weights"]
@@ -94,7 +95,7 @@ def test_best_weights_reproduce_the_best_metric_and_survive_a_resume(tmp_path):
     assert full["metrics"]["best"]["step"] == 4 < evals[-1]["step"], evals  # best != final: two files
     assert full["weights"]["best"]["step"] == 4
 
-    cfg = _compose(["task=tiny_glue_stsb", "model=tiny_deberta", "method=prune_lora", "budget=glue_0.3m",
+    cfg = compose(["task=tiny_glue_stsb", "model=tiny_deberta", "method=prune_lora", "budget=glue_0.3m",
                     f"output_root={tmp_path / 'cut'}", "trainer.progress=false", *extra])
     trainer, _, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
     trainer.train(stop_after=10)  # dies at step 10: the step-9 checkpoint (with the best snapshot) survives

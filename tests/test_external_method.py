@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoModelForSequenceClassification
 
 from adalora.methods import MethodHandle
@@ -28,6 +27,7 @@ from analysis.tables import format_table, results_table, write_table
 from experiments.evaluate import reevaluate
 from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
 from experiments.weights import build_base, load_run
+from tests.conftest import compose
 
 register_resolvers()
 
@@ -122,6 +122,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
 
 
+@pytest.mark.slow
 def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -159,9 +160,8 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
     assert page.count("QV low-rank") >= 2  # the run summary and the table
 
     # resume: a run that stopped after its step-2 checkpoint continues to the uninterrupted result
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra.searchpath=[file://{conf}]", *TINY, "method=ext_qv",
-                                                       "budget=glue_0.3m", "seed=0", f"output_root={tmp_path}/cut"])
+    cfg = compose([f"hydra.searchpath=[file://{conf}]", *TINY, "method=ext_qv", "budget=glue_0.3m", "seed=0",
+                   f"output_root={tmp_path}/cut"])
     full_dir, full = records[("glue_0.3m", 0)]
     cut_dir = tmp_path / "cut" / full_dir.relative_to(tmp_path / "out")
     trainer, _, _ = _build(cfg, resolve(cfg), cut_dir, None)
@@ -194,6 +194,7 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
     assert peft.returncode == 2 and "'ext_qv' (ext_qv) has no PEFT form; use --format merged" in peft.stderr
 
 
+@pytest.mark.slow
 def test_a_method_from_an_installed_packages_entry_point_runs_and_reloads(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "ext_ep_qv").mkdir(parents=True)

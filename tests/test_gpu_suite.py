@@ -39,6 +39,7 @@ def test_default_plan_is_the_issue_measurements_at_the_paper_shapes_and_llama_3_
     assert "1000" in commands["loop"]
 
 
+@pytest.mark.slow
 def test_suite_runs_each_measurement_and_reports_a_stopped_one(tmp_path, capsys):
     args = gpu_suite.parse_args(["--device", "cpu", "--models", "tiny", "--batch", "2", "--length", "16",
                                  "--rounds", "1", "--only", "components", "--out", str(tmp_path)])
@@ -53,6 +54,7 @@ def test_suite_runs_each_measurement_and_reports_a_stopped_one(tmp_path, capsys)
     assert outcome["components"].startswith("timed out after 0 s")
 
 
+@pytest.mark.slow
 def test_offline_kit_restores_minilm_and_the_corpus_where_the_runs_look(tmp_path):
     kit, site = tmp_path / "kit", tmp_path / "site"
     offline_kit.pack_data(kit)
@@ -74,6 +76,7 @@ def test_offline_kit_restores_minilm_and_the_corpus_where_the_runs_look(tmp_path
     assert model_dir.startswith(str(site)) and corpus.startswith(str(site)) and version == "1.0.0"
 
 
+@pytest.mark.slow
 def test_offline_kit_refuses_what_is_not_a_kit_and_leaves_no_half_kit(tmp_path):
     precious = tmp_path / "notes"
     precious.mkdir()

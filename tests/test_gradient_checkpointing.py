@@ -131,7 +131,7 @@ def test_gradient_checkpointing_is_in_the_identity_only_when_on(tmp_path):
 
 
 def test_a_non_boolean_gradient_checkpointing_is_refused_naming_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"^bad trainer config: trainer.gradient_checkpointing='sometimes': must be "
+    with pytest.raises(ConfigError, match=r"^invalid trainer setting\(s\): trainer.gradient_checkpointing='sometimes': must be "
                                           r"true or false$"):
         resolve(tiny(tmp_path, "trainer.gradient_checkpointing=sometimes"))
 

@@ -141,6 +141,7 @@ def test_learning_curves_leave_a_conflicting_label_out_and_draw_the_rest():
     assert set(table["n"]) == {2}  # seed 1 twice counts once
 
 
+@pytest.mark.slow
 def test_demo_report_draws_a_heatmap_per_configuration(tmp_path):
     root = tmp_path / "runs"
     for record in (_adalora(0), _adalora(1), _adalora(0, lr=0.05, sweep="c")):

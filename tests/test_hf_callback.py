@@ -146,6 +146,7 @@ def trained(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "grad_accum"), [("ours", 1), ("ours", 2), ("peft", 2)])
 def test_trainer_with_callback_equals_the_hand_written_loop(kind, grad_accum, trained):
     model, callback, lambdas, trainer = trained(kind, grad_accum)
@@ -168,6 +169,7 @@ def test_trainer_with_callback_equals_the_hand_written_loop(kind, grad_accum, tr
     assert proof["rank_changes"] == [h["step"] for h in callback.rank_history[1:]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "grad_accum"), [("ours", 1), ("peft", 2)])
 def test_resume_from_a_trainer_checkpoint_continues_exactly(kind, grad_accum, trained, tmp_path):
     full_model, full_callback, full_lambdas, full_trainer = trained(kind, grad_accum)
@@ -179,6 +181,7 @@ def test_resume_from_a_trainer_checkpoint_continues_exactly(kind, grad_accum, tr
     assert_same_training(model, lambdas, full_model, full_lambdas)
 
 
+@pytest.mark.slow
 def test_resume_without_the_callbacks_state_is_refused(trained, tmp_path):
     shutil.copytree(Path(trained("ours", 1)[3].args.output_dir) / "checkpoint-10", tmp_path / "checkpoint-10")
     (tmp_path / "checkpoint-10" / STATE_FILE).unlink()
@@ -186,6 +189,7 @@ def test_resume_without_the_callbacks_state_is_refused(trained, tmp_path):
         run_trainer("ours", tmp_path, resume=True)
 
 
+@pytest.mark.slow
 def test_a_planted_pickle_in_the_callbacks_state_file_is_refused_and_runs_nothing(trained, tmp_path):
     shutil.copytree(Path(trained("ours", 1)[3].args.output_dir) / "checkpoint-10", tmp_path / "checkpoint-10")
     marker = tmp_path / "code-ran"
@@ -195,6 +199,7 @@ def test_a_planted_pickle_in_the_callbacks_state_file_is_refused_and_runs_nothin
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_schedule_longer_than_the_trainers_steps_names_the_trainer_setting(tmp_path):
     model = tiny_deberta(seed=0)
     handle = apply_method(model, {**OURS, "tinit": 10, "tfinal": 8})
@@ -206,6 +211,7 @@ def test_a_schedule_longer_than_the_trainers_steps_names_the_trainer_setting(tmp
     assert "method.tinit" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_loraplus_through_adalora_trainer_trains_with_the_two_learning_rates_of_its_groups(tmp_path):
     model = tiny_deberta(seed=0)
     handle = apply_method(model, {"name": "peft_loraplus", "kind": "peft", "r": 2, "loraplus_lr_ratio": 16.0})
@@ -220,6 +226,7 @@ def test_loraplus_through_adalora_trainer_trains_with_the_two_learning_rates_of_
     assert b_matrices and b_matrices <= by_lr[max(by_lr)]
 
 
+@pytest.mark.slow
 def test_a_plain_trainer_whose_optimiser_lacks_a_declared_group_is_refused_naming_it(tmp_path):
     model = tiny_deberta(seed=0)
     handle = apply_method(model, {"name": "peft_loraplus", "kind": "peft", "r": 2, "loraplus_lr_ratio": 16.0})
@@ -232,6 +239,7 @@ def test_a_plain_trainer_whose_optimiser_lacks_a_declared_group_is_refused_namin
     assert trainer.state.global_step == 0
 
 
+@pytest.mark.slow
 def test_a_parameter_the_kind_keeps_out_of_the_optimiser_never_enters_the_trainers(tmp_path):
     """A SoRA-like kind updates its gates itself (tests/contract_kinds.py): AdaLoRATrainer leaves them out of
     AdamW; a plain Trainer, which would put them in, is refused naming them."""
@@ -249,6 +257,7 @@ def test_a_parameter_the_kind_keeps_out_of_the_optimiser_never_enters_the_traine
         plain.train()
 
 
+@pytest.mark.slow
 def test_a_trainer_run_whose_allocator_never_ran_fails_naming_the_cause(tmp_path):
     model = tiny_deberta(seed=0)
     handle = apply_method(model, {**OURS, "name": "forgetful", "kind": "test_adalora_no_allocator"})
@@ -270,6 +279,7 @@ def test_a_wrong_peft_total_step_is_replaced_with_the_trainers_max_steps(tmp_pat
     assert model.peft_config["default"].total_step == STEPS
 
 
+@pytest.mark.slow
 def test_the_loss_mixin_needs_the_callback(tmp_path):
     model, _, trainer_cls, _ = build("ours")
     trainer = trainer_cls(model=model, args=train_args(tmp_path), train_dataset=Examples())

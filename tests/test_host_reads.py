@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch.overrides import TorchFunctionMode
 
-from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
+from experiments.runner import _build, register_resolvers, resolve
 from experiments.training import EpochBatches
+from tests.conftest import tiny
 
 register_resolvers()
 
@@ -45,14 +45,12 @@ class HostReads(TorchFunctionMode):
 
 
 def _trainer(tmp_path, method: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", "budget=glue_0.3m",
-            f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=40"])
+    cfg = tiny(tmp_path, method=method, steps=40)
     trainer, handle, _ = _build(cfg, resolve(cfg), tmp_path / "run", None)
     return trainer, handle
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "adalora"])
 def test_one_host_read_per_step_and_one_per_new_mask(tmp_path, method):
     trainer, handle = _trainer(tmp_path, method)
@@ -77,6 +75,7 @@ def test_one_host_read_per_step_and_one_per_new_mask(tmp_path, method):
     assert len(final_phase) == 1, "the final phase reuses one frozen mask: its pattern is counted once"
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_step_it_happened_in(tmp_path):
     trainer, _ = _trainer(tmp_path, "lora")
     trainer.train(stop_after=3)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from experiments.identity import identity_hash
 from experiments.models import load_model
 from experiments.runner import PROJECT_ROOT, register_resolvers
 from experiments.spec import run_identity
+from tests.conftest import compose
 
 register_resolvers()
 TINY_BERT = {"name": "tiny_bert", "source": "tiny", "arch": "bert", "tiny_config": {}}
@@ -61,8 +61,7 @@ def test_use_kernels_overridden_by_the_environment_is_an_error(pretrained_dir, m
 
 
 def _config(*overrides: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=["task=tiny_glue_rte", *overrides])
+    return compose(["task=tiny_glue_rte", *overrides])
 
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (PROJECT_ROOT / "conf" / "model").glob("*.yaml")))

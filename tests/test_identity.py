@@ -32,10 +32,6 @@ from tests.conftest import tiny
 register_resolvers()
 
 
-def _cfg(out: Path, *extra: str, method: str = "lora", budget: str = "glue_0.3m"):
-    return tiny(out, *extra, method=method, budget=budget, steps=4)
-
-
 def _cut(cfg, steps: int = 2) -> Path:
     """Train ``steps`` of a run in-process and stop, as a killed job would: only its checkpoint survives."""
     trainer, _, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
@@ -45,24 +41,24 @@ def _cut(cfg, steps: int = 2) -> Path:
 
 # ------------------------------------------------------------------------------ identity itself
 def test_identity_ignores_paths_logger_and_progress_but_not_results(tmp_path):
-    base = run_identity_block(_cfg(tmp_path))
-    assert run_identity_block(_cfg(tmp_path / "elsewhere", "sweep_name=other", "logger=wandb",
+    base = run_identity_block(tiny(tmp_path))
+    assert run_identity_block(tiny(tmp_path / "elsewhere", "sweep_name=other", "logger=wandb",
                                    "trainer.progress=true", "trainer.log_every=1", "trainer.checkpoint_every=2",
                                    "force=true"))["hash"] == base["hash"]
     for changed in ("trainer.lr=0.01", "trainer.max_steps=5", "method.alpha=8", "task.max_seq_length=32", "seed=1",
                     "model=tiny_bert", "+model.tiny_config.hidden_dropout_prob=0.0"):
-        assert run_identity_block(_cfg(tmp_path, changed))["hash"] != base["hash"], changed
-    assert run_identity_block(_cfg(tmp_path, "seed=1"))["group"] == base["group"]  # the seed is not the config
+        assert run_identity_block(tiny(tmp_path, changed))["hash"] != base["hash"], changed
+    assert run_identity_block(tiny(tmp_path, "seed=1"))["group"] == base["group"]  # the seed is not the config
 
 
 def test_identity_of_full_ft_is_the_same_at_every_budget_and_uses_this_methods_hparams(tmp_path):
-    a = run_identity_block(_cfg(tmp_path, method="full_ft", budget="glue_0.3m"))
-    b = run_identity_block(_cfg(tmp_path, method="full_ft", budget="glue_1.2m"))
+    a = run_identity_block(tiny(tmp_path, method="full_ft", budget="glue_0.3m"))
+    b = run_identity_block(tiny(tmp_path, method="full_ft", budget="glue_1.2m"))
     assert a["hash"] == b["hash"] and a["keys"]["budget"] == "none"
     # Another method's hyperparameters in the task file do not make this run different.
-    lora = run_identity_block(_cfg(tmp_path))
-    assert run_identity_block(_cfg(tmp_path, "task.hparams.full_ft.lr=0.1"))["hash"] == lora["hash"]
-    assert run_identity_block(_cfg(tmp_path, "++task.hparams.lora.lr=0.1"))["hash"] != lora["hash"]
+    lora = run_identity_block(tiny(tmp_path))
+    assert run_identity_block(tiny(tmp_path, "task.hparams.full_ft.lr=0.1"))["hash"] == lora["hash"]
+    assert run_identity_block(tiny(tmp_path, "++task.hparams.lora.lr=0.1"))["hash"] != lora["hash"]
     data = lora["keys"]["task"]["dataset"]["data_files"]["train"]
     assert data.startswith(PROJECT_ROOT_TOKEN + "/tests/fixtures/")  # a moved checkout is the same run
 
@@ -97,45 +93,48 @@ def test_override_dirname_escapes_slashes_and_shortens_long_names_uniquely():
 
 
 # ------------------------------------------------------------------------------ skip / resume rules
+@pytest.mark.slow
 def test_changed_config_is_never_skipped_and_force_replaces_it(tmp_path, capsys):
-    cfg = _cfg(tmp_path)
+    cfg = tiny(tmp_path)
     first = run(cfg)
     assert first["status"] == "success" and first["identity"]["hash"] == run_identity_block(cfg)["hash"]
     before = (Path(cfg.run_dir) / "result.json").read_bytes()
-    changed = _cfg(tmp_path, "trainer.lr=0.0001", "trainer.max_steps=5")
+    changed = tiny(tmp_path, "trainer.lr=0.0001", "trainer.max_steps=5")
     assert changed.run_dir == cfg.run_dir  # composed without Hydra's override sub-directory: same directory
     with pytest.raises(RunConflict, match=r"differing keys: .*trainer\.lr: 0\.005 -> 0\.0001.*force=true.*sweep_name"):
         run(changed)
     assert (Path(cfg.run_dir) / "result.json").read_bytes() == before  # nothing overwritten
     assert run(cfg)["status"] == "success" and "[skip]" in capsys.readouterr().out  # same config: skipped
-    forced = _cfg(tmp_path, "trainer.lr=0.0001", "trainer.max_steps=5", "force=true")
+    forced = tiny(tmp_path, "trainer.lr=0.0001", "trainer.max_steps=5", "force=true")
     record = run(forced)
     assert record["status"] == "success" and record["train"]["steps"] == 5
     assert read_result(cfg.run_dir)["identity"]["hash"] == run_identity_block(forced)["hash"]
 
 
+@pytest.mark.slow
 def test_resume_only_from_a_checkpoint_of_the_same_config(tmp_path, capsys):
     extra = ("trainer.max_steps=6", "trainer.checkpoint_every=2")
-    checkpoint = _cut(_cfg(tmp_path, *extra))
-    assert torch.load(checkpoint, weights_only=False)["identity"]["hash"] == run_identity_block(_cfg(tmp_path, *extra))["hash"]
+    checkpoint = _cut(tiny(tmp_path, *extra))
+    assert torch.load(checkpoint, weights_only=False)["identity"]["hash"] == run_identity_block(tiny(tmp_path, *extra))["hash"]
     with pytest.raises(RunConflict, match=r"checkpoint\.pt holds a checkpoint of a different configuration; "
                                           r"differing keys: trainer\.lr"):
-        run(_cfg(tmp_path, *extra, "trainer.lr=0.0001"))
+        run(tiny(tmp_path, *extra, "trainer.lr=0.0001"))
     assert checkpoint.exists()
-    record = run(_cfg(tmp_path, *extra, "trainer.lr=0.0001", "force=true"))
+    record = run(tiny(tmp_path, *extra, "trainer.lr=0.0001", "force=true"))
     out = capsys.readouterr().out
     assert "[force]" in out and "[resume]" not in out
     assert record["status"] == "success" and record["config"]["trainer"]["lr"] == 0.0001
     assert len(list(Path(checkpoint.parent).glob("checkpoint.pt.stale-*"))) == 1
 
 
+@pytest.mark.slow
 def test_resumed_run_records_the_wall_time_of_all_segments(tmp_path, capsys):
     extra = ("trainer.max_steps=6", "trainer.checkpoint_every=2")
-    checkpoint = _cut(_cfg(tmp_path, *extra))
+    checkpoint = _cut(tiny(tmp_path, *extra))
     payload = torch.load(checkpoint, weights_only=False)
     payload["state"]["elapsed_s"] = 1000.0  # the first segment trained for 1000 s before it was killed
     torch.save(payload, checkpoint)
-    record = run(_cfg(tmp_path, *extra))
+    record = run(tiny(tmp_path, *extra))
     assert "[resume]" in capsys.readouterr().out
     train = record["train"]
     assert train["segment_wall_time_s"] < 1000 < train["wall_time_s"]
@@ -143,8 +142,9 @@ def test_resumed_run_records_the_wall_time_of_all_segments(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ corrupt files
+@pytest.mark.slow
 def test_truncated_checkpoint_is_named_moved_aside_and_the_run_restarts(tmp_path, capsys):
-    cfg = _cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2")
+    cfg = tiny(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2")
     checkpoint = _cut(cfg)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     record = run(cfg)
@@ -154,9 +154,10 @@ def test_truncated_checkpoint_is_named_moved_aside_and_the_run_restarts(tmp_path
     assert len(list(checkpoint.parent.glob("checkpoint.pt.corrupt-*"))) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("force", [False, True])
 def test_half_written_result_json_is_named_moved_aside_and_rerun(tmp_path, capsys, force):
-    cfg = _cfg(tmp_path, *(["force=true"] if force else []))
+    cfg = tiny(tmp_path, *(["force=true"] if force else []))
     result = Path(cfg.run_dir) / "result.json"
     result.parent.mkdir(parents=True)
     result.write_text('{"schema_version": 2, "status": "succ')
@@ -175,6 +176,7 @@ def test_result_json_gets_the_umask_permissions(tmp_path):
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_record_carries_identity_code_version_and_the_checkpoint_its_hash(tiny_finished_run):
     cfg = tiny_finished_run
     on_disk = read_result(cfg.run_dir)
@@ -202,7 +204,7 @@ def test_wandb_run_id_is_kept_when_resuming_and_new_otherwise(tmp_path):
 ])
 def test_bad_trainer_settings_fail_before_any_model_is_built(tmp_path, override, key):
     extra = [override] if key == "max_steps" else ["trainer.max_steps=null", override]
-    cfg = _cfg(tmp_path, *extra)
+    cfg = tiny(tmp_path, *extra)
     with pytest.raises(ConfigError, match=rf"trainer\.{key}="):
         resolve(cfg)
     with pytest.raises(ConfigError, match=rf"trainer\.{key}="):

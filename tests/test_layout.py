@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # transformers is allowed only where an architecture table needs its names; nothing imports it yet.
 CORE_ALLOWED = {"torch", "adalora", "transformers"}
@@ -47,6 +49,7 @@ def test_method_library_imports_only_torch_and_the_standard_library():
     assert offending == {}, f"adalora/ must import only torch (+ stdlib): {offending}"
 
 
+@pytest.mark.slow
 def test_importing_adalora_loads_no_harness_module():
     code = (
         "import sys, adalora; "

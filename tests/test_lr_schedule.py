@@ -59,6 +59,6 @@ def test_lr_schedule_is_in_the_identity_only_when_not_linear(tmp_path):
 
 
 def test_an_unknown_lr_schedule_is_refused_naming_the_key_and_the_choices(tmp_path):
-    with pytest.raises(ConfigError, match=r"^bad trainer config: trainer.lr_schedule='step': must be one of linear, "
+    with pytest.raises(ConfigError, match=r"^invalid trainer setting\(s\): trainer.lr_schedule='step': must be one of linear, "
                                           r"cosine$"):
         resolve(tiny(tmp_path, "trainer.lr_schedule=step"))

@@ -117,6 +117,7 @@ def test_count_rule_on_a_tiny_model_records_target_and_gap():
                         budget="glue_0.3m").settings.bottleneck == 2
 
 
+@pytest.mark.slow
 def test_the_papers_kinds_keep_the_papers_knobs_where_the_count_rule_differs():
     """DeBERTaV3-base at 0.3M: the count rule gives Houlsby 8 (Table 7: 8) and Pfeiffer 17 (Table 7: 16)."""
     level = BUDGET_LEVELS["glue_0.3m"]

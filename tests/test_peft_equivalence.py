@@ -40,6 +40,7 @@ def _freeze_head(model) -> None:
             p.requires_grad_(False)
 
 
+@pytest.mark.slow
 def test_adalora_matches_peft_masks_and_lambdas():
     ours = tiny_deberta(seed=0)
     theirs = tiny_deberta(seed=0)

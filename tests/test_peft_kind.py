@@ -14,6 +14,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 
 from adalora import apply_method, orthogonal_regularization
 from adalora.methods import MethodConfigError, MethodHandle
+from tests.conftest import compose
 from tests.tiny import cls_batch, deberta_v3_base_on_meta, seq2seq_batch, tiny_bart, tiny_deberta
 
 peft = pytest.importorskip("peft")
@@ -278,16 +279,6 @@ def test_allocator_state_round_trip_continues_exactly():
 
 
 # ------------------------------------------------------------------ through experiments.run
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from experiments.runner import PROJECT_ROOT, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 FAMILIES = {  # task, model, budget level, Σ (d_in + d_out), Σ d_out over the adapted matrices of the tiny model
     "deberta": ("tiny_glue_rte", "tiny_deberta", "glue_0.3m", 896, 448),
     "bart": ("tiny_xsum", "tiny_bart", "nlg_0.26", 2304, 1152),
@@ -296,7 +287,7 @@ FAMILIES = {  # task, model, budget level, Σ (d_in + d_out), Σ d_out over the 
 
 def _run_cfg(tmp_path: Path, family: str, row: str, extra: list[str] = ()):
     task, model, level, _, _ = FAMILIES[family]
-    return _compose([f"task={task}", f"model={model}", f"method={row}", f"budget={level}", f"output_root={tmp_path}",
+    return compose([f"task={task}", f"model={model}", f"method={row}", f"budget={level}", f"output_root={tmp_path}",
                      "trainer.progress=false", "trainer.max_steps=12", *extra])
 
 
@@ -362,19 +353,20 @@ def test_every_shipped_row_runs_end_to_end_and_reloads(tmp_path, family, row):
     _run_and_check(tmp_path, family, row)
 
 
+@pytest.mark.slow
 def test_peft_rows_read_the_hparams_of_the_method_they_stand_beside():
     from experiments.runner import resolve
 
-    rte = {row: resolve(_compose(["task=glue_rte", f"method={row}", "budget=glue_0.3m"])) for row in ROWS}
-    lora = resolve(_compose(["task=glue_rte", "method=lora", "budget=glue_0.3m"]))
-    adalora = resolve(_compose(["task=glue_rte", "method=adalora", "budget=glue_0.3m"]))
+    rte = {row: resolve(compose(["task=glue_rte", f"method={row}", "budget=glue_0.3m"])) for row in ROWS}
+    lora = resolve(compose(["task=glue_rte", "method=lora", "budget=glue_0.3m"]))
+    adalora = resolve(compose(["task=glue_rte", "method=adalora", "budget=glue_0.3m"]))
     for row in LORA_ROWS:  # LoRA's alpha and lr fallback (glue_rte: 32, 1.2e-3)
         assert rte[row].method["alpha"] == lora.method["alpha"] == 32 and rte[row].train.lr == lora.train.lr
     ada = rte["peft_adalora"]
     assert {k: ada.method[k] for k in ("tinit", "tfinal", "deltaT", "orth_reg_weight", "alpha", "init_r", "target_r")} \
         == {k: adalora.method[k] for k in ("tinit", "tfinal", "deltaT", "orth_reg_weight", "alpha", "init_r", "target_r")}
     assert ada.train.lr == adalora.train.lr == 1.2e-3
-    squad = resolve(_compose(["task=squad_v1", "method=peft_rslora", "budget=qa_0.16"]))
+    squad = resolve(compose(["task=squad_v1", "method=peft_rslora", "budget=qa_0.16"]))
     assert squad.train.epochs == 8 and squad.train.lr == 8e-5  # LoRA's SQuAD recipe (official LoRA commands)
 
 
@@ -385,10 +377,11 @@ def test_peft_rows_take_their_own_lr_search_result(tmp_path, monkeypatch):
     selection = tmp_path / "selected.yaml"
     selection.write_text("selected: {glue_rte: {peft_dora: {glue_0.3m: {lr: 3.0e-4}}}}\n")
     monkeypatch.setenv(SELECTED_LR_ENV, str(selection))
-    assert resolve(_compose(["task=glue_rte", "method=peft_dora", "budget=glue_0.3m"])).train.lr == 3e-4
-    assert resolve(_compose(["task=glue_rte", "method=peft_pissa", "budget=glue_0.3m"])).train.lr == 1.2e-3
+    assert resolve(compose(["task=glue_rte", "method=peft_dora", "budget=glue_0.3m"])).train.lr == 3e-4
+    assert resolve(compose(["task=glue_rte", "method=peft_pissa", "budget=glue_0.3m"])).train.lr == 1.2e-3
 
 
+@pytest.mark.slow
 def test_resumed_peft_adalora_run_matches_the_uninterrupted_one(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: the same λ, masks, allocator EMAs and metrics."""
     from experiments.runner import _build, resolve, run

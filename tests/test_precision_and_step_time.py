@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.runner import PROJECT_ROOT, ConfigError, register_resolvers, resolve, run
+from experiments.runner import ConfigError, register_resolvers, resolve, run
 from experiments.training import TrainState
+from tests.conftest import tiny
 
 register_resolvers()
 
 
 def _cfg(tmp_path, *extra: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
-            f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=6", *extra])
+    return tiny(tmp_path, *extra, method="adalora", steps=6)
 
 
 @pytest.mark.slow  # two tiny runs through experiments.runner.run (~40 s of CPU)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from experiments.prefetch import items_for_sweeps, main
 
 GLUE = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"]
@@ -11,6 +13,7 @@ def _listing(sweeps, overrides=()):
     return sorted((i.kind, i.label) for i in items_for_sweeps(sweeps, list(overrides)))
 
 
+@pytest.mark.slow
 def test_glue_sweeps_need_one_model_and_the_eight_glue_datasets():
     assert _listing(["glue", "glue_baselines"]) == sorted(
         [("model", "microsoft/deberta-v3-base")] + [("dataset", f"nyu-mll/glue ({t})") for t in GLUE])

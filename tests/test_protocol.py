@@ -156,6 +156,7 @@ def test_sweep_glue_heldout_is_table_1_under_heldout_in_its_own_tree():
 
 
 # ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_paper_record_keeps_its_shape(tmp_path):
     cfg = _cfg(tmp_path, "tiny_glue_rte", "lora", "trainer.max_steps=6", "trainer.eval_every=2")
     record = run(cfg)

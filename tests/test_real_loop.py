@@ -27,6 +27,7 @@ def test_real_loop_times_both_methods_from_their_result_json(tmp_path):
     assert "| adalora/lora |" in md and "≤ 1.05" in md and "trainer.log_every=4" in md
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_reported_with_its_command(tmp_path):
     args = real_loop.parse_args(["--model", "tiny_deberta", "--task", "no_such_task", "--steps", "4",
                                  "--seeds", "0", "--out", str(tmp_path)])

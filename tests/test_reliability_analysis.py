@@ -96,6 +96,7 @@ def test_a_symlinked_sweep_folder_is_collected_and_a_link_loop_is_read_once(tmp_
 PAYLOAD = "from pathlib import Path\nPath({marker!r}).write_text('the payload ran')\n"
 
 
+@pytest.mark.slow
 def test_collect_and_the_page_never_import_a_module_a_schema1_record_names(tmp_path):
     """A folder dropped under outputs/ holds ``payload.py`` and a schema-1 record naming it as
     ``method.module``; computing that record's identity must not import it, even with the folder

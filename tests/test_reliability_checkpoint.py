@@ -19,7 +19,7 @@ import experiments.weights
 from experiments.results import read_result
 from experiments.runner import _build, register_resolvers, resolve, run, run_identity_block
 from experiments.training import rng_state, set_rng_state
-from tests.test_identity import _cfg  # the tiny 4-step RTE run those tests use
+from tests.conftest import tiny  # the tiny 4-step RTE run those tests use
 
 register_resolvers()
 
@@ -34,8 +34,9 @@ class _Planted:
         return open, (str(self.marker), "w")
 
 
+@pytest.mark.slow
 def test_planted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path, capsys):
-    cfg = _cfg(tmp_path / "out")
+    cfg = tiny(tmp_path / "out")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True)
     marker = tmp_path / "code-ran"
@@ -51,9 +52,10 @@ def test_planted_checkpoint_runs_no_code_and_is_refused_by_name(tmp_path, capsys
     assert len(list(run_dir.glob("checkpoint.pt.refused-*"))) == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_only_tensors_and_plain_types(tmp_path):
     """AdaLoRA's allocator state, the optimiser, RNGs and numpy-valued metrics all load with weights_only."""
-    cfg = _cfg(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "trainer.eval_every=2",
+    cfg = tiny(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2", "trainer.eval_every=2",
                method="adalora")
     trainer, _, _ = _build(cfg, resolve(cfg), Path(cfg.run_dir), None)
     trainer.train(stop_after=4)
@@ -116,9 +118,10 @@ class _FullDisk:
         self._fh.close()
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file_and_the_disk(tmp_path, monkeypatch):
     """Not torch's ``enforce fail at inline_container.cc``: the file, the disk and what to do."""
-    cfg = _cfg(tmp_path, "trainer.checkpoint_every=2")
+    cfg = tiny(tmp_path, "trainer.checkpoint_every=2")
     monkeypatch.setattr(experiments.training, "open", lambda path, mode="r": _FullDisk(path, 100), raising=False)
     record = run(cfg)
     run_dir = Path(cfg.run_dir)
@@ -133,8 +136,9 @@ def test_full_disk_during_a_checkpoint_is_a_failed_record_naming_the_file_and_th
     assert _temp_files(run_dir) == [] and not (run_dir / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_full_disk_during_the_weights_write_is_a_failed_record_naming_the_file(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path)
+    cfg = tiny(tmp_path)
     monkeypatch.setattr(safetensors.torch, "save_file", _full_disk_after(50, safetensors.torch.save_file))
     record = run(cfg)
     run_dir = Path(cfg.run_dir)
@@ -143,10 +147,11 @@ def test_full_disk_during_the_weights_write_is_a_failed_record_naming_the_file(t
     assert _temp_files(run_dir) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [".result.json.k2j3.tmp", "weights/.final.safetensors.a8f.tmp",
                                   ".checkpoint.pt.x1.tmp", "checkpoint.tmp"])
 def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path, capsys, name):
-    cfg = _cfg(tmp_path, "trainer.max_steps=2")
+    cfg = tiny(tmp_path, "trainer.max_steps=2")
     stale = Path(cfg.run_dir) / name
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a file from a killed job")

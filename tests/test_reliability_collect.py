@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from analysis.collect import SNAPSHOT_ENV, collect, collected_once, main, run_status
 from analysis.index_page import parse_markdown_table
@@ -69,6 +70,7 @@ def test_the_cli_lists_what_it_skipped_and_writes_the_rest(tmp_path, capsys):
     assert pd.read_parquet(tmp_path / "out" / "run_status.parquet")["seed"].tolist() == [0]
 
 
+@pytest.mark.slow
 def test_collected_once_reads_the_records_once_for_this_process_and_its_children(tmp_path):
     _record(tmp_path, 0)
     fresh = collect(tmp_path), run_status(tmp_path)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import huggingface_hub.constants as hc
 import pytest
-from hydra import compose, initialize_config_dir
 
 from experiments.content import FingerprintCache, data_content, model_content
 from experiments.identity import identity_hash
@@ -19,7 +18,7 @@ from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT, RunConflict, run, run_identity_block
 from experiments.spec import current_identity, run_identity
 from experiments.tasks import build_task
-from tests.test_identity import _cfg as _identity_cfg
+from tests.conftest import compose, tiny
 from tests.test_identity import _cut
 
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "data" / "glue" / "rte"
@@ -35,7 +34,7 @@ def _data(tmp_path: Path) -> Path:
 
 def _cfg(out: Path, data: Path, *extra: str):
     """tests.test_identity's tiny LoRA run, on the data files in ``data``."""
-    return _identity_cfg(out, f"task.dataset.data_files.train={data / 'train.jsonl'}",
+    return tiny(out, f"task.dataset.data_files.train={data / 'train.jsonl'}",
                          f"task.dataset.data_files.validation={data / 'validation.jsonl'}", *extra)
 
 
@@ -58,6 +57,7 @@ def test_identity_records_size_and_sha256_of_each_data_file(tmp_path):
     assert "model" not in keys["content"]  # a tiny model has no revision
 
 
+@pytest.mark.slow
 def test_a_data_file_changed_in_place_after_a_run_is_refused_with_the_reason(tmp_path, capsys):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data)
@@ -73,6 +73,7 @@ def test_a_data_file_changed_in_place_after_a_run_is_refused_with_the_reason(tmp
     assert read_result(cfg.run_dir)["identity"]["keys"]["content"]["data"]["train"]["sha256"] == edited
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_not_resumed_on_changed_data(tmp_path):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data, "trainer.max_steps=6", "trainer.checkpoint_every=2")
@@ -85,6 +86,7 @@ def test_a_checkpoint_is_not_resumed_on_changed_data(tmp_path):
     assert checkpoint.exists()
 
 
+@pytest.mark.slow
 def test_a_record_written_before_fingerprints_is_still_skipped_with_a_note(tmp_path, capsys):
     data = _data(tmp_path)
     cfg = _cfg(tmp_path, data)
@@ -165,8 +167,7 @@ def test_a_revision_on_a_tiny_model_is_a_clear_error():
 
 
 def test_xsum_loads_its_parquet_revision_and_names_it_when_it_is_not_cached():
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["task=xsum", "model=bart_large", "budget=nlg_0.13"])
+    cfg = compose(["task=xsum", "model=bart_large", "budget=nlg_0.13"])
     assert cfg.task.dataset.revision == "refs/convert/parquet" and cfg.model.revision is None
     with pytest.raises(RuntimeError, match=r"EdinburghNLP/xsum at revision 'refs/convert/parquet' is not in the "
                                            r"Hugging Face cache.*make prefetch"):

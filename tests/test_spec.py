@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments import identity as identity_module
 from experiments.identity import identity_hash, override_dirname
 from experiments.lr_search import SELECTED_LR_ENV
 from experiments.spec import ConfigError, record_identity, resolve, run_identity
+from experiments.training import TrainSettings
 from tests.conftest import PROJECT_ROOT, compose
 
 FIXTURE_RUNS = PROJECT_ROOT / "tests" / "fixtures" / "runs"
@@ -20,7 +23,12 @@ PINNED = json.loads((PROJECT_ROOT / "tests" / "fixtures" / "identity_hashes.json
 TINY = ["task=tiny_glue_rte", "model=tiny_deberta", "budget=glue_0.3m"]
 
 
-def test_every_fixture_record_keeps_its_identity_hash():
+def test_every_fixture_record_keeps_its_identity_hash(monkeypatch):
+    """The pinned hashes are the identities of the records as written: their data paths (the checkouts they ran
+    in, /work/main and /work/wt-18) taken literally, as any other checkout reads them. A checkout at one of those
+    paths would re-anchor them to ``${project_root:}`` (a moved clone is the same run; that identity is pinned by
+    tests/test_budget_levels.py), so the paths are read here as from a checkout that is none of them."""
+    monkeypatch.setattr(identity_module, "_ROOT_PREFIX", "/nonexistent-checkout/")
     records = sorted(FIXTURE_RUNS.rglob("result.json"))
     assert len(records) == len(PINNED) == 28
     for path in records:
@@ -28,6 +36,7 @@ def test_every_fixture_record_keeps_its_identity_hash():
         assert identity_hash(identity) == PINNED[str(path.relative_to(FIXTURE_RUNS))], path
 
 
+@pytest.mark.slow
 def test_schema_1_identity_of_an_unregistered_kind_imports_nothing(tmp_path):
     """A schema-1 record naming a module that would write a marker: its identity comes from the config alone."""
     (tmp_path / "payload_mod.py").write_text(f"open({str(tmp_path / 'marker')!r}, 'w').write('ran')\n")
@@ -169,6 +178,7 @@ def test_peft_dora_rerun_with_another_lora_lr_is_refused_naming_trainer_lr(tmp_p
         run(compose([*base, "task.hparams.lora.lr=0.02"]))
 
 
+@pytest.mark.slow
 def test_the_record_is_typed_and_states_what_ran(tiny_finished_run):
     """Issue 31 item 3: one typed schema, read by attribute; the record says the settings, world and code that ran."""
     from experiments.results import SCHEMA_VERSION, RunRecord, Status, read_record, read_result
@@ -184,3 +194,15 @@ def test_the_record_is_typed_and_states_what_ran(tiny_finished_run):
     assert migrated.schema_version == 1 and migrated.train["world_size"] is None and migrated.world_size == 1
     with pytest.raises(ValueError, match=r"result\.status must be one of"):
         RunRecord.from_dict({**old, "status": "done"})
+
+
+def test_trainer_ranges_are_declared_on_the_train_settings_fields():
+    ranged = {f.name for f in dataclasses.fields(TrainSettings) if "range" in f.metadata}
+    assert {"lr", "batch_size", "epochs", "max_steps", "warmup_ratio", "max_grad_norm", "adam_eps"} <= ranged
+    settings = TrainSettings(lr=-1, batch_size=0, warmup_ratio=1.5, max_grad_norm=None, max_steps=3, epochs=0)
+    assert settings.range_problems() == ["trainer.lr=-1: must be a finite number > 0",
+                                         "trainer.batch_size=0: must be a positive integer",
+                                         "trainer.warmup_ratio=1.5: must be a number in [0, 1)"]
+    assert TrainSettings(lr=1e-3, batch_size=True, max_steps=None, epochs=0).range_problems() == [
+        "trainer.batch_size=True: must be a positive integer",
+        "trainer.epochs=0: must be a number > 0 (or set trainer.max_steps)"]

@@ -144,6 +144,7 @@ def _tiny_cfg(out: Path, method: str = "lora"):
     return tiny(out, method=method, steps=3)
 
 
+@pytest.mark.slow
 def test_run_directory_lock_stops_a_second_job(tmp_path, capsys):
     cfg = _tiny_cfg(tmp_path)
     run_dir = Path(cfg.run_dir)

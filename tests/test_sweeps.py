@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.types import RunMode
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers, resolve
 from experiments.sweeps import expand_sweep
+from tests.conftest import compose
 
 CONF = PROJECT_ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
@@ -90,7 +90,7 @@ class Job:
 
 # ------------------------------------------------------------------------------------- expansion
 def _compose(sweep: str, overrides: list[str] = ()) -> DictConfig:
-    return compose(config_name="config", overrides=[f"sweep={sweep}", *overrides], return_hydra_config=True)
+    return compose([f"sweep={sweep}", *overrides], return_hydra_config=True)
 
 
 @functools.cache
@@ -159,22 +159,21 @@ def sweep_jobs(sweep: str) -> tuple[Job, ...]:
     every job of that combination sets the same keys); a real compose where that is not faithful."""
     sweep_raw = OmegaConf.load(CONF / "sweep" / f"{sweep}.yaml")
     jobs = []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        base = _compose(sweep)
-        assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
-        base_slim, by_groups = _slim(base), {}
-        for overrides in expand_sweep(base.hydra.sweeper.params, []):
-            split = _split(overrides, sweep_raw)
-            if split is None:
-                jobs.append(_job(_compose(sweep, overrides), overrides))
-                continue
-            groups, values = split
-            if groups not in by_groups:
-                by_groups[groups] = _with_groups(base_slim, groups)
-            cfg = by_groups[groups]
-            for key, value in values:
-                OmegaConf.update(cfg, key, value, merge=False, force_add=False)
-            jobs.append(_job(cfg, overrides))
+    base = _compose(sweep)
+    assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
+    base_slim, by_groups = _slim(base), {}
+    for overrides in expand_sweep(base.hydra.sweeper.params, []):
+        split = _split(overrides, sweep_raw)
+        if split is None:
+            jobs.append(_job(_compose(sweep, overrides), overrides))
+            continue
+        groups, values = split
+        if groups not in by_groups:
+            by_groups[groups] = _with_groups(base_slim, groups)
+        cfg = by_groups[groups]
+        for key, value in values:
+            OmegaConf.update(cfg, key, value, merge=False, force_add=False)
+        jobs.append(_job(cfg, overrides))
     return tuple(jobs)
 
 
@@ -183,14 +182,15 @@ def _sample(jobs: tuple[Job, ...]) -> list[Job]:
 
 
 # ------------------------------------------------------------------------------------- tests
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_shortcut_equals_real_compose(sweep):
     jobs = sweep_jobs(sweep)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for job in _sample(jobs):
-            assert _job(_compose(sweep, list(job.overrides)), list(job.overrides)) == job, job.overrides
+    for job in _sample(jobs):
+        assert _job(_compose(sweep, list(job.overrides)), list(job.overrides)) == job, job.overrides
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_resolves_to_its_own_run_dir(sweep):
     """Run dirs <-> (task, method, effective budget, seed); only full_ft/bitfit share one, across budgets."""
@@ -221,6 +221,7 @@ def test_paper_sweep_headers_state_command_count_and_cost(sweep):
     assert "GPU-h" in header, "state a GPU-hour estimate"
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_glue_and_glue_baselines_are_table_1():
     """The two GLUE files together: 8 tasks x 6 methods x 3 budgets x 5 seeds -> 560 distinct runs, one tree."""
     jobs = sweep_jobs("glue") + sweep_jobs("glue_baselines")
@@ -233,6 +234,7 @@ def test_glue_and_glue_baselines_are_table_1():
     assert all(j.budget == "none" for j in sweep_jobs("glue_baselines"))  # one job per run, no duplicates
 
 
+@pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 def test_a_run_dir_means_one_configuration_across_all_sweeps():
     """Identical runs in two sweep files share a directory (budget_curves' SQuAD v2 runs are sweep=squad's)."""
     dirs_of: dict[str, set[str]] = {}

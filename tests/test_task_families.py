@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from adalora import trust
 from analysis.collect import collect
@@ -32,6 +31,7 @@ from experiments.tasks import (
     peft_task_type_for_head,
     registered_families,
 )
+from tests.conftest import compose
 from tests.test_external_method import _run as run_with_user_code
 
 register_resolvers()
@@ -233,10 +233,8 @@ def test_a_family_in_the_users_module_sweeps_resumes_reevaluates_and_reaches_the
     assert "ext_rte" in write_index(tmp_path / "out", tmp_path / "figures").read_text()
 
     # resume: a run that stopped after its step-2 checkpoint continues to the uninterrupted result
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra.searchpath=[file://{conf}]", *TINY, "task=ext_rte",
-                                                       "method=lora", "budget=glue_0.3m", "seed=0",
-                                                       f"output_root={tmp_path}/cut"])
+    cfg = compose([f"hydra.searchpath=[file://{conf}]", *TINY, "task=ext_rte", "method=lora", "budget=glue_0.3m",
+                   "seed=0", f"output_root={tmp_path}/cut"])
     full_dir, full = records[("lora", 0)]
     cut_dir = tmp_path / "cut" / full_dir.relative_to(tmp_path / "out")
     trainer, _, _ = _build(cfg, resolve(cfg), cut_dir, None)

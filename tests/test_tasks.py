@@ -71,16 +71,12 @@ LORA_TABLE9 = {
 
 @pytest.mark.parametrize("model", sorted(LORA_TABLE9))
 def test_roberta_glue_tasks_resolve_to_the_lora_papers_table_9_hyperparameters(model):
-    from hydra import compose, initialize_config_dir
+    from experiments.runner import resolve
+    from tests.conftest import compose
 
-    from experiments.runner import register_resolvers, resolve
-
-    register_resolvers()
     (batch, length, alpha), per_task = LORA_TABLE9[model]
     for glue_task, (epochs, lr) in per_task.items():
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"task={model}/glue_{glue_task}", "model=tiny_bert",
-                                                           "method=lora", "budget=glue_0.3m"])
+        cfg = compose([f"task={model}/glue_{glue_task}", "model=tiny_bert", "method=lora", "budget=glue_0.3m"])
         resolved = resolve(cfg)
         assert (cfg.task.name, cfg.task.max_seq_length) == (f"glue_{glue_task}", length)
         assert (resolved.train.lr, resolved.train.batch_size, resolved.train.epochs) == (lr, batch, epochs)

@@ -1,0 +1,28 @@
+"""The suite's own running conditions (tests/conftest.py): one compute thread per test process, and session
+fixtures built once per test run however many xdist workers share it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.conftest import built_once
+
+
+def test_each_test_process_computes_on_one_thread():
+    assert torch.get_num_threads() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # and so does every subprocess a test starts
+
+
+def test_a_shared_fixture_folder_is_built_once_and_rebuilt_after_a_failed_build(tmp_path):
+    folder = tmp_path / "fixture"
+    with pytest.raises(RuntimeError), built_once(folder) as needed:
+        assert needed
+        raise RuntimeError("the build failed half-way")
+    with built_once(folder) as needed:
+        assert needed  # nothing marked it built
+        (folder / "made").write_text("x")
+    with built_once(folder) as needed:
+        assert not needed and (folder / "made").read_text() == "x"
