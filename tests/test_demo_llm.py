@@ -178,10 +178,12 @@ def test_allocation_proof_keeps_a_run_that_failed_because_its_ranks_never_change
 @needs_corpus
 @needs_smollm2
 def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path):
-    """One step of the demo's run on the real SmolLM2 file (dequantised once into the cache, ~2 min the
-    first time): the record names the file and the quantisation its header declared."""
+    """Four steps of the demo's AdaLoRA run on the real SmolLM2 file (dequantised once into the cache, ~2 min
+    the first time; 4 steps: its schedule prunes at step 3): the record names the file and the quantisation its
+    header declared, and the ranks of its 30 layers x 7 projections."""
     cfg = _compose(["sweep=demo_llm", "task=bbc_topic_mc", "method=adalora", f"output_root={tmp_path}",
-                    "trainer.max_steps=1", "trainer.eval_every=1", "++task.max_eval_samples=2"])
+                    "trainer.max_steps=4", "trainer.eval_every=4", "trainer.batch_size=2",
+                    "++task.max_eval_samples=2"])
     record = run(cfg)
     assert record["status"] == "success", record["reason"]
     model = record["config"]["model"]

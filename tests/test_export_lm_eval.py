@@ -74,7 +74,7 @@ def test_a_tiny_causal_lm_export_loads_in_lm_evals_hf_model_with_the_runs_logits
 def test_a_smollm2_adapter_names_the_dequantised_folder_as_its_base_and_loads_there(tmp_path):
     """The demo's model: the adapter's base is the folder the run loaded (dequantised from Q4_1), so
     ``pretrained=<base_model_name_or_path>,peft=<adapter>`` needs nothing else (the package is never imported)."""
-    run_dir, _ = _run(tmp_path, "tiny_gsm8k", "smollm2", "adalora", "llm_r4",
+    run_dir, _ = _run(tmp_path, "tiny_gsm8k", "smollm2", "lora", "llm_r4",
                       ["trainer.max_steps=1", "trainer.batch_size=2", "++task.max_eval_samples=2"])
     adapter = export_peft(run_dir, tmp_path / "adapter")
     base = Path(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
