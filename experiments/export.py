@@ -48,7 +48,8 @@ from adalora import trust
 from adalora.atomic import NoSpaceLeft
 from adalora.methods import ExportError, MethodConfigError, resolve_kind
 from adalora.methods.base import write_peft_adapter
-from experiments.models import load_tokenizer, package_model_dir
+from experiments.models import _location as model_location
+from experiments.models import load_tokenizer
 from experiments.results import RESULT_FILE
 from experiments.run_paths import RunPathError, check_output, find_run, staged_output
 from experiments.tasks import peft_task_type_for_head
@@ -70,12 +71,11 @@ SUITE_FORMAT_HINT = ("it stays in the suite's own format: <run_dir>/weights/*.sa
 
 
 def _base_location(spec: ModelSpec) -> str | None:
-    source = spec.model.get("source")
-    if source == "hub":
-        return spec.model.get("pretrained")
-    if source == "package":
-        return str(package_model_dir(spec.model["package"]))
-    return None  # tiny: random init, rebuilt from the seed (--with-base writes it)
+    """Where the base model's ``from_pretrained`` folder is: the hub id, the package's folder, or for a
+    GGUF file in a package the dequantised folder the run loaded (the package itself is never imported)."""
+    if spec.model.get("source") == "tiny":
+        return None  # random init, rebuilt from the seed (--with-base writes it)
+    return model_location(spec.model)
 
 
 def _refuse(loaded: LoadedRun, fmt: str) -> None:

@@ -61,6 +61,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _plain_model(loaded):
+    """The dequantised weights in a plain float model of the same config.
+
+    transformers >= 5 loads a GGUF file through its GGUF quantizer; without a GGUF kernel it
+    dequantises every weight into ``nn.Linear`` but keeps the quantizer attached, and
+    ``save_pretrained`` refuses such a model ("not serializable"). A model built from the config
+    without its ``quantization_config`` holds the same tensors and saves as any checkpoint.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    plain.load_state_dict(loaded.state_dict())
+    return plain
+
+
 def dequantized_dir(package: str, gguf_file: str, declared_quant: str, cache_root: Path) -> Path:
     """A ``from_pretrained`` folder with the dequantised model and tokenizer of ``gguf_file`` (built once).
 
@@ -82,7 +100,7 @@ def dequantized_dir(package: str, gguf_file: str, declared_quant: str, cache_roo
     try:
         print(f"[gguf] dequantising {source.name} ({quant}) once into {target}", flush=True)
         AutoTokenizer.from_pretrained(source.parent, gguf_file=gguf_file).save_pretrained(staging)
-        AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=gguf_file).save_pretrained(staging)
+        _plain_model(AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=gguf_file)).save_pretrained(staging)
         manifest = {"package": package, "gguf_file": gguf_file, "sha256": sha, "quantization": quant}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         umask = os.umask(0)
