@@ -85,6 +85,9 @@ SECONDS_PER_STEP.update({(model, task): seconds for model, row in _LLM_SECONDS.i
 #: (kind adalora, and PEFT's), DoRA its weight-norm pass (an assumption, not a measurement).
 STEP_FACTOR_BY_NAME = {"full_ft": 1.4, "peft_dora": 1.5, "peft_adalora": 1.1}
 STEP_FACTOR_BY_KIND = {"adalora": 1.1}
+#: trainer.gradient_checkpointing: each block's forward runs again in the backward pass, one more forward on a step
+#: of about three (an assumption, not a measurement).
+CHECKPOINTING_FACTOR = 4 / 3
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def run_hours(model: str, job: Mapping[str, str], trainer: Mapping[str, Any] | N
     """GPU-hours of one run (None without an assumption for its model x task, or without its task file);
     ``trainer``: the sweep file's own trainer values."""
     steering = tuple(sorted((k, v) for k, v in (trainer or {}).items() if k in ("batch_size", "grad_accum", "max_steps",
-                                                                             "epochs") and v is not None))
+                                                                             "epochs", "gradient_checkpointing") and v is not None))
     return _hours(model, job["task"], job["method"], steering)
 
 
@@ -197,6 +200,8 @@ def _hours(model: str, task: str, method_name: str, trainer: tuple[tuple[str, An
     batch = int(hp["batch_size"]) * int(hp.get("grad_accum") or 1)
     steps = hp.get("max_steps") or int(hp["epochs"]) * math.ceil(examples / batch)
     factor = STEP_FACTOR_BY_NAME.get(method_name, STEP_FACTOR_BY_KIND.get(_kind(method), 1.0))
+    if hp.get("gradient_checkpointing"):
+        factor *= CHECKPOINTING_FACTOR
     return steps * seconds * factor / 3600
 
 

@@ -105,3 +105,11 @@ def test_make_lr_search_runs_every_lr_search_sweep():
     makefile = (costs.ROOT / "Makefile").read_text()
     loop = re.search(r"^lr-search:.*\n\tstatus=0; for s in ([^;]*); do", makefile, re.M).group(1).split()
     assert {name for name in costs.sweep_files() if name.startswith("lr_search_")} == set(loop)
+
+
+def test_gradient_checkpointing_costs_one_more_forward_per_step():
+    job = {"task": "gsm8k", "method": "lora"}
+    plain = costs.run_hours("llama3_2_1b", job, {"precision": "bf16"})
+    checkpointed = costs.run_hours("llama3_2_1b", job, {"precision": "bf16", "gradient_checkpointing": True})
+    assert plain is not None and plain > 0
+    assert checkpointed == pytest.approx(plain * 4 / 3)
