@@ -28,6 +28,7 @@ def _args(tmp_path, *extra: str):
     ])
 
 
+@pytest.mark.slow  # seconds of Hydra composes or training: make test runs it, test-fast does not
 def test_step_time_smoke_every_method(tmp_path):
     args = _args(tmp_path, "--memory", "inprocess", "--memory-steps", "1")
     json_path, md_path = step_time.write_report(step_time.run_benchmark(args, log=lambda _: None), tmp_path)
@@ -155,6 +156,7 @@ def test_llama_shape_is_llama_3_2_1b_with_lora_r8_on_all_seven_projections():
             reduced.hidden_size, reduced.vocab_size) == (16, 64, 4, 256, 8192)
 
 
+@pytest.mark.slow  # seconds of Hydra composes or training: make test runs it, test-fast does not
 def test_a_method_that_cannot_adapt_the_decoder_is_skipped_with_its_reason(tmp_path):
     """BitFit on Llama (no biases) and the adapters (the llm levels size none) are skipped, saying why."""
     args = step_time.parse_args([

@@ -199,6 +199,7 @@ def test_demo_configs_give_every_method_the_same_steps_and_batches():
         assert "trainer.max_steps" not in str(_jobs(sweep)), sweep  # T per task or per profile, never per method
 
 
+@pytest.mark.slow  # seconds of Hydra composes or training: make test runs it, test-fast does not
 def test_cpu_profile_runs_every_method_and_five_seeds_of_the_matched_pair():
     plan = _plan(CPU_SWEEPS)
     keys = {(p["cfg"].task.name, p["cfg"].method.name, p["cfg"].seed) for p in plan.values()}
@@ -233,6 +234,7 @@ def _fixed_settings(plan):
     return out
 
 
+@pytest.mark.slow  # seconds of Hydra composes or training: make test runs it, test-fast does not
 def test_gpu_profile_is_the_full_grid_offline_with_the_same_settings():
     jobs = _jobs("demo_gpu")
     assert len(jobs) == 2 * 6 * 2 * 3

@@ -191,6 +191,7 @@ def test_llm_sweep_headers_state_the_command_and_the_run_count_make_costs_counts
     assert f"# make costs: {EXPECTED_RUNS[sweep]} distinct runs" in header
 
 
+@pytest.mark.slow  # seconds of Hydra composes or training: make test runs it, test-fast does not
 @pytest.mark.parametrize("sweep", LLM_SWEEPS)
 def test_every_llm_sweep_row_resolves_on_its_tiny_twin(sweep):
     """Every task x method of the sweep, every budget and every model's architecture resolves (the family takes the
