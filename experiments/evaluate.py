@@ -39,6 +39,7 @@ from adalora import trust
 from adalora.methods import MethodConfigError
 from experiments.identity import PROJECT_ROOT, PROJECT_ROOT_TOKEN
 from experiments.models import load_tokenizer
+from experiments.precision import autocast_as_trained
 from experiments.results import RESULT_FILE
 from experiments.run_paths import RunPathError, find_run
 from experiments.runner import ConfigError, register_resolvers, resolve
@@ -108,11 +109,12 @@ def reevaluate(run_dir: str | os.PathLike, which: str = "final", device: str = "
     loaded = load_run(run_dir, which)
     register_resolvers()
     with trust.reading(str(run_dir / RESULT_FILE)):
-        eval_batch_size = resolve(OmegaConf.create(record["config"])).train.eval_batch_size
+        train = resolve(OmegaConf.create(record["config"])).train
         task = build_task(record["config"]["task"])
     tokenizer = load_tokenizer(loaded.spec.model)
     model = loaded.model.to(torch_device)
-    metrics = task.evaluate(model, tokenizer, eval_batch_size, torch_device)
+    with autocast_as_trained(train.precision, torch_device):  # the arithmetic its recorded evaluations ran in
+        metrics = task.evaluate(model, tokenizer, train.eval_batch_size, torch_device)
     recorded = {k: v for k, v in record["metrics"][which].items() if k not in ("step", "epoch")}
     return {"metrics": metrics, "recorded": recorded, "reproduced": _same(metrics, recorded)}
 

@@ -7,6 +7,8 @@ weights and the allocator stay in fp32. ``tf32`` allows TF32 matmuls on Ampere a
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -38,3 +40,13 @@ def make_accelerator(grad_accum: int, precision: str, tf32: bool) -> Accelerator
     except ValueError:  # "AcceleratorState has already been initialized and cannot be changed"
         AcceleratorState._reset_state()
         return Accelerator(**kwargs)
+
+
+def autocast_as_trained(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward's arithmetic of a run that trained with ``precision``: its evaluations ran under
+    accelerate's autocast (the prepared model's forward), so a re-evaluation of its weights must run under
+    the same autocast to reproduce the recorded numbers; fp32 needs none."""
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
