@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from experiments.runner import ConfigError, register_resolvers, resolve, run
 from experiments.training import TrainState
