@@ -29,16 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from adalora.allocator import AllocationNotRun
 from analysis.collect import collect, load_records, status_frame
 from analysis.demo import _write_flat, adalora_vs_lora
 from analysis.figures import rank_heatmaps_by_configuration, rank_over_training, save_figure
 from analysis.labels import budget_rank, method_label, record_labels, task_label
-from analysis.tables import successful, to_markdown
+from analysis.tables import allocation_table, successful, to_markdown
 
 PREFIX = "demo_llm_"
-PROOF_COLUMNS = ["task", "method", "budget", "seed", "status", "allocator runs", "changed at steps", "must change",
-                 "total rank start", "total rank end", "reason"]
 
 
 def weights_provenance(records: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -56,33 +53,23 @@ def weights_provenance(records: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(lines)
 
 
-def _proof_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    run, ranks = record["run"], record.get("ranks") or {}
-    proof, history = ranks.get("allocation") or {}, ranks.get("history") or []
-    final = proof.get("final_pattern") or {}
-    return {"task": run["task"], "method": run["method"], "budget": run["budget"], "seed": run["seed"],
-            "status": record.get("status"), "allocator runs": proof.get("allocator_runs"),
-            "changed at steps": ", ".join(str(s) for s in proof.get("rank_changes") or []),
-            "must change": proof.get("ranks_must_change"),
-            "total rank start": sum(history[0]["ranks"].values()) if history else None,
-            "total rank end": sum(final.values()) if final else None,
-            "reason": record.get("reason") if record.get("status") != "success" else None}
-
-
 def allocation_proof(records: Iterable[Mapping[str, Any]]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """(table, per-run details with the final pattern) for every run whose record carries an allocation
-    proof (``ranks.allocation``: rank-adaptive kinds) or that failed because its ranks never changed.
+    """(table, per-run details with the final pattern): the decoder tables' allocation proof
+    (:func:`analysis.tables.allocation_table`: every run whose record carries ``ranks.allocation``, or that
+    failed because its ranks never changed), each row here with the run's final rank pattern, matrix by matrix.
 
     A successful row is the record's own evidence that the allocator ran; a failed one carries the
     reason the run gave (for PEFT's AdaLoRA: ``update_and_allocate`` never called)."""
-    proved = [r for r in records if (r.get("ranks") or {}).get("allocation")
-              or (r.get("status") == "failed" and AllocationNotRun.__name__ in str(r.get("reason")))]
-    proved.sort(key=lambda r: (task_label(r["run"]["task"]), r["run"]["method"], budget_rank(r["run"]["budget"]),
-                               r["run"]["seed"]))
-    table = pd.DataFrame([_proof_row(r) for r in proved], columns=PROOF_COLUMNS)
-    details = [{**_proof_row(r), "final_pattern": ((r.get("ranks") or {}).get("allocation") or {}).get("final_pattern")}
-               for r in proved]
+    records = list(records)
+    table = allocation_table(records)
+    patterns = {_run_key(r["run"]): ((r.get("ranks") or {}).get("allocation") or {}).get("final_pattern")
+                for r in records if r.get("run")}
+    details = [{**row, "final_pattern": patterns.get(_run_key(row))} for row in table.to_dict("records")]
     return table, details
+
+
+def _run_key(run: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(run.get(k) for k in ("model", "task", "method", "budget", "seed"))
 
 
 def _present_proof(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:

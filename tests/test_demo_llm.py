@@ -165,9 +165,11 @@ def test_analysis_writes_the_paired_table_allocation_proof_and_heatmap_from_tiny
 
 
 def test_allocation_proof_keeps_a_run_that_failed_because_its_ranks_never_changed():
-    failed = {"status": "failed", "run": {"task": "t", "method": "peft_adalora", "budget": "llm_r4", "seed": 0},
+    failed = {"status": "failed", "run": {"family": "causal_lm", "model": "m", "task": "t", "method": "peft_adalora", "budget": "llm_r4",
+                                       "seed": 0},
               "reason": "AllocationNotRun: update_and_allocate never called"}
-    lora = {"status": "success", "run": {"task": "t", "method": "lora", "budget": "llm_r4", "seed": 0}, "ranks": None}
+    lora = {"status": "success", "run": {"family": "causal_lm", "model": "m", "task": "t", "method": "lora",
+                                                  "budget": "llm_r4", "seed": 0}, "ranks": None}
     table, details = allocation_proof([failed, lora])
     assert list(table["method"]) == ["peft_adalora"] and table["reason"].iloc[0].startswith("AllocationNotRun")
     assert details[0]["final_pattern"] is None
