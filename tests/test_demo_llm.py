@@ -86,7 +86,7 @@ def test_make_demo_llm_prefetches_runs_the_sweep_then_the_analysis():
     assert "sweep=demo_llm " in lines[1] and "launcher=joblib hydra.launcher.n_jobs=2" in lines[1]
     assert lines[2] == "-m analysis.demo_llm --results-root out/demo_llm --out-dir out/demo_llm"
     help_text = subprocess.run(["make", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60).stdout
-    assert "demo-llm" in help_text and "min on 2" in help_text.split("demo-llm", 1)[1].splitlines()[0]
+    assert "demo-llm" in help_text and "min on 2 idle cores, measured" in help_text.split("demo-llm", 1)[1].splitlines()[0]
 
 
 # ------------------------------------------------------------------------- the two tasks
