@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from rouge_score import rouge_scorer
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+# scipy, scikit-learn and rouge-score (which pulls in nltk) are imported by the functions that score
+# with them: together they cost seconds, and every ``python -m experiments.run`` imports this module.
 
 # ---------------------------------------------------------------------------------------------
 # GLUE
@@ -74,6 +74,8 @@ def _check_class_ids(task: str, preds: np.ndarray) -> None:
 
 def _stsb_metrics(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
     """Pearson and Spearman; a constant prediction vector has no correlation and yields NaN, as in HF."""
+    from scipy.stats import pearsonr, spearmanr  # only STS-B needs scipy (see the imports above)
+
     pearson = 100.0 * float(pearsonr(preds, refs)[0])
     spearman = 100.0 * float(spearmanr(preds, refs)[0])
     return {"pearson": pearson, "spearmanr": spearman, "combined_score": (pearson + spearman) / 2}
@@ -81,6 +83,8 @@ def _stsb_metrics(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
 
 def _accuracy_f1(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
     """MRPC/QQP: accuracy and F1 of the positive ("paraphrase"/"duplicate") class 1."""
+    from sklearn.metrics import accuracy_score, f1_score  # scored here only (see the imports above)
+
     accuracy = 100.0 * float(accuracy_score(refs, preds))
     f1 = 100.0 * float(f1_score(refs, preds, pos_label=1, average="binary"))
     return {"accuracy": accuracy, "f1": f1, "combined_score": (accuracy + f1) / 2}
@@ -88,6 +92,8 @@ def _accuracy_f1(preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
 
 def glue_metrics(task: str, predictions: ArrayLike, references: ArrayLike) -> dict[str, float]:
     """Score one GLUE task in percent: class ids for classification tasks, floats for STS-B."""
+    from sklearn.metrics import accuracy_score, matthews_corrcoef  # scored here only (see the imports above)
+
     name = _glue_task_name(task)
     preds, refs = _as_vectors(name, predictions, references)
     if name == "stsb":
@@ -286,6 +292,8 @@ def rouge_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("no predictions to score")
+    from rouge_score import rouge_scorer  # nltk comes with it: only a ROUGE metric pays for it
+
     scorer = rouge_scorer.RougeScorer(list(_ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(_ROUGE_TYPES, 0.0)
     for prediction, reference in zip(predictions, references, strict=True):

@@ -38,7 +38,6 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from adalora.allocator import allocation_proof
 from adalora.atomic import NoSpaceLeft
@@ -435,6 +434,10 @@ class Trainer:
         self._initial_ranks = handle.rank_pattern()  # before a resume: the run's starting pattern
         if self.accelerator.scaler is not None:  # fp16 on a GPU: the loss scaler steps and unscales it
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
+        # Imported here: transformers' schedulers import transformers.trainer_utils, which imports peft
+        # (seconds) whenever it is installed; a command that trains nothing need not pay for it.
+        from transformers import get_scheduler
+
         warmup = settings.warmup_steps or int(settings.warmup_ratio * self.total_steps)
         self.scheduler = get_scheduler(settings.lr_schedule, self.optimizer, num_warmup_steps=warmup,
                                        num_training_steps=self.total_steps)

@@ -19,14 +19,16 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import datasets
 import torch
 from torch.utils.data import DataLoader
 
 from experiments.tasks.config import TaskConfig, parse_task_config
 from experiments.tasks.heldout import HELDOUT_SPLIT, HeldoutSpec, carve
+
+if TYPE_CHECKING:  # ``datasets`` (with pandas and pyarrow) is imported by the functions that load data, so that
+    import datasets  # importing a task family (every ``python -m experiments.run``, the analysis) stays cheap
 
 
 class DataValidationError(ValueError):
@@ -176,6 +178,8 @@ def load_raw_dataset(dataset_cfg: Mapping) -> datasets.DatasetDict:
     Compute nodes are often offline; a dataset missing from the cache then surfaces as an
     opaque hub error, so it is turned into one that says which dataset to prefetch.
     """
+    import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
     dataset_cfg = materialize_dataset(dataset_cfg)
     data_files = dataset_cfg.get("data_files")
     if data_files:
@@ -205,6 +209,8 @@ def _load_json_split(dataset_cfg: Mapping, split: str) -> datasets.Dataset:
     one's columns, which would hide a missing column behind an opaque cast error; and an
     empty file is caught here because the builder fails on it without saying which.
     """
+    import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
     data_files = dataset_cfg["data_files"][split]
     # str()/list() also turn OmegaConf nodes into the plain types ``datasets`` expects.
     paths = [str(data_files)] if isinstance(data_files, str) else [str(p) for p in data_files]
@@ -404,6 +410,8 @@ class Task(abc.ABC):
 
     def load(self) -> datasets.DatasetDict:
         """The train split and the eval splits, capped and validated (cached)."""
+        import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
         if self._raw is not None:
             return self._raw
         dataset_cfg = materialize_dataset(self.config.dataset or {})
@@ -440,6 +448,8 @@ class Task(abc.ABC):
         The whole training split is validated first, before any cap: an error then names the
         file line of the bad row, which the carved splits' row numbers no longer match.
         """
+        import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
         split = self.train_split
         if split not in raw:
             raise DataValidationError(

@@ -40,9 +40,8 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import torch
 
 from experiments.llm_scoring import (
@@ -69,6 +68,9 @@ from experiments.tasks.base import (
 )
 from experiments.tasks.config import TaskConfig, TaskConfigError
 from experiments.tasks.registry import register_task_family
+
+if TYPE_CHECKING:  # only annotations here; experiments.tasks.base imports ``datasets`` where data is loaded
+    import datasets
 
 LABEL_PAD_ID = -100
 TEMPLATES = ("chat", "plain")
@@ -309,6 +311,8 @@ class CausalLMTask(Task):
 
     def load_as_eval_set(self, max_samples: int | None) -> None:
         """This eval set's one split from its own data set: capped, preprocessed, validated."""
+        import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
         split = self.eval_splits[0]
         dataset_cfg = dict(self.config.dataset or {})
         files = dataset_cfg.get("data_files")

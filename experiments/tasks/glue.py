@@ -10,17 +10,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding
 
 from experiments.metrics import GLUE_MAIN_METRIC, glue_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 from experiments.tasks.config import TaskConfig
 from experiments.tasks.registry import register_task_family
+
+if TYPE_CHECKING:  # only annotations here; experiments.tasks.base imports ``datasets`` where data is loaded
+    import datasets
 
 # Text columns per task, as in run_glue's ``task_to_keys`` (second is None for single sentences).
 TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {
@@ -156,6 +158,8 @@ def _custom_columns_and_labels(config: GlueConfig) -> tuple[list[str], int]:
 
 def custom_metrics(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 over all ``num_labels`` classes, in percent."""
+    from sklearn.metrics import accuracy_score, f1_score  # scikit-learn: slow to import, scoring only
+
     labels = list(range(num_labels))
     return {"accuracy": 100.0 * float(accuracy_score(references, predictions)),
             "f1_macro": 100.0 * float(f1_score(references, predictions, labels=labels, average="macro",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 from transformers import DataCollatorWithPadding
 
@@ -21,6 +21,9 @@ from experiments.metrics import squad_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 from experiments.tasks.config import TaskConfig
 from experiments.tasks.registry import register_task_family
+
+if TYPE_CHECKING:  # only annotations here; experiments.tasks.base imports ``datasets`` where data is loaded
+    import datasets
 
 Offsets = Sequence[tuple[int, int] | None]
 # Keys of the eval features that post-processing needs but the model must not see.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
@@ -13,6 +13,9 @@ from experiments.metrics import rouge_metrics
 from experiments.tasks.base import SplitRef, Task, batches, require_strings, tokenize
 from experiments.tasks.config import TaskConfig
 from experiments.tasks.registry import register_task_family
+
+if TYPE_CHECKING:  # only annotations here; experiments.tasks.base imports ``datasets`` where data is loaded
+    import datasets
 
 # Ignored by the cross-entropy loss, so padded label positions cost nothing.
 LABEL_PAD_ID = -100
