@@ -52,7 +52,6 @@ from adalora import trust
 from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
 from experiments.identity import identity_hash
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, STATUSES, read_result
-from experiments.spec import record_identity
 
 SEED_PREFIX = "seed="
 CHECKPOINT_PREFIX = "checkpoint"
@@ -317,6 +316,10 @@ def stored_or_computed_identity(run_dir: Path, record: dict[str, Any]) -> dict[s
     """:func:`experiments.identity.record_identity` of a record read from disk, as data: computing a
     schema-1 record's identity resolves its method, and a ``method.module`` it names is refused
     (``adalora.trust.UntrustedCode``), never imported."""
+    # experiments.spec brings the method and task registries (torch, transformers): imported when a record
+    # is read, so that importing the analysis stays cheap.
+    from experiments.spec import record_identity
+
     with trust.reading(run_dir / RESULT_FILE):
         return record_identity(record)
 

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
-from adalora.architectures import display_label, weight_type_order
 from analysis.collect import select_records
 from analysis.grouping import DEFAULT_PROTOCOL, configurations, one_configuration, one_configuration_per_label
 from analysis.labels import (
@@ -222,6 +221,8 @@ def figure2(df: pd.DataFrame, which: str = "best", panels: Iterable[tuple[str, s
 
 def _type_key(weight_type: str) -> tuple[int, int, str]:
     """Heatmap row order: by stack (encoder, decoder self, cross, FFN), then the architectures' order (W_q..W_f2)."""
+    from adalora.architectures import weight_type_order  # its registry imports torch: heatmaps only
+
     stack, _, base = weight_type.rpartition(".")
     return (_STACK_ORDER.index(stack) if stack in _STACK_ORDER else len(_STACK_ORDER),
             weight_type_order().index(base) if base in weight_type_order() else len(weight_type_order()),
@@ -241,6 +242,8 @@ def rank_matrix(ranks_pattern: dict[str, float], weight_types: dict[str, Any]) -
 
 
 def _draw_heatmap(matrix: pd.DataFrame, title: str, save: str | Path | None) -> Figure:
+    from adalora.architectures import display_label  # the architecture registry imports torch: heatmaps only
+
     values = matrix.to_numpy(dtype=float)
     integral = bool(np.all(np.isnan(values) | (values == np.round(values))))
     vmax = max(float(np.nanmax(values)), 1.0)

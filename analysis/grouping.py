@@ -25,7 +25,6 @@ from typing import Any
 import pandas as pd
 
 from experiments.identity import differing_keys, identity_hash
-from experiments.spec import record_identity
 
 # A cell's label: the protocol is part of it, so runs selected and reported under different protocols
 # are never pooled (nor listed as a conflict: each protocol has its own cells).
@@ -128,6 +127,8 @@ def record_label(record: Mapping[str, Any]) -> tuple:
 
 def record_configuration(record: Mapping[str, Any]) -> tuple[str, str]:
     """(model, ``config_group``) of a run record: the key its runs must share to be averaged."""
+    from experiments.spec import record_identity  # the registries it needs import torch: only when used
+
     identity = record_identity(record)
     model = (record.get("run") or {}).get("model") or ""
     return model, identity_hash(identity, with_seed=False) if identity is not None else ""
@@ -154,6 +155,8 @@ def one_configuration(records: Sequence[Mapping[str, Any]], what: str,
             raise LookupError(f"{what}: no run of configuration config_group={config_group!r}")
     if len(groups) <= 1:
         return next(iter(groups.values()), [])
+    from experiments.spec import record_identity  # the registries it needs import torch: only when used
+
     first, *others = (record_identity(recs[0]) for recs in groups.values())
     raise ValueError(
         f"{what}: runs of {len(groups)} configurations, which must not be averaged; they differ in: "

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adalora.allocator import AllocationNotRun
 from analysis.grouping import DEFAULT_PROTOCOL
 from analysis.labels import SET_SEPARATOR, TARGETS_SEPARATOR, budget_rank, method_rank, run_labels, task_label
 from analysis.stats import REFERENCE
@@ -197,6 +196,8 @@ def allocation_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     or it failed because its ranks never changed): how often the allocator ran, at which steps the ranks
     changed, whether its schedule says they must, and the total rank at the first and the last step.
     A run whose ranks had to change and did not has failed with the likely cause (``reason``)."""
+    from adalora.allocator import AllocationNotRun  # its module imports torch: only this table needs it
+
     rows = []
     for record in records:
         run = record.get("run") or {}
