@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.evaluate import reevaluate
 from experiments.llm_scoring import gsm8k_scores
 from experiments.metrics import peft_accuracy, peft_parse_answer
 from experiments.protocol import best_eval
@@ -89,20 +90,29 @@ def test_a_bad_heldout_eval_is_a_config_error_naming_the_key(tmp_path, override,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tiny_gsm8k", "tiny_metamathqa_gsm8k"])
-def test_a_decoder_run_under_heldout_selects_on_the_heldout_rows_and_reports_the_test_set(tmp_path, name):
-    records = {}
+@pytest.mark.parametrize(("name", "validation_keys"), [
+    ("tiny_gsm8k", None), ("tiny_metamathqa_gsm8k", None),  # None: the test set's keys
+    ("tiny_commonsense", {"commonsense_170k_accuracy", "avg", "avg_accuracy"}),
+])
+def test_a_decoder_run_under_heldout_selects_on_the_heldout_rows_and_reports_the_test_set(tmp_path, name,
+                                                                                         validation_keys):
+    records, cfgs = {}, {}
     for protocol in ("paper", "heldout"):
-        cfg = _cfg(tmp_path / protocol, name, f"protocol={protocol}", "trainer.max_steps=6", "trainer.eval_every=2")
-        records[protocol] = run(cfg)
+        cfgs[protocol] = _cfg(tmp_path / protocol, name, f"protocol={protocol}", "trainer.max_steps=6",
+                              "trainer.eval_every=2")
+        records[protocol] = run(cfgs[protocol])
         assert records[protocol]["status"] == "success", records[protocol].get("reason")
     paper, heldout = records["paper"]["metrics"], records["heldout"]["metrics"]
     main = paper["main_metric"]
     validation = heldout["validation_evals"]
     assert heldout["selection_split"] == "validation" and [e["step"] for e in validation] == [2, 4, 6]
-    assert all(set(e) >= set(paper["best"]) - {"step", "epoch"} for e in validation)  # keyed as the test set's
+    expected = validation_keys or set(paper["best"]) - {"step", "epoch"}  # keyed as the test set's
+    assert all(set(e) - {"step", "epoch"} == expected and main in e for e in validation), (validation, expected)
     assert heldout["best"]["step"] == best_eval(validation, main)["step"]
     assert [e["step"] for e in heldout["evals"]] == sorted({heldout["best"]["step"], 6})  # test: chosen and last steps
     assert set(heldout["best"]) == set(paper["best"])
     assert records["paper"]["identity"]["hash"] != records["heldout"]["identity"]["hash"]
     assert records["heldout"]["ranks"]["allocation"]["allocator_runs"] > 0
+    for which in ("best", "final"):  # the recorded test-set numbers are those of the saved weights
+        out = reevaluate(cfgs["heldout"].run_dir, which)
+        assert out["reproduced"], (which, out["metrics"], out["recorded"])
