@@ -15,8 +15,8 @@ goal/sol1/sol2) needs no conversion.
 Evaluation (``experiments.llm_scoring`` holds the scoring, pinned to the harness by tests):
 
 - ``eval_type: generate``: greedy generation from the left-padded prompt, cut at ``until``, scored by
-  ``scorer``: ``gsm8k`` (strict and flexible exact match), ``rouge`` (free-form), or ``commonsense``
-  (LLM-Adapters' parser, accuracy against ``answer``).
+  ``scorer``: ``gsm8k`` (strict and flexible exact match), ``gsm8k_peft`` (those and PEFT's MetaMathQA
+  ``peft_accuracy``), ``rouge`` (free-form), or ``commonsense`` (LLM-Adapters' parser, accuracy against ``answer``).
 - ``eval_type: multiple_choice``: the log-likelihood of ``" " + choice`` after the prompt for each of
   ``choices``; ``acc`` and ``acc_norm`` against ``gold`` (an index); with ``scorer: commonsense`` the
   generate-then-parse accuracy of LLM-Adapters/DoRA is reported beside them as ``acc_parsed``.
@@ -30,6 +30,9 @@ model is asked the way it was trained). Each set is validated when the task load
 ``avg_<metric>`` for every metric all sets report. ``preprocess`` names a row transform that
 lm-evaluation-harness writes in Python rather than in a template (:data:`PREPROCESSORS`), and
 ``multiple_inputs`` scores the choices as contexts of one continuation (the harness's WinoGrande).
+
+``protocol=heldout`` selects on rows held out of the training split (``task.heldout``). A task with ``eval_sets``
+scores them as ``heldout_eval`` says (:meth:`CausalLMTask.heldout_eval_task`), keyed as the sets it stands in for.
 
 All metrics are percentages, as every task's are.
 """
