@@ -116,3 +116,16 @@ def test_a_decoder_run_under_heldout_selects_on_the_heldout_rows_and_reports_the
     for which in ("best", "final"):  # the recorded test-set numbers are those of the saved weights
         out = reevaluate(cfgs["heldout"].run_dir, which)
         assert out["reproduced"], (which, out["metrics"], out["recorded"])
+
+
+def test_heldout_eval_is_outside_a_paper_runs_identity_and_inside_a_heldout_runs(tmp_path):
+    """``task.heldout_eval`` only says how protocol=heldout scores its carved rows: editing it must not change
+    a paper run's hash (nor pool two held-out runs scored differently)."""
+    from experiments.runner import run_identity_block
+
+    def hash_of(*extra: str) -> str:
+        return run_identity_block(_cfg(tmp_path, "tiny_metamathqa_gsm8k", *extra))["hash"]
+
+    edit = "+task.heldout_eval.max_new_tokens=4"  # a valid scoring edit
+    assert hash_of(edit) == hash_of()
+    assert hash_of("protocol=heldout", edit) != hash_of("protocol=heldout") != hash_of()
