@@ -39,7 +39,7 @@ METRIC_LABELS = {
     "spearmanr": "Spearman", "exact": "EM", "rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L",
     "rougeLsum": "R-Lsum",
     "exact_match_flexible": "EM flex", "exact_match_strict": "EM strict", "acc": "Acc", "acc_norm": "Acc-norm",
-    "acc_parsed": "Acc parsed", "avg": "Avg.",
+    "acc_parsed": "Acc parsed", "peft_accuracy": "PEFT acc", "avg": "Avg.",
 }
 
 # Row order of tables: the paper's methods in its order, then any other method, then budgets small to large.

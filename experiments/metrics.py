@@ -13,6 +13,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -301,3 +302,66 @@ def rouge_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict
         for rouge_type in _ROUGE_TYPES:
             totals[rouge_type] += scores[rouge_type].fmeasure
     return {rouge_type: 100.0 * total / len(predictions) for rouge_type, total in totals.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# PEFT's MetaMathQA answer scoring (huggingface/peft method_comparison/MetaMathQA/utils.py)
+# ---------------------------------------------------------------------------------------------
+
+# The answer follows the first of these markers (in this order) that the text contains, at its last
+# occurrence: MetaMathQA's "The answer is: N" and GSM8K's "#### N".
+PEFT_ANSWER_MARKERS = ("The answer is: ", "The answer is ", "The final answer is: ", "The final answer is ", "#### ")
+
+
+def peft_parse_answer(text: str) -> str | None:
+    """The answer PEFT's method comparison reads from a generation or a reference, None without a marker.
+
+    Its rules (``parse_answer``): strip the text and its final ``.!?``; take what follows the last
+    occurrence of the first marker of :data:`PEFT_ANSWER_MARKERS` it contains; keep that text's first
+    line; strip spaces and ``.!?$%`` from both ends (GSM8K writes 50% as 50).
+    """
+    text = text.strip().rstrip(".!?")
+    marker = next((m for m in PEFT_ANSWER_MARKERS if m in text), None)
+    if marker is None:
+        return None
+    return text.rpartition(marker)[2].strip().split("\n", 1)[0].strip(" .!?$%")
+
+
+def peft_answer_value(answer: str | None) -> float | str | None:
+    """An answer as PEFT compares it (``convert_to_decimal``): a number (``a/b`` divided, as a Decimal,
+    then a float, so 20/35 equals 0.5714285714285714), else the text itself; None stays None."""
+    if answer is None:
+        return None
+    try:
+        parts = answer.split("/")
+        if len(parts) > 2:
+            return answer
+        value = Decimal(parts[0].strip())
+        if len(parts) == 2:
+            denominator = Decimal(parts[1].strip())
+            if denominator == 0:
+                return answer
+            value = value / denominator
+        return float(value)
+    except (InvalidOperation, ValueError):
+        return answer
+
+
+def peft_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Percent of predictions whose PEFT answer equals the reference's (``get_accuracy``).
+
+    A prediction without an answer marker is wrong. A reference without one is an error, as in PEFT,
+    where it raises: such a reference cannot be scored this way (the task validates its references).
+    """
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"peft_accuracy needs as many predictions as references (>0), got {len(predictions)} "
+                         f"and {len(references)}")
+    right = 0
+    for prediction, reference in zip(predictions, references, strict=True):
+        gold = peft_parse_answer(reference)
+        if gold is None:
+            raise ValueError(f"reference {reference[-60:]!r} has no answer marker PEFT reads "
+                             f"({', '.join(repr(m) for m in PEFT_ANSWER_MARKERS)})")
+        predicted = peft_parse_answer(prediction)
+        right += predicted is not None and peft_answer_value(predicted) == peft_answer_value(gold)
+    return 100.0 * right / len(predictions)

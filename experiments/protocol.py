@@ -95,15 +95,19 @@ def get_protocol(name: str | None) -> Protocol:
     return PROTOCOLS[key]
 
 
+HELDOUT_ONLY_TASK_KEYS = frozenset({"heldout", "heldout_eval"})  # read by protocol=heldout only
+
+
 def identity_view(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` without the keys the default protocol ignores (``protocol`` itself, ``task.heldout``),
-    so a paper run hashes as it did before protocols existed; under another protocol, unchanged."""
+    """``config`` without the keys the default protocol ignores (``protocol`` itself, and the task keys
+    that only say how a held-out slice is carved and scored: ``task.heldout``, ``task.heldout_eval``), so a
+    paper run hashes as it did before protocols existed; under another protocol, unchanged."""
     if config.get("protocol") not in (None, DEFAULT_PROTOCOL):
         return dict(config)
     out = {k: v for k, v in config.items() if k != "protocol"}
     task = out.get("task")
-    if isinstance(task, Mapping) and "heldout" in task:
-        out["task"] = {k: v for k, v in task.items() if k != "heldout"}
+    if isinstance(task, Mapping) and HELDOUT_ONLY_TASK_KEYS & set(task):
+        out["task"] = {k: v for k, v in task.items() if k not in HELDOUT_ONLY_TASK_KEYS}
     return out
 
 

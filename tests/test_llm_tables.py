@@ -232,6 +232,16 @@ def test_peft_compare_runs_get_their_own_table_with_each_rows_update_scale(tmp_p
     assert scales.loc["adalora", "rank_held"] == 48 and scales.loc["adalora", "n"] == 2
 
 
+def test_math_table_shows_pefts_answer_parse_where_a_run_records_it(tmp_path):
+    """metamathqa_gsm8k's scorer (gsm8k_peft) records PEFT's own accuracy beside the harness's two: a third score."""
+    for seed in (0, 1):
+        _decoder(tmp_path, "lora", seed, {**_metamath(50.0, 48.0), "gsm8k_peft_accuracy": 49.0 + seed},
+                 task="metamathqa_gsm8k", budget="llm_r32")
+    math = _text(llm_tables(collect(tmp_path), "math")[MODEL])
+    assert math.iloc[0]["MetaMathQA→GSM8K (EM flex/EM strict/PEFT acc)"] == \
+        "50.00 ± 0.00 / 48.00 ± 0.00 / 49.50 ± 0.71 (n=2)"
+
+
 def _proof(runs: int, changes: list[int], must: bool = True):
     def edit(record: dict) -> None:
         pattern = record["ranks"]["pattern"]

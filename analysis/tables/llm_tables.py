@@ -39,7 +39,9 @@ from analysis.tables.paired import compare
 LLM_FAMILY = "causal_lm"
 LLM_PREFIX = "llm_"  # every decoder file's name starts with it: the report page's decoder section gathers them
 PEFT_COMPARE_SWEEP = "peft_compare"
-MATH_METRICS = ("exact_match_flexible", "exact_match_strict")  # the main metric first
+# The main metric first; ``peft_accuracy`` (PEFT's method-comparison answer parse) where a task records it
+# (metamathqa_gsm8k's scorer gsm8k_peft, docs/llm.md).
+MATH_METRICS = ("exact_match_flexible", "exact_match_strict", "peft_accuracy")
 AVERAGE = "avg"
 SET_SCORES = ("acc_parsed", "acc", "acc_norm")  # a set's metric is ``<set>_<score>``; the first found wins a tie
 # The order LLM-Adapters and DoRA print the commonsense sets in (their names as records may spell them).
@@ -47,7 +49,7 @@ SET_ORDER = ("boolq", "piqa", "siqa", "social_i_qa", "hellaswag", "winogrande", 
              "arc_challenge", "obqa", "openbookqa")
 LLM_LAYOUTS = ("math", "commonsense", "peft_compare")
 LLM_TITLES = {
-    "math": "Decoder LLMs, math: GSM8K test exact match (flexible / strict, lm-evaluation-harness)",
+    "math": "Decoder LLMs, math: GSM8K test exact match (flexible / strict, lm-evaluation-harness; PEFT's parse)",
     "commonsense": "Decoder LLMs, commonsense reasoning: accuracy per evaluation set and their average",
     "peft_compare": "PEFT's MetaMathQA method comparison: PEFT's rows beside the budget- and scale-matched AdaLoRA",
 }

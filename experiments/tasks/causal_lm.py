@@ -15,8 +15,8 @@ goal/sol1/sol2) needs no conversion.
 Evaluation (``experiments.llm_scoring`` holds the scoring, pinned to the harness by tests):
 
 - ``eval_type: generate``: greedy generation from the left-padded prompt, cut at ``until``, scored by
-  ``scorer``: ``gsm8k`` (strict and flexible exact match), ``rouge`` (free-form), or ``commonsense``
-  (LLM-Adapters' parser, accuracy against ``answer``).
+  ``scorer``: ``gsm8k`` (strict and flexible exact match), ``gsm8k_peft`` (those and PEFT's MetaMathQA
+  ``peft_accuracy``), ``rouge`` (free-form), or ``commonsense`` (LLM-Adapters' parser, accuracy against ``answer``).
 - ``eval_type: multiple_choice``: the log-likelihood of ``" " + choice`` after the prompt for each of
   ``choices``; ``acc`` and ``acc_norm`` against ``gold`` (an index); with ``scorer: commonsense`` the
   generate-then-parse accuracy of LLM-Adapters/DoRA is reported beside them as ``acc_parsed``.
@@ -30,6 +30,9 @@ model is asked the way it was trained). Each set is validated when the task load
 ``avg_<metric>`` for every metric all sets report. ``preprocess`` names a row transform that
 lm-evaluation-harness writes in Python rather than in a template (:data:`PREPROCESSORS`), and
 ``multiple_inputs`` scores the choices as contexts of one continuation (the harness's WinoGrande).
+
+``protocol=heldout`` selects on rows held out of the training split (``task.heldout``). A task with ``eval_sets``
+scores them as ``heldout_eval`` says (:meth:`CausalLMTask.heldout_eval_task`), keyed as the sets it stands in for.
 
 All metrics are percentages, as every task's are.
 """
@@ -53,7 +56,7 @@ from experiments.llm_scoring import (
     truncate_at,
 )
 from experiments.metrics import _ROUGE_TYPES as ROUGE_TYPES
-from experiments.metrics import rouge_metrics
+from experiments.metrics import peft_accuracy, peft_parse_answer, rouge_metrics
 from experiments.tasks.base import (
     DataValidationError,
     SplitRef,
@@ -67,6 +70,7 @@ from experiments.tasks.base import (
     tokenize,
 )
 from experiments.tasks.config import TaskConfig, TaskConfigError
+from experiments.tasks.heldout import HELDOUT_SPLIT
 from experiments.tasks.registry import register_task_family
 
 if TYPE_CHECKING:  # only annotations here; experiments.tasks.base imports ``datasets`` where data is loaded
@@ -76,9 +80,13 @@ LABEL_PAD_ID = -100
 TEMPLATES = ("chat", "plain")
 LOSS_ON = ("response", "all")
 EVAL_TYPES = ("generate", "multiple_choice")
-SCORERS = ("gsm8k", "rouge", "commonsense", "none")
+SCORERS = ("gsm8k", "gsm8k_peft", "rouge", "commonsense", "none")
 GOLD_CHOICE = "gold_choice"  # a response_format field: the text of the row's gold choice
-_MAIN_METRIC = {"gsm8k": "exact_match_flexible", "rouge": "rougeL", "commonsense": "accuracy"}
+_MAIN_METRIC = {"gsm8k": "exact_match_flexible", "gsm8k_peft": "exact_match_flexible", "rouge": "rougeL",
+                "commonsense": "accuracy"}
+# ``commonsense_task`` of data that mixes the eight tasks (commonsense_170k): each row is parsed with the answer
+# vocabulary its gold answer word belongs to, the vocabulary LLM-Adapters parses that row's task with.
+BY_ANSWER = "by_answer"
 
 
 # The keys of one ``eval_sets`` entry: its data and how it is scored (the rendering is the task's).
@@ -86,6 +94,9 @@ EVAL_SET_KEYS = ("dataset", "split", "eval_type", "scorer", "main_metric", "prom
                  "choices_column", "choice_formats", "gold_column", "gold_values", "gold_labels_column",
                  "max_new_tokens", "until", "commonsense_task", "parse_question_format", "preprocess",
                  "multiple_inputs")
+# The keys of ``heldout_eval``: ``as`` (the name its metrics take) and an eval set's scoring keys (its data is the
+# rows ``heldout`` holds out of the training split).
+HELDOUT_EVAL_KEYS = ("as", *(k for k in EVAL_SET_KEYS if k not in ("dataset", "split")))
 
 
 def _choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
@@ -119,6 +130,7 @@ class CausalLMConfig(TaskConfig):
     preprocess: str | None = None  # a named row transform (PREPROCESSORS) applied before validation
     multiple_inputs: bool = False  # choices are contexts, the prompt their one continuation (WinoGrande)
     eval_sets: Mapping | None = None  # name -> {dataset, split, evaluation keys}: data scored apart
+    heldout_eval: Mapping | None = None  # protocol=heldout with eval_sets: how the held-out training rows are scored
 
 
 @register_task_family
@@ -151,8 +163,9 @@ class CausalLMTask(Task):
         self.max_new_tokens = config.max_new_tokens
         self.until = tuple(config.until)
         self.commonsense_task = config.commonsense_task
-        if self.scorer == "commonsense" and self.commonsense_task not in COMMONSENSE_ANSWERS:
-            raise ValueError(f"task.commonsense_task must name the answer vocabulary ({', '.join(COMMONSENSE_ANSWERS)}) "
+        vocabularies = (*COMMONSENSE_ANSWERS, BY_ANSWER) if self.eval_type == "generate" else tuple(COMMONSENSE_ANSWERS)
+        if self.scorer == "commonsense" and self.commonsense_task not in vocabularies:
+            raise ValueError(f"task.commonsense_task must name the answer vocabulary ({', '.join(vocabularies)}) "
                              f"when task.scorer is commonsense, got {self.commonsense_task!r}")
         self.parse_question_format = config.parse_question_format
         self.gold_labels_column = config.gold_labels_column
@@ -165,6 +178,7 @@ class CausalLMTask(Task):
         self.template_used: str | None = None  # "chat" or "plain" once the training data is built
         self.instruction_format: str | None = None  # the training prompt an eval set's acc_parsed is asked in
         self.eval_sets = self.eval_set_tasks(config)
+        self.heldout_eval = self.heldout_eval_task(config)
 
     @classmethod
     def parse_config(cls, cfg: Mapping) -> TaskConfig:
@@ -172,6 +186,7 @@ class CausalLMTask(Task):
         task config is checked (``experiments.spec.check_task``), before anything is created or loaded."""
         config = super().parse_config(cfg)
         cls.eval_set_tasks(config)
+        cls.heldout_eval_task(config)
         return config
 
     @classmethod
@@ -201,19 +216,68 @@ class CausalLMTask(Task):
                 problem = f"has unknown key(s) {unknown}" if unknown else f"needs {missing}"
                 raise TaskConfigError(f"{where} {problem}; an eval set takes {list(EVAL_SET_KEYS)} (the template, "
                                       "separator and lengths are the task's)")
-            cfg = {"family": cls.family, "name": f"{config.name or cls.family}.{name}", "template": config.template,
-                   "separator": config.separator, "max_length": config.max_length,
-                   "eval_splits": [entry["split"]], **{k: v for k, v in entry.items() if k != "split"}}
-            try:
-                eval_set = cls(cfg)
-            except ValueError as err:
-                raise TaskConfigError(str(err).replace("task.", f"{where}.", 1)) from None
-            if eval_set.main_metric not in eval_set.metric_names():
-                raise TaskConfigError(f"{where}.main_metric {eval_set.main_metric!r} is not one of its metrics "
-                                      f"{eval_set.metric_names()}")
-            eval_set.instruction_format = config.prompt_format  # acc_parsed asks as the model was trained
-            sets[str(name)] = eval_set
+            scoring = {k: v for k, v in entry.items() if k != "split"}
+            sets[str(name)] = cls._scoring_task(config, where, f"{config.name or cls.family}.{name}", entry["split"],
+                                                scoring)
         return sets
+
+    @classmethod
+    def _scoring_task(cls, config: CausalLMConfig, where: str, name: str, split: str,
+                      scoring: Mapping[str, Any]) -> CausalLMTask:
+        """The task that scores one split apart from the training task (an eval set, or the held-out rows): its
+        own ``scoring`` keys over the template, separator and lengths of the task that trains; an error names
+        ``where``."""
+        cfg = {"family": cls.family, "name": name, "template": config.template, "separator": config.separator,
+               "max_length": config.max_length, "eval_splits": [split], **scoring}
+        try:
+            task = cls(cfg)
+        except ValueError as err:
+            raise TaskConfigError(str(err).replace("task.", f"{where}.", 1)) from None
+        if task.main_metric not in task.metric_names():
+            raise TaskConfigError(f"{where}.main_metric {task.main_metric!r} is not one of its metrics "
+                                  f"{task.metric_names()}")
+        task.instruction_format = config.prompt_format  # acc_parsed asks as the model was trained
+        return task
+
+    @classmethod
+    def heldout_eval_task(cls, config: CausalLMConfig) -> tuple[str, CausalLMTask] | None:
+        """``(as, the task scoring the held-out rows)`` of a task that reports on ``eval_sets``, or None.
+
+        Under ``protocol=heldout`` such a task selects on rows held out of its training data, whose schema is
+        not its eval sets' (MetaMathQA's query/response, not GSM8K's question/answer), so ``heldout_eval`` says
+        how they are scored: the training prompt, then the keys of eval set ``as`` where there is one, then its
+        own. Its metrics are named as an eval set ``as`` would be (``<as>_<metric>``, ``avg``): they stand in for
+        the reported sets, as an encoder task's carved validation split stands in for dev. A ``heldout`` block
+        without it, or metrics without the task's main metric, are refused here, before anything runs.
+        """
+        entry = config.heldout_eval
+        if entry is None:
+            if config.eval_sets and config.heldout is not None:
+                raise TaskConfigError("task.heldout_eval is not set, and a task with task.eval_sets needs it to score "
+                                      "the rows task.heldout holds out of its training data: add e.g. "
+                                      "`heldout_eval: {as: <an eval set>}` (docs/llm.md)")
+            return None
+        where = "task.heldout_eval"
+        if not config.eval_sets:
+            raise TaskConfigError(f"{where} applies to a task with task.eval_sets; without them the held-out rows are "
+                                  "scored as the task's own eval splits: remove it")
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("as"), str):
+            raise TaskConfigError(f"{where} must be a mapping with `as` (the name its metrics take), got {entry!r}")
+        unknown = [k for k in entry if k not in HELDOUT_EVAL_KEYS]
+        if unknown:
+            raise TaskConfigError(f"{where} has unknown key(s) {unknown}; it takes {list(HELDOUT_EVAL_KEYS)}")
+        name = entry["as"]
+        inherited = config.eval_sets.get(name) or {}
+        scoring = {"prompt_format": config.prompt_format,
+                   **{k: v for k, v in inherited.items() if k not in ("dataset", "split")},
+                   **{k: v for k, v in entry.items() if k != "as"}}
+        task = cls._scoring_task(config, where, f"{config.name or cls.family}.heldout", HELDOUT_SPLIT, scoring)
+        names = eval_set_metric_names(name, task.metric_names())
+        main = config.main_metric or "avg"
+        if main not in names:
+            raise TaskConfigError(f"{where} scores the held-out rows as {names}, without the task's main metric "
+                                  f"{main!r}: set {where}.as to the eval set whose metric it is")
+        return name, task
 
     # ------------------------------------------------------------------ data
     def default_eval_splits(self) -> list[str]:
@@ -224,7 +288,8 @@ class CausalLMTask(Task):
         """The metrics :meth:`evaluate_split` reports, known before anything runs (a main metric is checked)."""
         if self.eval_type == "multiple_choice":
             return ["acc", "acc_norm"] + (["acc_parsed"] if self.scorer == "commonsense" else [])
-        return {"gsm8k": ["exact_match_strict", "exact_match_flexible"], "commonsense": ["accuracy"],
+        gsm8k = ["exact_match_strict", "exact_match_flexible"]
+        return {"gsm8k": gsm8k, "gsm8k_peft": [*gsm8k, "peft_accuracy"], "commonsense": ["accuracy"],
                 "rouge": list(ROUGE_TYPES)}[self.scorer]
 
     def default_main_metric(self) -> str:
@@ -254,13 +319,14 @@ class CausalLMTask(Task):
     def validate_split(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
         if ref.split == self.train_split:
             _require(dataset, ref, self.required_columns(), self.eval_type)
-        else:
+        elif not (ref.split == HELDOUT_SPLIT and self.heldout_eval):  # heldout_eval validates its rows itself
             self.validate_eval(dataset, ref)
 
     def validate_eval(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
         """An evaluation split's columns and, for multiple choice, every row's choices and gold."""
         _require(dataset, ref, self._eval_columns(), self.eval_type)
         if self.eval_type != "multiple_choice":
+            self._validate_answers(dataset, ref)
             return
         for row, item in enumerate(dataset):
             choices = self.choices(item)
@@ -270,6 +336,20 @@ class CausalLMTask(Task):
                 self.row_gold(item, len(choices))
             except ValueError as err:
                 raise ref.error(row, self.gold_labels_column or self.gold_column, str(err)) from None
+
+    def _validate_answers(self, dataset: datasets.Dataset, ref: SplitRef) -> None:
+        """Every reference answer the scorer must read: PEFT's marker (``gsm8k_peft``), a word of some
+        commonsense vocabulary (``commonsense_task: by_answer``). A reference that cannot be scored is a data
+        error before training, not a crash or a silent zero after it."""
+        column = (_fields(self.answer_format) or [self.answer_format])[0]
+        for row, item in enumerate(dataset):
+            answer = self.answer_format.format(**item)
+            if self.scorer == "gsm8k_peft" and peft_parse_answer(answer) is None:
+                raise ref.error(row, column, f"no answer PEFT's parse_answer reads ('The answer is: N' or '#### N') "
+                                             f"in {answer[-60:]!r}; fix the row or use scorer gsm8k")
+            if self.commonsense_task == BY_ANSWER and _vocabulary_of(answer) is None:
+                raise ref.error(row, column, f"{answer!r} is no answer word of any commonsense task "
+                                             f"({', '.join(COMMONSENSE_ANSWERS.values())})")
 
     def row_gold(self, row: Mapping[str, Any], n_choices: int) -> int:
         """A row's gold index: :meth:`gold_index` of its gold value, or, with ``gold_labels_column``, the gold
@@ -307,6 +387,10 @@ class CausalLMTask(Task):
             super().load()
             for eval_set in self.eval_sets.values():
                 eval_set.load_as_eval_set(self.config.max_eval_samples)
+            if self.heldout is not None and self.heldout_eval:
+                _, scoring = self.heldout_eval
+                source = f"task {self.name}: the rows task.heldout holds out of split '{self.train_split}'"
+                scoring.use_eval_rows(self._raw[HELDOUT_SPLIT], SplitRef(source, HELDOUT_SPLIT, ()))
         return self._raw
 
     def load_as_eval_set(self, max_samples: int | None) -> None:
@@ -328,12 +412,16 @@ class CausalLMTask(Task):
         data = cap(raw[split], max_samples)
         if len(data) == 0:
             raise DataValidationError(f"{ref.source}: split '{split}' is empty")
+        self.use_eval_rows(data, ref)
+
+    def use_eval_rows(self, data: datasets.Dataset, ref: SplitRef) -> None:
+        """Score ``data`` as this task's one eval split: preprocessed (``preprocess``), then validated."""
         if self.preprocess:
             columns, transform = PREPROCESSORS[self.preprocess]
             require_columns(data, columns, ref)
             data = data.map(transform, desc=f"{self.preprocess} {self.name}")
         self.validate_eval(data, ref)
-        self._raw = datasets.DatasetDict({split: data})
+        self._raw = datasets.DatasetDict({self.eval_splits[0]: data})
 
     def evaluate(self, model, tokenizer, batch_size: int, device, splits=None) -> dict[str, float]:
         """With ``eval_sets``: every set's metrics as ``<set>_<metric>``, ``avg`` (the mean of the sets' main
@@ -345,6 +433,17 @@ class CausalLMTask(Task):
             per_set = {name: s.evaluate_split(model, tokenizer, s.eval_splits[0], batch_size, device)
                        for name, s in self.eval_sets.items()}
         return eval_set_metrics(per_set, {name: s.main_metric for name, s in self.eval_sets.items()})
+
+    def evaluate_heldout(self, model, tokenizer, batch_size: int, device) -> dict[str, float]:
+        """The held-out training rows' metrics; with ``heldout_eval``, scored by it and named as eval set ``as``
+        (``<as>_<metric>``, ``avg``), so the selection reads the key the reported metrics have."""
+        if not self.heldout_eval or self.heldout is None:
+            return super().evaluate_heldout(model, tokenizer, batch_size, device)
+        self.load()
+        name, scoring = self.heldout_eval
+        with inference(model):
+            metrics = scoring.evaluate_split(model, tokenizer, HELDOUT_SPLIT, batch_size, device)
+        return eval_set_metrics({name: metrics}, {name: scoring.main_metric})
 
     def ran(self) -> dict[str, Any]:
         """Whether the prompts were rendered with the tokenizer's chat template (``template: chat`` falls back to
@@ -431,8 +530,11 @@ class CausalLMTask(Task):
             return self._multiple_choice(model, tokenizer, rows, batch_size, device)
         answers = [self.answer_format.format(**row) for row in rows]
         generations = self.generate(model, tokenizer, rows, batch_size, device)
-        if self.scorer == "gsm8k":
-            return {key: 100.0 * value for key, value in gsm8k_scores(generations, answers).items()}
+        if self.scorer in ("gsm8k", "gsm8k_peft"):
+            metrics = {key: 100.0 * value for key, value in gsm8k_scores(generations, answers).items()}
+            if self.scorer == "gsm8k_peft":
+                metrics["peft_accuracy"] = peft_accuracy(generations, answers)
+            return metrics
         if self.scorer == "commonsense":
             return {"accuracy": self._parsed_accuracy(generations, answers)}
         return rouge_metrics(generations, answers)
@@ -473,8 +575,11 @@ class CausalLMTask(Task):
         return self.generate(model, tokenizer, instructed, batch_size, device, self.instruction_format or "{instruction}")
 
     def _parsed_accuracy(self, generations: list[str], answers: list[str]) -> float:
-        right = sum(commonsense_parse(self.commonsense_task, g) == a.strip().lower()
-                    for g, a in zip(generations, answers, strict=True))
+        right = 0
+        for generation, answer in zip(generations, answers, strict=True):
+            gold = answer.strip().lower()
+            vocabulary = _vocabulary_of(gold) if self.commonsense_task == BY_ANSWER else self.commonsense_task
+            right += commonsense_parse(vocabulary, generation) == gold
         return 100.0 * right / len(answers)
 
 
@@ -486,6 +591,13 @@ def _fields(*formats: str) -> list[str]:
             if field and field not in names:
                 names.append(field)
     return names
+
+
+def _vocabulary_of(answer: str) -> str | None:
+    """The first commonsense task whose answer vocabulary holds ``answer`` (its parse is the same for every task
+    sharing that vocabulary), None if none does."""
+    word = answer.strip().lower()
+    return next((task for task, words in COMMONSENSE_ANSWERS.items() if re.fullmatch(words, word)), None)
 
 
 def _answer_word(commonsense_task: str | None) -> str:
@@ -512,6 +624,11 @@ def _require(dataset: datasets.Dataset, ref: SplitRef, columns: list[str], eval_
     if missing:
         raise ref.error(0, missing[0], f"missing column(s) {missing} (task formats and eval_type={eval_type} need "
                                        f"{columns}); present: {dataset.column_names}")
+
+
+def eval_set_metric_names(name: str, metrics: list[str]) -> list[str]:
+    """The keys :func:`eval_set_metrics` gives one set ``name`` reporting ``metrics``."""
+    return [*(f"{name}_{m}" for m in metrics), "avg", *(f"avg_{m}" for m in sorted(metrics))]
 
 
 def eval_set_metrics(per_set: Mapping[str, Mapping[str, float]], main: Mapping[str, str]) -> dict[str, float]:
@@ -575,8 +692,17 @@ def _winogrande_row(row: Mapping[str, Any]) -> dict[str, Any]:
             "gold": {"1": 0, "2": 1}.get(str(row["answer"]), -1)}
 
 
+def _metamathqa_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A MetaMathQA row in GSM8K's columns, so the held-out rows are scored as GSM8K's test is: ``question`` is
+    the query, ``answer`` is ``#### N`` with N the answer PEFT's parse reads after ``The answer is: ``
+    (empty where none is: such a row is then refused by ``gsm8k_peft``'s reference check)."""
+    answer = peft_parse_answer(row["response"])
+    return {"question": row["query"], "answer": "" if answer is None else f"#### {answer}"}
+
+
 # Row transforms an eval set may name (``preprocess``): the columns they read and the transform.
 PREPROCESSORS: dict[str, tuple[list[str], Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
     "hellaswag": (["activity_label", "ctx_a", "ctx_b", "endings", "label"], _hellaswag_row),
     "winogrande": (["sentence", "option1", "option2", "answer"], _winogrande_row),
+    "metamathqa": (["query", "response"], _metamathqa_row),
 }
