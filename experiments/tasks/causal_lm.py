@@ -395,8 +395,6 @@ class CausalLMTask(Task):
 
     def load_as_eval_set(self, max_samples: int | None) -> None:
         """This eval set's one split from its own data set: capped, preprocessed, validated."""
-        import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
-
         split = self.eval_splits[0]
         dataset_cfg = dict(self.config.dataset or {})
         files = dataset_cfg.get("data_files")
@@ -416,6 +414,8 @@ class CausalLMTask(Task):
 
     def use_eval_rows(self, data: datasets.Dataset, ref: SplitRef) -> None:
         """Score ``data`` as this task's one eval split: preprocessed (``preprocess``), then validated."""
+        import datasets  # loading data is where ``datasets`` is needed (see the module's imports)
+
         if self.preprocess:
             columns, transform = PREPROCESSORS[self.preprocess]
             require_columns(data, columns, ref)
