@@ -1,8 +1,8 @@
 """The report page shows this build and nothing else: staged builds, other people's files, any locale.
 
 The fast tests drive the staged build (``analysis.run_notebooks.staged_build``) with files as the
-notebooks name them; the slow one runs ``make figures`` twice on the committed tiny runs, in a
-locale whose default encoding is not UTF-8, with a task removed between the builds.
+notebooks name them; the slow one builds again over a copy of the shared ``make figures`` of the
+committed tiny runs, in a locale whose default encoding is not UTF-8, with a task removed between the builds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 
 from analysis.index_page import parse_markdown_table, write_index
 from analysis.run_notebooks import MANIFEST, carry_over, staged_build
-from tests.test_report_page import PNG, REPO_ROOT, RUNS, open_in_browser
+from tests.make_figures_shared import LATIN1_ENV, RUNS, fixture_runs_figures, make_figures
+from tests.test_report_page import PNG, open_in_browser
 
 TABLE = "### Table 1\n\n| Method | Budget | Source | RTE |\n| --- | --- | --- | --- |\n| LoRA | 0.3M | ours | {} |\n"
 LATIN1_NOTES = "Notes de l'équipe: café, déjà vu\n".encode("latin-1")  # not UTF-8: é is one byte 0xE9
@@ -99,33 +100,25 @@ def test_the_page_is_built_without_a_file_that_is_not_utf8_and_says_so(tmp_path,
                    "byte 11); the notebooks write UTF-8, so it is not one of theirs"]
 
 
-LATIN1_ENV = {"LC_ALL": "C.ISO-8859-1", "PYTHONUTF8": "0", "PYTHONIOENCODING": "latin-1"}
-
-
-def _make_figures(root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **LATIN1_ENV}
-    return subprocess.run(["make", "-s", "figures", f"OUT={root}", f"PYTHON={sys.executable}"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, encoding="latin-1", timeout=900)
-
-
 @pytest.mark.slow
-def test_make_figures_drops_a_removed_tasks_files_and_writes_utf8_under_a_latin1_locale(tmp_path):
+def test_make_figures_drops_a_removed_tasks_files_and_writes_utf8_under_a_latin1_locale(tmp_path, tmp_path_factory):
     """Two builds in a locale whose default encoding is not UTF-8 (Latin-1 where the machine has it,
-    else ASCII: either fails on the tables' ``±``, ``↑``, ``—``), a user's Latin-1 ``notes.md`` in the
-    figures folder, and the SQuAD runs removed before the second build."""
+    else ASCII: either fails on the tables' ``±``, ``↑``, ``—``): the shared first build of the committed
+    runs (``tests/make_figures_shared.py``) is copied, a user's Latin-1 ``notes.md`` is put in its figures
+    folder and the SQuAD runs are removed, then the second build runs over the copy (the build that
+    removes the previous build's files it did not rewrite, so the one that could take ``notes.md``)."""
     probe = subprocess.run([sys.executable, "-c", "import locale; print(locale.getpreferredencoding())"],
                            env={**os.environ, **LATIN1_ENV}, capture_output=True, text=True, check=True)
     assert probe.stdout.strip().lower().replace("_", "-") not in ("utf-8", "utf8")  # the test means something
-    root = tmp_path / "runs"
-    shutil.copytree(RUNS, root)
-    out = root / "figures"
-    out.mkdir()
-    (out / "notes.md").write_bytes(LATIN1_NOTES)
-    first = _make_figures(root)
+    first = fixture_runs_figures(tmp_path_factory)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert (out / "budget_curve_tiny_squad_v2_f1.png").is_file()
+    assert (first.out / "budget_curve_tiny_squad_v2_f1.png").is_file()
+    root = tmp_path / "runs"
+    shutil.copytree(first.root, root)
+    out = root / "figures"
+    (out / "notes.md").write_bytes(LATIN1_NOTES)
     shutil.rmtree(root / "fixtures" / "tiny_squad_v2")
-    second = _make_figures(root)
+    second = make_figures(root)
     assert second.returncode == 0, second.stderr[-3000:]
     page = (out / "index.html").read_text(encoding="utf-8")
     assert not list(out.glob("*tiny_squad_v2*")) and "tiny_squad_v2" not in page

@@ -23,8 +23,8 @@ from analysis.paths import REPO_ROOT, RESULTS_ENV, NoRuns, default_results_root,
 from analysis.run_summary import CONFLICTS, MISSING, UNCONVERGED, UNFINISHED, summarize
 from experiments.identity import identity_hash
 from experiments.spec import record_identity
+from tests.make_figures_shared import RUNS, FiguresBuild, fixture_runs_figures
 
-RUNS = Path(__file__).parent / "fixtures" / "runs"
 WINDOW = (1280, 900)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -117,14 +117,12 @@ def test_the_page_check_fails_on_a_broken_image(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`make figures` over the committed fixture runs, into a temporary folder."""
-    root = tmp_path_factory.mktemp("figures") / "runs"
-    shutil.copytree(RUNS, root)
-    done = subprocess.run(["make", "-s", "figures", f"OUT={root}", f"PYTHON={sys.executable}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=900)
+def figures(tmp_path_factory) -> tuple[Path, FiguresBuild]:
+    """`make figures` over the committed fixture runs (built once per test run, in a Latin-1 locale, and
+    shared with tests/test_reliability_analysis_page.py); the tests here only read it."""
+    done = fixture_runs_figures(tmp_path_factory)
     assert done.returncode == 0, done.stderr[-3000:]
-    return root / "figures", done
+    return done.out, done
 
 
 @pytest.mark.slow

@@ -56,19 +56,31 @@ def _header(task: str, metrics: str, budget: str = "") -> str:
     return " ".join(part for part in (task, budget, f"({metrics})" if metrics else "") if part)
 
 
-def _gap_flagged(table: pd.DataFrame, row: tuple[str, str]) -> bool:
-    gap = table.loc[row, (PARAMS, "gap")] if (PARAMS, "gap") in table.columns else np.nan
+def _gap_flagged(line: dict[str, dict[str, object]]) -> bool:
+    gap = line.get(PARAMS, {}).get("gap", np.nan)
     return bool(not pd.isna(gap) and abs(gap) > GAP_LIMIT)
 
 
-def _cells(table: pd.DataFrame, row: tuple[str, str], labels: list[str], gap: bool = False) -> tuple[str, str]:
-    """(ours, paper) text of one task cell of one row; a method the paper does not have reads "—"
-    on the paper's line wherever ours has a value."""
-    fields = [table.loc[row, label] for label in labels]
+def _rows(table: pd.DataFrame) -> list[dict[str, dict[str, object]]]:
+    """Each row of ``table`` as ``{column: {field: value}}``, in index order, read in one pass: a ``.loc``
+    per cell on the two-level columns was most of the time ``make figures`` spent formatting tables."""
+    rows = []
+    for values in table.to_numpy(dtype=object):  # not a Series per row or column: each copies the attrs
+        line: dict[str, dict[str, object]] = {}
+        for (column, field), value in zip(table.columns, values, strict=True):
+            line.setdefault(column, {})[field] = value
+        rows.append(line)
+    return rows
+
+
+def _cells(line: dict[str, dict[str, object]], method: str, labels: list[str], gap: bool = False) -> tuple[str, str]:
+    """(ours, paper) text of one task cell of one row (``line``: the row as :func:`_rows` reads it); a method
+    the paper does not have reads "—" on the paper's line wherever ours has a value."""
+    fields = [line[label] for label in labels]
     ours = _ours_text([(f["mean"], f["std"], f["n"], f.get("vs_ref", np.nan)) for f in fields], gap)
     if "paper" not in fields[0]:
         return ours, ""
-    if not is_paper_method(row[0]):
+    if not is_paper_method(method):
         return ours, "—" if ours else ""
     return ours, _paper_text([f["paper"] for f in fields], [f["delta"] for f in fields])
 
@@ -76,19 +88,18 @@ def _cells(table: pd.DataFrame, row: tuple[str, str], labels: list[str], gap: bo
 def _format_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Tables 1, 3, 14 and any summary: one row per method x budget (ours), the paper's beneath it."""
     groups = _task_groups(table)
-    params = table[PARAMS]
     lines = []
     names = table.attrs.get("labels", {})
-    for row in table.index:
+    for row, line in zip(table.index, _rows(table), strict=True):
         method, budget = row
-        cells = {_header(task, metrics): _cells(table, row, labels) for task, (metrics, labels) in groups.items()}
+        cells = {_header(task, metrics): _cells(line, method, labels) for task, (metrics, labels) in groups.items()}
         base = {"Method": method_label(method, names), "Budget": budget_label(budget)}
         if any(ours for ours, _ in cells.values()):
-            mark = GAP_MARK if _gap_flagged(table, row) else ""
-            lines.append({**base, SOURCE: "ours", PARAMS: format_params(params.loc[row, "ours"]) + mark,
+            mark = GAP_MARK if _gap_flagged(line) else ""
+            lines.append({**base, SOURCE: "ours", PARAMS: format_params(line[PARAMS]["ours"]) + mark,
                           **{name: ours for name, (ours, _) in cells.items()}})
         if any(paper for _, paper in cells.values()):
-            label = params.loc[row, "paper"] if "paper" in params else ""
+            label = line[PARAMS].get("paper", "")
             label = "—" if not is_paper_method(method) else "" if pd.isna(label) else label
             lines.append({**base, SOURCE: "paper", PARAMS: label,
                           **{name: paper for name, (_, paper) in cells.items()}})
@@ -106,13 +117,13 @@ def _format_budget_columns(table: pd.DataFrame) -> pd.DataFrame:
                for task, b in columns}
     lines = []
     names = table.attrs.get("labels", {})
+    rows = dict(zip(table.index, _rows(table), strict=True))
     for method in dict.fromkeys(table.index.get_level_values("method")):
         name = method_label(method, names)
         ours_line, paper_line = {"Method": name, SOURCE: "ours"}, {"Method": name, SOURCE: "paper"}
         for task, budget in columns:
-            row = (method, budget)
-            known = row in table.index
-            ours, paper = _cells(table, row, groups[task][1], _gap_flagged(table, row)) if known else ("", "")
+            line = rows.get((method, budget))
+            ours, paper = ("", "") if line is None else _cells(line, method, groups[task][1], _gap_flagged(line))
             ours_line[headers[(task, budget)]], paper_line[headers[(task, budget)]] = ours, paper
         lines += [line for line in (ours_line, paper_line) if any(line[h] for h in headers.values())]
     used = [h for h in headers.values() if any(line.get(h) for line in lines)]
