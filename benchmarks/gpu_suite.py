@@ -44,16 +44,17 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
     """Run name -> its ``python -m`` command line, for the runs ``args.only`` selects."""
     shapes = ["--device", args.device, "--models", *args.models, "--batch", str(args.batch),
               "--length", str(args.length), "--out", str(args.out)]
-    step = ["benchmarks.step_time", *shapes, "--rounds", str(args.rounds), "--memory", args.memory]
+    schedule = ["--warmup", str(args.warmup), "--delta-t", str(args.delta_t), "--rounds", str(args.rounds)]
+    step = ["benchmarks.step_time", *shapes, *schedule, "--memory", args.memory]
     llm = ["benchmarks.step_time", "--device", args.device, "--models", *args.llm_models, "--batch", str(args.llm_batch),
-           "--length", str(args.length), "--out", str(args.out), "--rounds", str(args.rounds), "--memory", args.memory,
+           "--length", str(args.length), "--out", str(args.out), *schedule, "--memory", args.memory,
            "--label", "llm"]
     commands = {
         "step_fp32": step,
         "step_bf16": [*step, "--precision", "bf16"],
         "llm_fp32": llm,
         "llm_bf16": [*llm, "--precision", "bf16"],
-        "components": ["benchmarks.components", *shapes, "--rounds", str(args.rounds)],
+        "components": ["benchmarks.components", *shapes, *schedule],
         "loop": ["benchmarks.real_loop", "--model", args.loop_model, "--task", args.loop_task,
                  "--steps", str(args.loop_steps), "--seeds", *map(str, args.loop_seeds), "--out", str(args.out)],
     }
@@ -88,6 +89,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llm-batch", type=int, default=8, help="the llm_* runs' batch (x --length tokens)")
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--rounds", type=int, default=20, help="round-robin rounds of the step-time runs")
+    # step_time's and components' own defaults; a smoke round shrinks them (warm-up > 2 x ΔT: one untimed mask)
+    p.add_argument("--warmup", type=int, default=12, help="untimed steps of the step-time and components runs")
+    p.add_argument("--delta-t", type=int, default=10, help="AdaLoRA's ΔT in the step-time and components runs")
     p.add_argument("--memory", choices=("subprocess", "inprocess", "none"), default="inprocess")
     p.add_argument("--loop-model", default="minilm")
     p.add_argument("--loop-task", default="bbc_pair")

@@ -14,6 +14,7 @@ and ``llama_cpp``, which this suite neither needs nor runs).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -44,9 +45,18 @@ def package_file(package: str, filename: str) -> Path:
 
 def file_quantization(path: Path) -> str:
     """The quantisation a GGUF file declares in its header (``general.file_type``), e.g. ``Q4_1``."""
+    stat = Path(path).stat()
+    return _declared_quantization(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _declared_quantization(path: str, size: int, mtime_ns: int) -> str:
+    """Parsed once per process and file version: the reader parses every metadata array (SmolLM2's 49k-token
+    vocabulary, seconds) and a run asks three times (model, tokenizer, config). The file's size and mtime are in
+    the key, so a file replaced in place is read again."""
     import gguf
 
-    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    field = gguf.GGUFReader(path).fields.get("general.file_type")
     if field is None:
         raise GGUFError(f"{path} declares no general.file_type; cannot verify model.gguf_quant")
     name = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name

@@ -1,6 +1,6 @@
 """Run one tiny training under torchrun and dump what each rank ended with (DDP test helper).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_probe.py OUT_DIR override ...
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_probe.py OUT_DIR override ... [--then override ...]
 
 Each rank writes ``OUT_DIR/rank<r>.pt``: the kept-triplet masks and λ of every SVD matrix,
 the rank pattern, the evaluations and the last training loss. Dropout is configured off by
@@ -8,6 +8,10 @@ the caller (through the model config) so that ranks and a single-process run are
 
 ``PROBE_NAN_AT=<rank>:<step>`` is a fault: that rank's training loss is NaN at that optimiser step
 (the others' stay finite); each rank then records the step at which its loop stopped as diverged.
+
+``--then`` trains a second run in the same processes, with the overrides after it added, into
+``OUT_DIR/then/rank<r>.pt``: two runs compared under DDP pay one launch (interpreters, imports and
+the process group), not two.
 """
 
 from __future__ import annotations
@@ -38,12 +42,21 @@ def inject_nan(trainer, rank: int) -> None:
     trainer.model.register_forward_hook(poison)
 
 
-def main(out_dir: str, overrides: list[str]) -> None:
+def main(out_dir: str, args: list[str]) -> None:
     register_resolvers()
+    overrides, then = (args[:args.index("--then")], args[args.index("--then") + 1:]) if "--then" in args else (args, None)
+    probe(Path(out_dir), overrides)
+    if then is not None:
+        probe(Path(out_dir) / "then", [*overrides, *then])
+
+
+def probe(out_dir: Path, overrides: list[str]) -> None:
+    """Train one run on this rank and write what it ended with to ``out_dir/rank<r>.pt``."""
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     rank = int(os.environ.get("RANK", "0"))
-    trainer, handle, _ = _build(cfg, resolve(cfg), Path(out_dir) / f"ckpt{rank}", None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer, handle, _ = _build(cfg, resolve(cfg), out_dir / f"ckpt{rank}", None)
     inject_nan(trainer, rank)
     diverged_at = None
     try:
@@ -61,7 +74,7 @@ def main(out_dir: str, overrides: list[str]) -> None:
         "evals": state.evals,
         "train_loss": state.train_loss,
         "diverged_at": diverged_at,
-    }, Path(out_dir) / f"rank{rank}.pt")
+    }, out_dir / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":

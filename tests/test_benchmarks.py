@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -273,14 +274,30 @@ TINY_ROUNDS: dict[str, str] = {
     "bench": "--device cpu --batch 2 --length 8 --warmup 3 --rounds 1 --delta-t 1 --reg-reps 1 --memory none "
              "--threads 1",
     "bench-loop": "--seeds 0 --model tiny_deberta --task tiny_glue_rte --steps 4 trainer.log_every=2",
-    "bench-gpu": "--device cpu --models tiny llama3_2_1b_reduced --batch 2 --length 8 --rounds 1 --memory none "
-                 "--only step_fp32 step_bf16 components",  # its loop is bench-loop's harness
+    # tiny only: bench's round runs the decoder through the same step_time harness; its loop is bench-loop's
+    "bench-gpu": "--device cpu --models tiny --batch 2 --length 8 --rounds 1 --warmup 3 --delta-t 1 --memory none "
+                 "--only step_fp32 step_bf16 components",
     "bench-analysis": "--sizes 20",
 }
 WRITES = {"bench": ["cpu.json", "cpu.md"], "bench-loop": ["cpu-real-loop.json", "cpu-real-loop.md"],
           "bench-gpu": ["cpu-bf16.json", "cpu-bf16.md", "cpu-components.json", "cpu-components.md", "cpu.json",
                         "cpu.md"],
           "bench-analysis": []}
+
+
+def test_gpu_suite_passes_its_warmup_and_delta_t_to_every_step_run():
+    """bench-gpu's tiny round shrinks the warm-up through the suite; each measurement must see it, and
+    the defaults stay the harnesses' own (12 warm-up steps, ΔT = 10)."""
+    from benchmarks import gpu_suite
+
+    def schedule(argv: list[str]) -> dict[str, tuple[str, str]]:
+        return {name: (line[line.index("--warmup") + 1], line[line.index("--delta-t") + 1])
+                for name, line in gpu_suite.plan(gpu_suite.parse_args(["--device", "cpu", *argv])).items()
+                if name != "loop"}
+
+    assert schedule([]) == dict.fromkeys(["step_fp32", "step_bf16", "llm_fp32", "llm_bf16", "components"], ("12", "10"))
+    assert set(schedule(["--warmup", "3", "--delta-t", "1"]).values()) == {("3", "1")}
+    assert step_time.parse_args(["--warmup", "3", "--delta-t", "1"]).warmup == 3  # one untimed mask: accepted
 
 
 def test_every_bench_target_has_a_tiny_round():
@@ -292,9 +309,11 @@ def test_every_bench_target_has_a_tiny_round():
 @pytest.mark.parametrize("target", TINY_ROUNDS)
 def test_one_tiny_round_of_each_bench_target(target, tmp_path):
     out = [] if target == "bench-analysis" else [f"--out {tmp_path}"]
+    # one intra-op thread, as a user on a shared CPU is told to run: threads change no result checked here
     proc = subprocess.run(["make", "-s", target, f"PYTHON={sys.executable}",
                            f"ARGS={' '.join([*out, TINY_ROUNDS[target]])}"],
-                          cwd=step_time.ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=step_time.ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == WRITES[target]
     if target == "bench":

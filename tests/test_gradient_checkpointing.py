@@ -142,25 +142,25 @@ def test_a_backbone_without_checkpointing_support_is_refused_with_the_fix():
         enable_gradient_checkpointing(nn.Linear(2, 2))
 
 
-def two_process_ranks(out: Path, *extra: str) -> list[dict[str, Any]]:
-    """What each rank of a 2-process gloo run of our AdaLoRA on the tiny Llama ended with (tests/ddp_probe.py)."""
+def two_process_ranks(out: Path, *then: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What each rank of a 2-process gloo run of our AdaLoRA on the tiny Llama ended with, and each rank of the
+    same run with the overrides ``then`` added, trained next in the same two processes (tests/ddp_probe.py)."""
     out.mkdir(parents=True)
     overrides = ["task=tiny_gsm8k", "model=tiny_llama", "method=adalora", "budget=llm_r4", f"output_root={out}",
-                 "trainer.progress=false", "trainer.max_steps=6", "trainer.batch_size=2", *extra]
+                 "trainer.progress=false", "trainer.max_steps=6", "trainer.batch_size=2", "--then", *then]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # this checkout
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return tuple([torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(2)] for folder in (out, out / "then"))
 
 
-@pytest.mark.slow  # two torchrun launches of two processes each
+@pytest.mark.slow  # one torchrun launch of two processes, each training both runs
 def test_adalora_with_gradient_checkpointing_trains_under_ddp_as_without_it(tmp_path):
     """huggingface/peft#1745's set-up (AdaLoRA, whose A and B are used inside the checkpointed blocks and again
     in the penalty outside them, under DDP): non-reentrant checkpointing trains as the plain DDP run does."""
-    plain = two_process_ranks(tmp_path / "plain")
-    ckpt = two_process_ranks(tmp_path / "ckpt", "trainer.gradient_checkpointing=true")
+    plain, ckpt = two_process_ranks(tmp_path / "ddp", "trainer.gradient_checkpointing=true")
     assert ckpt[0]["world_size"] == 2 and ckpt[0]["pattern"] == ckpt[1]["pattern"] == plain[0]["pattern"]
     assert sum(plain[0]["pattern"].values()) < 6 * len(plain[0]["pattern"])  # the allocator cut ranks from init_r
     for name, lambdas in plain[0]["lambdas"].items():

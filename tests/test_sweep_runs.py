@@ -217,15 +217,19 @@ def test_wandb_offline_writes_one_run_per_job_with_rank_history(tmp_path):
 
 
 # ------------------------------------------------------------------------------ data parallel
+def _probe_overrides(out: Path, batch_size: int) -> list[str]:
+    """The tiny AdaLoRA run every data-parallel probe trains (dropout off, so ranks and one process compare)."""
+    return ["task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
+            f"output_root={out}", "trainer.progress=false", "trainer.epochs=3", f"trainer.batch_size={batch_size}",
+            "trainer.eval_every=6", "trainer.log_every=2",
+            *(f"+model.tiny_config.{key}=0.0" for key in
+              ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
+
+
 def _probe(out: Path, nproc: int, batch_size: int, env: dict[str, str] | None = None, timeout: int = 600) -> list[dict]:
     out.mkdir(parents=True)
-    overrides = ["task=tiny_glue_rte", "model=tiny_deberta", "method=adalora", "budget=glue_0.3m",
-                 f"output_root={out}", "trainer.progress=false", "trainer.epochs=3", f"trainer.batch_size={batch_size}",
-                 "trainer.eval_every=6", "trainer.log_every=2",
-                 *(f"+model.tiny_config.{key}=0.0" for key in
-                   ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-           str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *overrides]
+           str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *_probe_overrides(out, batch_size)]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "Error" in line)[-4000:]
@@ -234,9 +238,13 @@ def _probe(out: Path, nproc: int, batch_size: int, env: dict[str, str] | None = 
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_path):
-    """2 ranks x batch 4 see the same 8 examples per step as 1 process x batch 8 (same order)."""
+    """2 ranks x batch 4 see the same 8 examples per step as 1 process x batch 8 (same order). The single process
+    is this one (no launcher: the reference is what one process computes, not a claim about torchrun)."""
+    from tests import ddp_probe
+
     ranks = _probe(tmp_path / "ddp", nproc=2, batch_size=4)
-    single = _probe(tmp_path / "single", nproc=1, batch_size=8)[0]
+    ddp_probe.main(str(tmp_path / "single"), _probe_overrides(tmp_path / "single", batch_size=8))
+    single = torch.load(tmp_path / "single" / "rank0.pt", weights_only=False)
     assert ranks[0]["world_size"] == 2 and ranks[0]["total_steps"] == single["total_steps"] == 18
     for name, mask in ranks[0]["masks"].items():
         assert torch.equal(mask, ranks[1]["masks"][name]), name
