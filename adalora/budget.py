@@ -215,19 +215,39 @@ def level_settings(level: BudgetLevel, values: Mapping[str, Any], setting_names:
 
 
 def closest_knob(count: Callable[[int], int], target: int, limit: int = MAX_KNOB) -> int:
-    """The knob value 1, 2, ... whose ``count`` is closest to ``target``, ties to the smaller count.
+    """The knob value 1, 2, ... whose ``count`` is closest to ``target``, ties to the smaller count
+    (and, among equal counts, to the smaller knob).
 
-    ``count`` must grow with the knob (a rank, a bottleneck width); the search stops at the first
-    value past the target.
+    ``count`` must grow with the knob (a rank, a bottleneck width), so the answer is the first knob
+    whose count reaches the target or the first knob of the count just below it, and both are found
+    by bisection: a count may build a whole (meta-device) model, and a 7B decoder at rank 32 took 33
+    builds one knob at a time where bisection takes about a dozen.
     """
-    best: tuple[int, int, int] | None = None  # (distance, count, knob)
-    for knob in range(1, limit + 1):
-        c = count(knob)
-        if best is None or (abs(c - target), c) < best[:2]:
-            best = (abs(c - target), c, knob)
-        if c >= target:
-            return best[2]
-    raise ValueError(f"no knob value up to {limit} reaches the budget target of {target} parameters")
+    counts: dict[int, int] = {}
+
+    def at(knob: int) -> int:
+        if knob not in counts:
+            counts[knob] = count(knob)
+        return counts[knob]
+
+    def first_reaching(value: int, lo: int, hi: int) -> int:
+        """The smallest knob in ``[lo, hi]`` whose count is >= ``value`` (given ``at(hi) >= value``)."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if at(mid) >= value else (mid + 1, hi)
+        return lo
+
+    hi = 1
+    while at(hi) < target and hi < limit:  # doubling: an upper end without counting every knob below it
+        hi = min(2 * hi, limit)
+    if at(hi) < target:
+        raise ValueError(f"no knob value up to {limit} reaches the budget target of {target} parameters")
+    reach = first_reaching(target, hi // 2 + 1 if hi > 1 else 1, hi)
+    if reach == 1:
+        return 1
+    under = at(reach - 1)  # the count just below the target: its first knob, above any knob counted lower
+    below = first_reaching(under, 1 + max((k for k, c in counts.items() if c < under), default=0), reach - 1)
+    return below if (target - at(below), at(below)) < (at(reach) - target, at(reach)) else reach
 
 
 def count_parameters(model: nn.Module, head_prefixes: Iterable[str]) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import warnings
 
 import pytest
@@ -93,6 +95,35 @@ def test_closest_count_wins_and_ties_go_to_the_smaller():
     assert closest_knob(lambda k: 10 * k, 3) == 1  # the smallest knob when even 1 is over
     with pytest.raises(ValueError, match="no knob value up to 5 reaches the budget target of 100"):
         closest_knob(lambda k: k, 100, limit=5)
+
+
+def test_closest_knob_bisects_to_what_counting_every_knob_gives():
+    """Any count that grows with the knob (plateaus included): the answer of trying 1, 2, ... in turn, from a
+    dozen counts where the budget needs rank 1,000 (each count may build a whole meta-device model)."""
+    def one_by_one(count, target: int, limit: int) -> int | None:
+        best = None
+        for knob in range(1, limit + 1):
+            if best is None or (abs(count(knob) - target), count(knob)) < best[:2]:
+                best = (abs(count(knob) - target), count(knob), knob)
+            if count(knob) >= target:
+                return best[2]
+        return None
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        limit = rng.choice([1, 5, 17, 64, 300])
+        counts = list(itertools.accumulate(rng.choice([0, 0, 1, 2, 5, 10]) for _ in range(limit)))
+        target = rng.randint(0, counts[-1] + 10)
+        count = counts.__getitem__
+        expected = one_by_one(lambda k, count=count: count(k - 1), target, limit)
+        if expected is None:
+            with pytest.raises(ValueError, match="no knob value"):
+                closest_knob(lambda k, count=count: count(k - 1), target, limit)
+        else:
+            assert closest_knob(lambda k, count=count: count(k - 1), target, limit) == expected, (counts, target)
+    asked = []
+    assert closest_knob(lambda k: asked.append(k) or 1000 * k, 1_000_000) == 1000
+    assert len(set(asked)) <= 25
 
 
 def test_budget_target_is_lora_on_the_six_weight_types():
