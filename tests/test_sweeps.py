@@ -140,16 +140,17 @@ def _slim(cfg: DictConfig) -> DictConfig:
 
 
 def _job(cfg: DictConfig, overrides: list[str]) -> Job:
-    resolve(cfg)  # raises ConfigError on a job that could not run
-    run_dir = str(cfg.run_dir)
+    """The job as the harness resolves it (``resolve`` raises ConfigError on a job that could not run); its
+    identity is the config ``resolve`` produced (resolved once, not converted a second time here)."""
+    config = resolve(cfg).config
+    run_dir = str(config["run_dir"])
     hydra_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
     assert hydra_dir == Path(run_dir), f"Hydra's job dir {hydra_dir} != run_dir {run_dir} ({overrides})"
-    identity = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in cfg.items() if k not in ("hydra", "sweep_name", "run_dir", "budget")}
-    identity["effective_budget"] = effective_budget(cfg.method, cfg.budget.name)
-    return Job(tuple(overrides), cfg.task.name, cfg.method.name, cfg.budget.name, int(cfg.seed), run_dir,
-               json.dumps(identity, sort_keys=True, default=str), cfg.trainer.lr, identity["effective_budget"],
-               cfg.model.name if any(o.startswith("model=") for o in overrides) else None)
+    identity = {k: v for k, v in config.items() if k not in ("sweep_name", "run_dir", "budget")}
+    identity["effective_budget"] = effective_budget(config["method"], config["budget"]["name"])
+    return Job(tuple(overrides), config["task"]["name"], config["method"]["name"], config["budget"]["name"],
+               int(config["seed"]), run_dir, json.dumps(identity, sort_keys=True, default=str), config["trainer"]["lr"],
+               identity["effective_budget"], config["model"]["name"] if any(o.startswith("model=") for o in overrides) else None)
 
 
 @functools.cache
