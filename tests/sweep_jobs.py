@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -78,12 +78,18 @@ def _group_option(group: str, option: str) -> DictConfig | None:
     return None if "defaults" in node else node
 
 
+@functools.cache
+def _parsed(override: str) -> Override:
+    """Hydra's parse of one override; the jobs of a sweep repeat the same few (``task=glue_rte``, ``seed=0``)."""
+    return OverridesParser.create().parse_overrides([override])[0]
+
+
 def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...], list[tuple[str, object]]] | None:
     """(config-group choices, other ``key=value`` pairs with Hydra's parse of the value), or None
     where only a real compose is faithful (``+``/``~`` overrides, package renames, group files with
     a defaults list, a sweep file that edits a swept group's content)."""
     groups, values = [], []
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in map(_parsed, overrides):
         key = override.get_key_element()
         if override.type != OverrideType.CHANGE or override.package is not None:
             return None
