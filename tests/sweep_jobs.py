@@ -87,14 +87,14 @@ def _parsed(override: str) -> Override:
 def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...], list[tuple[str, object]]] | None:
     """(config-group choices, other ``key=value`` pairs with Hydra's parse of the value), or None
     where only a real compose is faithful (``+``/``~`` overrides, package renames, group files with
-    a defaults list, a sweep file that edits a swept group's content)."""
+    a defaults list)."""
     groups, values = [], []
     for override in map(_parsed, overrides):
         key = override.get_key_element()
         if override.type != OverrideType.CHANGE or override.package is not None:
             return None
         if key in GROUPS:
-            if key in sweep_raw or _group_option(key, override.get_value_element_as_str()) is None:
+            if _group_option(key, override.get_value_element_as_str()) is None:
                 return None
             groups.append(f"{key}={override.get_value_element_as_str()}")
         else:
@@ -102,14 +102,16 @@ def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...]
     return tuple(groups), values
 
 
-def _with_groups(base: DictConfig, groups: tuple[str, ...]) -> DictConfig:
+def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep_raw: DictConfig) -> DictConfig:
     """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file, merged
-    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``)."""
+    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``), and
+    under the sweep file's own node of it (demo_gpu's ``task.max_seq_length``): the sweep file is the defaults
+    list's last entry, a ``_global_`` package, so its values win."""
     cfg = copy.deepcopy(base)
     with open_dict(cfg):
         for choice in groups:
             key, option = choice.split("=", 1)
-            cfg[key] = OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option))
+            cfg[key] = OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
     return cfg
 
 
@@ -177,7 +179,7 @@ def _expand(sweep: str) -> tuple[Job, ...]:
             continue
         groups, values = split
         if groups not in by_groups:
-            by_groups[groups] = _with_groups(base_slim, groups)
+            by_groups[groups] = _with_groups(base_slim, groups, sweep_raw)
         cfg = by_groups[groups]
         for key, value in values:
             OmegaConf.update(cfg, key, value, merge=False, force_add=False)
