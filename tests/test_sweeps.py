@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments.runner import effective_budget
-from tests.sweep_jobs import CONF, Job, job_of, sweep_compose
+from tests.sweep_jobs import CONF, Job, expand_jobs, job_of, shared_sweep_jobs, sweep_compose
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 
@@ -59,6 +59,16 @@ def test_shortcut_equals_real_compose(sweep, sweep_jobs):
     jobs = sweep_jobs(sweep)
     for job in _sample(jobs):
         assert job_of(sweep_compose(sweep, list(job.overrides)), list(job.overrides)) == job, job.overrides
+
+
+def test_jobs_read_back_from_the_shared_file_equal_the_expanded_ones(tmp_path):
+    """The workers that did not expand a sweep read its jobs from the shared JSON file: the same jobs, with their
+    lr grid values (floats) and override tuples, as expanding it again."""
+    built = shared_sweep_jobs.__wrapped__(tmp_path, "lr_search_nlg")  # expands, writes the file
+    read = shared_sweep_jobs.__wrapped__(tmp_path, "lr_search_nlg")  # reads it
+    assert (tmp_path / "lr_search_nlg" / "jobs.json").is_file() and len(read) == 160
+    assert read == built == expand_jobs("lr_search_nlg")
+    assert all(isinstance(j.overrides, tuple) and isinstance(j.lr, float) for j in read)
 
 
 @pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
