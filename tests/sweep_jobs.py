@@ -16,7 +16,6 @@ run's shared temporary folder (:func:`shared_sweep_jobs`), instead of resolving 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import json
@@ -107,11 +106,14 @@ def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep_raw: DictConfi
     over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``), and
     under the sweep file's own node of it (demo_gpu's ``task.max_seq_length``): the sweep file is the defaults
     list's last entry, a ``_global_`` package, so its values win."""
-    cfg = copy.deepcopy(base)
+    swapped = dict(choice.split("=", 1) for choice in groups)
+    nodes = {key: OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
+             for key, option in swapped.items()}
+    # a copy of base's other nodes only: the swapped ones (an LLM task's eval_sets) are replaced, not copied first
+    cfg = OmegaConf.create({key: nodes.pop(key, value) for key, value in base.items_ex(resolve=False)})
     with open_dict(cfg):
-        for choice in groups:
-            key, option = choice.split("=", 1)
-            cfg[key] = OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
+        for key, node in nodes.items():  # a group base does not hold yet
+            cfg[key] = node
     return cfg
 
 
