@@ -229,16 +229,28 @@ NON_RESULT_METHOD_KEYS = frozenset({"label", "description"})
 PATH_KEYS = frozenset({"task", "method", "budget", "seed"})
 
 
-def _plain(node: Any, what: str) -> Any:
-    """``OmegaConf.to_container(node, resolve=True)``; a failing interpolation (a selection file's bad
-    entry) is one line naming it, not a traceback."""
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    """``OmegaConf.to_container(cfg, resolve=True)`` without the ``hydra`` node a sweep job's config carries; a
+    failing interpolation (a selection file's bad entry) is one line naming it, not a traceback.
+
+    Each top-level node is converted where it is, exactly as ``to_container`` converts a child of the root
+    (dereferenced, then converted; a missing value stays ``???``). A masked copy of ``cfg`` gave the same
+    values but re-created, and re-parsed, every node of the config on each run: about a third of resolving
+    a sweep's jobs. (Hydra hands a job its config without the ``hydra`` node, so a run sees the same keys.)
+    """
     try:
-        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        return {key: _plain_node(cfg._get_node(key)) for key in cfg if key != "hydra"}
     except OmegaConfBaseException as err:
         cause = err
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        raise ConfigError(f"{what}: {str(cause).splitlines()[0]}") from None
+        raise ConfigError(f"config: {str(cause).splitlines()[0]}") from None
+
+
+def _plain_node(node: Any) -> Any:
+    """One child of the root (an OmegaConf node) as ``to_container(root, resolve=True)`` gives it."""
+    node = node._dereference_node()
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node._value()
 
 
 def resolve(cfg: DictConfig) -> RunSpec:
@@ -247,7 +259,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
     problems = run_input_problems(cfg)
     if problems:
         raise ConfigError("invalid setting(s): " + "; ".join(problems))
-    config = _plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), "config")  # a sweep job's carries hydra
+    config = _plain(cfg)
     family, _ = check_task(config["task"])
     model = typed(ModelConfig, config["model"], "model")
     try:

@@ -2,6 +2,7 @@
 helper, and one tiny finished run shared by the tests that only read a finished run."""
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -82,3 +83,13 @@ def tiny_finished_run(tmp_path_factory):
         if needed:
             assert run(cfg)["status"] == "success"
     return cfg
+
+
+@pytest.fixture(scope="session")
+def sweep_jobs(tmp_path_factory):
+    """``sweep_jobs(name)``: every job of conf/sweep/<name>.yaml, resolved by the harness, expanded once per test
+    run and shared by the xdist workers (tests/sweep_jobs.py). Read by test_sweeps, test_protocol, test_ablations
+    and test_baselines, which expanded the same sweeps again in each worker before."""
+    from tests.sweep_jobs import shared_sweep_jobs
+
+    return functools.partial(shared_sweep_jobs, shared_tmp(tmp_path_factory, "sweep_jobs"))

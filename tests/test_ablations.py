@@ -34,7 +34,6 @@ from analysis.tables import format_table, results_table
 from experiments.models import load_config
 from experiments.runner import PROJECT_ROOT, register_resolvers, resolve, run
 from tests.conftest import compose
-from tests.test_sweeps import sweep_jobs
 from tests.tiny import cls_batch, deberta_v3_base_on_meta, load_synthetic_generator, tiny_deberta
 
 CONF = PROJECT_ROOT / "conf"
@@ -312,7 +311,7 @@ SWEEPS = {"ablation_table4": TABLE4, "ablation_table5": TABLE5, "ablation_table5
 
 @pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
-def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
+def test_ablation_sweeps_expand_to_the_tables_cells(sweep, sweep_jobs):
     """Every (task, variant, level, seed) of the table once, each in its own run directory under glue/."""
     jobs = sweep_jobs(sweep)
     tasks, methods, budgets = SWEEPS[sweep]
@@ -326,7 +325,7 @@ def test_ablation_sweeps_expand_to_the_tables_cells(sweep):
 
 
 @pytest.mark.slow  # expands whole sweeps through Hydra: minutes in all
-def test_ablation_sweeps_share_runs_with_the_table_sweeps():
+def test_ablation_sweeps_share_runs_with_the_table_sweeps(sweep_jobs):
     """Identical runs have one directory: LoRA (all) of Table 14 is Table 1's, MNLI LoRA/AdaLoRA seed 0
     of Table 5 are Figure 2's, SST-2 AdaLoRA of Table 4 is Table 5's."""
     dirs = {s: {j.run_dir for j in sweep_jobs(s)} for s in (*SWEEPS, "budget_curves")}

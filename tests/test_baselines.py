@@ -175,9 +175,7 @@ def test_rouge_scores_against_truncated_labels_for_the_paper_tasks():
 
 # ------------------------------------------------------------------ learning-rate search
 @pytest.mark.slow  # composes ~750 jobs (tests/test_sweeps.py checks every sweep file too)
-def test_lr_search_sweeps_expand_to_one_run_per_grid_value():
-    from tests.test_sweeps import sweep_jobs
-
+def test_lr_search_sweeps_expand_to_one_run_per_grid_value(sweep_jobs):
     jobs = sweep_jobs("lr_search_squad")
     assert len(jobs) == 224 and len({j.run_dir for j in jobs}) == 224
     assert {j.lr for j in jobs} == {5e-5, 8e-5, 1e-4, 2e-4}

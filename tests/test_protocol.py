@@ -144,9 +144,7 @@ def test_paper_identity_is_unchanged_and_heldout_differs(tmp_path):
 
 
 @pytest.mark.slow  # composes the 1120 jobs of both Table 1 trees
-def test_sweep_glue_heldout_is_table_1_under_heldout_in_its_own_tree():
-    from tests.test_sweeps import sweep_jobs
-
+def test_sweep_glue_heldout_is_table_1_under_heldout_in_its_own_tree(sweep_jobs):
     jobs = sweep_jobs("glue_heldout") + sweep_jobs("glue_heldout_baselines")
     paper = sweep_jobs("glue") + sweep_jobs("glue_baselines")
     assert len({j.run_dir for j in jobs}) == 560

@@ -1,0 +1,203 @@
+"""Every job of a sweep file, expanded and resolved by the harness's own ``resolve()``, once per test RUN.
+
+A sweep is expanded the way Hydra's basic sweeper does it (experiments.sweeps.expand_sweep): parsed by
+Hydra's override parser (so ``a,b``, ``glob(...)`` and ``range(...)`` all work), then the cartesian
+product. A real ``compose`` costs ~0.2 s here, too slow for the thousands of jobs of all sweeps, so each
+sweep is composed once and a job's overrides are applied to that config with OmegaConf: a config-group
+choice (``task=glue_rte``) swaps in the group file, any other key is set to Hydra's parse of its value
+(tests/test_sweeps.py::test_shortcut_equals_real_compose checks that against real composes).
+
+Several test files read the same sweeps (test_sweeps, test_protocol, test_ablations, test_baselines), and
+``make test`` runs files in two xdist workers: the ``sweep_jobs`` fixture (tests/conftest.py) expands a
+sweep in whichever worker asks first and the others read that worker's result, a JSON file in the test
+run's shared temporary folder (:func:`shared_sweep_jobs`), instead of resolving every job again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.runner import PROJECT_ROOT, effective_budget, register_resolvers, resolve
+from experiments.sweeps import expand_sweep
+from tests.conftest import built_once, compose
+
+CONF = PROJECT_ROOT / "conf"
+GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}
+ROOT_NODES = OmegaConf.load(CONF / "config.yaml")  # the entry config's own values, under every group file
+register_resolvers()
+
+
+@dataclass(frozen=True)
+class Job:
+    overrides: tuple[str, ...]  # as Hydra's sweeper hands them to the job (after sweep=<name>)
+    task: str
+    method: str
+    budget: str  # cfg.budget.name, before effective_budget
+    seed: int
+    run_dir: str
+    identity: str  # the resolved run config, minus the sweep's name and the budget's label
+    lr: float | None = None  # an explicit trainer.lr (the lr_search_* sweeps), part of what a run is
+    effective: str = ""  # effective_budget of the job's method config (a yaml-only row has no registered name)
+    model: str | None = None  # the model of a sweep that lists several (llm_math): part of what a run is
+
+    @property
+    def key(self) -> tuple:
+        key = (self.task, self.method, self.effective, self.seed)
+        key = key if self.lr is None else (*key, self.lr)
+        return key if self.model is None else (*key, self.model)
+
+    @property
+    def fixed_size(self) -> bool:
+        return self.effective == "none"
+
+
+# ------------------------------------------------------------------------------------- expansion
+def sweep_compose(sweep: str, overrides: list[str] = ()) -> DictConfig:
+    return compose([f"sweep={sweep}", *overrides], return_hydra_config=True)
+
+
+@functools.cache
+def _group_option(group: str, option: str) -> DictConfig | None:
+    """A group file, when swapping it in is exactly what Hydra does (no defaults list, no package header)."""
+    path = CONF / group / f"{option}.yaml"
+    if "@package" in path.read_text():
+        return None
+    node = OmegaConf.load(path)
+    return None if "defaults" in node else node
+
+
+@functools.cache
+def _parsed(override: str) -> Override:
+    """Hydra's parse of one override; the jobs of a sweep repeat the same few (``task=glue_rte``, ``seed=0``)."""
+    return OverridesParser.create().parse_overrides([override])[0]
+
+
+def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...], list[tuple[str, object]]] | None:
+    """(config-group choices, other ``key=value`` pairs with Hydra's parse of the value), or None
+    where only a real compose is faithful (``+``/``~`` overrides, package renames, group files with
+    a defaults list)."""
+    groups, values = [], []
+    for override in map(_parsed, overrides):
+        key = override.get_key_element()
+        if override.type != OverrideType.CHANGE or override.package is not None:
+            return None
+        if key in GROUPS:
+            if _group_option(key, override.get_value_element_as_str()) is None:
+                return None
+            groups.append(f"{key}={override.get_value_element_as_str()}")
+        else:
+            values.append((key, override.value()))
+    return tuple(groups), values
+
+
+def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep_raw: DictConfig) -> DictConfig:
+    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file, merged
+    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``), and
+    under the sweep file's own node of it (demo_gpu's ``task.max_seq_length``): the sweep file is the defaults
+    list's last entry, a ``_global_`` package, so its values win."""
+    swapped = dict(choice.split("=", 1) for choice in groups)
+    nodes = {key: OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
+             for key, option in swapped.items()}
+    # a copy of base's other nodes only: the swapped ones (an LLM task's eval_sets) are replaced, not copied first
+    cfg = OmegaConf.create({key: nodes.pop(key, value) for key, value in base.items_ex(resolve=False)})
+    with open_dict(cfg):
+        for key, node in nodes.items():  # a group base does not hold yet
+            cfg[key] = node
+    return cfg
+
+
+def _slim(cfg: DictConfig) -> DictConfig:
+    """The config with only the part of the hydra node that places the job (copying it all is slow)."""
+    slim = OmegaConf.create({k: v for k, v in cfg.items_ex(resolve=False) if k != "hydra"})
+    slim.hydra = {"sweep": OmegaConf.to_container(cfg.hydra.sweep, resolve=False)}
+    return slim
+
+
+def job_of(cfg: DictConfig, overrides: list[str]) -> Job:
+    """The job as the harness resolves it (``resolve`` raises ConfigError on a job that could not run); its
+    identity is the config ``resolve`` produced (resolved once, not converted a second time here)."""
+    config = resolve(cfg).config
+    run_dir = str(config["run_dir"])
+    hydra_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    assert hydra_dir == Path(run_dir), f"Hydra's job dir {hydra_dir} != run_dir {run_dir} ({overrides})"
+    identity = {k: v for k, v in config.items() if k not in ("sweep_name", "run_dir", "budget")}
+    identity["effective_budget"] = effective_budget(config["method"], config["budget"]["name"])
+    return Job(tuple(overrides), config["task"]["name"], config["method"]["name"], config["budget"]["name"],
+               int(config["seed"]), run_dir, json.dumps(identity, sort_keys=True, default=str), config["trainer"]["lr"],
+               identity["effective_budget"], config["model"]["name"] if any(o.startswith("model=") for o in overrides) else None)
+
+
+@contextlib.contextmanager
+def _each_interpolation_parsed_once() -> Iterator[None]:
+    """OmegaConf parses an interpolation string with its ANTLR grammar each time a value is read; every job
+    of a sweep reads the same dozen strings (``run_dir``, ``${selected_lr:${task.name},...}``) several times,
+    and the parsing was ~40% of expanding a sweep. While expanding, each distinct string is parsed once.
+
+    Safe: a parse tree is a function of (string, rule, lexer mode) alone, resolving only visits it (the
+    values come from the config and the resolvers at each visit), and a string that fails to parse raises
+    as before (nothing is cached). Only the expansion uses it: test_shortcut_equals_real_compose resolves
+    sample jobs of every sweep without it and compares."""
+    import omegaconf._utils
+    import omegaconf.base
+
+    real = omegaconf.base.parse
+    omegaconf.base.parse = omegaconf._utils.parse = functools.cache(real)
+    try:
+        yield
+    finally:
+        omegaconf.base.parse = omegaconf._utils.parse = real
+
+
+def expand_jobs(sweep: str) -> tuple[Job, ...]:
+    """Every job of a sweep: one compose, then each job's overrides applied with OmegaConf (the group
+    files swapped in once per combination of group choices, the other values set in place, since
+    every job of that combination sets the same keys); a real compose where that is not faithful."""
+    with _each_interpolation_parsed_once():
+        return _expand(sweep)
+
+
+def _expand(sweep: str) -> tuple[Job, ...]:
+    """The jobs of :func:`expand_jobs`."""
+    sweep_raw = OmegaConf.load(CONF / "sweep" / f"{sweep}.yaml")
+    jobs = []
+    base = sweep_compose(sweep)
+    assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
+    base_slim, by_groups = _slim(base), {}
+    for overrides in expand_sweep(base.hydra.sweeper.params, []):
+        split = _split(overrides, sweep_raw)
+        if split is None:
+            jobs.append(job_of(sweep_compose(sweep, overrides), overrides))
+            continue
+        groups, values = split
+        if groups not in by_groups:
+            by_groups[groups] = _with_groups(base_slim, groups, sweep_raw)
+        cfg = by_groups[groups]
+        for key, value in values:
+            OmegaConf.update(cfg, key, value, merge=False, force_add=False)
+        jobs.append(job_of(cfg, overrides))
+    return tuple(jobs)
+
+
+@functools.cache
+def shared_sweep_jobs(folder: Path, sweep: str) -> tuple[Job, ...]:
+    """:func:`expand_jobs`, once per test run: the first worker to ask expands the sweep (holding the lock of
+    ``folder/<sweep>``) and writes its jobs as JSON; every other worker, and every later call, reads them.
+    A failed expansion writes nothing, so the next caller expands again and fails the same way."""
+    path = folder / sweep / "jobs.json"
+    with built_once(folder / sweep) as needed:
+        if needed:
+            jobs = expand_jobs(sweep)
+            path.write_text(json.dumps([dataclasses.asdict(job) for job in jobs]))
+            return jobs
+    return tuple(Job(**{**fields, "overrides": tuple(fields["overrides"])}) for fields in json.loads(path.read_text()))
