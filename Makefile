@@ -6,7 +6,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser test test-fast lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search costs prefetch fixtures figures demo demo-llm bench bench-loop bench-gpu bench-analysis clean
+.PHONY: help install install-browser test test-fast test-costs lint smoke glue-sweep squad-sweep nlg-sweep ablation-sweep lr-search costs prefetch fixtures figures demo demo-llm bench bench-loop bench-gpu bench-analysis clean
 
 # Variables the target descriptions name: `make help` shows their values (e.g. OUT=runs make help).
 HELP_VARS = OUT LR_OUT LR_SELECTED SWEEPS FIXTURE_RUNS
@@ -38,6 +38,9 @@ test: ## the whole test suite, offline (slow end-to-end tests included)
 
 test-fast: ## the suite without tests marked slow
 	$(PYTHON) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
+
+test-costs: ## the whole suite, then rewrite tests/file_costs.json (seconds per file: make test runs the costliest first)
+	ADALORA_RECORD_FILE_COSTS=1 $(PYTHON) -m pytest -q $(PYTEST_PARALLEL)
 
 lint: ## ruff
 	$(PYTHON) -m ruff check adalora experiments analysis tests benchmarks

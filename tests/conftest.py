@@ -1,8 +1,10 @@
 """Test-session settings (never touch the network, keep torch deterministic and small), the one compose
 helper, and one tiny finished run shared by the tests that only read a finished run."""
 
+import collections
 import contextlib
 import functools
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -93,3 +95,35 @@ def sweep_jobs(tmp_path_factory):
     from tests.sweep_jobs import shared_sweep_jobs
 
     return functools.partial(shared_sweep_jobs, shared_tmp(tmp_path_factory, "sweep_jobs"))
+
+
+# ------------------------------------------------------------------------------------- scheduling
+# Seconds each test file took in a whole-suite run (`make test-costs` rewrites it). `make test` deals whole files
+# to its two workers (--dist loadfile) in collection order; in alphabetical order a worker sat idle for the last
+# minute while the other ran the last costly file. Costliest first (longest-processing-time first) keeps both
+# busy to the end. A stale or missing entry only costs time: the order of files never changes a result.
+FILE_COSTS = PROJECT_ROOT / "tests" / "file_costs.json"
+RECORD_FILE_COSTS = "ADALORA_RECORD_FILE_COSTS"  # set by `make test-costs`
+_seconds_per_file: collections.defaultdict[str, float] = collections.defaultdict(float)
+
+
+def file_costs() -> dict[str, float]:
+    return json.loads(FILE_COSTS.read_text()) if FILE_COSTS.exists() else {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The collected tests, whole files costliest first; a file without a recorded cost after those with one, in
+    the usual order (the sort is stable, so each file's own tests keep theirs)."""
+    costs = file_costs()
+    items.sort(key=lambda item: -costs.get(item.nodeid.split("::")[0], 0.0))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get(RECORD_FILE_COSTS):  # under xdist the controller receives every worker's reports
+        _seconds_per_file[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if os.environ.get(RECORD_FILE_COSTS) and not XDIST_WORKER and _seconds_per_file:
+        costs = {name: round(seconds, 1) for name, seconds in sorted(_seconds_per_file.items(), key=lambda kv: -kv[1])}
+        FILE_COSTS.write_text(json.dumps(costs, indent=1) + "\n")

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from tests.conftest import built_once
+from tests.conftest import PROJECT_ROOT, built_once, file_costs
 
 
 def test_each_test_process_computes_on_one_thread():
@@ -26,3 +26,13 @@ def test_a_shared_fixture_folder_is_built_once_and_rebuilt_after_a_failed_build(
         (folder / "made").write_text("x")
     with built_once(folder) as needed:
         assert not needed and (folder / "made").read_text() == "x"
+
+
+def test_whole_files_run_costliest_first_and_every_recorded_file_exists(request):
+    """`make test` deals files to its workers in collection order: the recorded costliest go first."""
+    costs = file_costs()
+    assert costs, "tests/file_costs.json is missing: run make test-costs"
+    assert all((PROJECT_ROOT / name).is_file() for name in costs), "a recorded file is gone: run make test-costs"
+    files = list(dict.fromkeys(item.nodeid.split("::")[0] for item in request.session.items))
+    order = [costs.get(name, 0.0) for name in files]
+    assert order == sorted(order, reverse=True), files
