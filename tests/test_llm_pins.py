@@ -3,10 +3,9 @@ listed in :data:`UNPINNED` with the reason: a moved ``main`` must not change wha
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-
-import pytest
 
 from experiments.tasks.causal_lm import CausalLMTask
 from tests.test_causal_lm_task import task_cfg
@@ -19,9 +18,10 @@ COMMIT = re.compile(r"[0-9a-f]{40}")
 UNPINNED: dict[tuple[str, str], str] = {}
 
 
-def decoder_tasks() -> list[str]:
+@functools.cache  # composing every task file takes seconds: once per test process, at test time, not collection
+def decoder_tasks() -> tuple[str, ...]:
     """Every shipped task of the causal_lm family (a tiny twin names it through its defaults)."""
-    return sorted(p.stem for p in TASKS.glob("*.yaml") if task_cfg(p.stem).get("family") == CausalLMTask.family)
+    return tuple(sorted(p.stem for p in TASKS.glob("*.yaml") if task_cfg(p.stem).get("family") == CausalLMTask.family))
 
 
 def datasets_of(cfg: dict) -> dict[str, dict]:
@@ -33,9 +33,8 @@ def test_the_decoder_tasks_are_found():
     assert {"gsm8k", "metamathqa_gsm8k", "commonsense", "tiny_commonsense", "tiny_metamathqa_gsm8k"} <= set(decoder_tasks())
 
 
-@pytest.mark.parametrize("name", decoder_tasks())
-def test_every_hub_backed_decoder_data_set_is_pinned_or_listed_as_unpinned(name):
-    for key, dataset in datasets_of(task_cfg(name)).items():
+def test_every_hub_backed_decoder_data_set_is_pinned_or_listed_as_unpinned():
+    for name, key, dataset in ((n, k, d) for n in decoder_tasks() for k, d in datasets_of(task_cfg(n)).items()):
         if dataset.get("path"):  # a hub data set: its revision must be a commit
             if (name, key) in UNPINNED:
                 assert not COMMIT.fullmatch(str(dataset.get("revision"))), f"{name} {key} is pinned: drop it from UNPINNED"
