@@ -239,7 +239,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     a sweep's jobs. (Hydra hands a job its config without the ``hydra`` node, so a run sees the same keys.)
     """
     try:
-        return {key: _plain_node(cfg._get_node(key)) for key in cfg if key != "hydra"}
+        return {key: _plain_child(cfg, key) for key in cfg if key != "hydra"}
     except OmegaConfBaseException as err:
         cause = err
         while cause.__cause__ is not None:
@@ -247,10 +247,12 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"config: {str(cause).splitlines()[0]}") from None
 
 
-def _plain_node(node: Any) -> Any:
-    """One child of the root (an OmegaConf node) as ``to_container(root, resolve=True)`` gives it."""
-    node = node._dereference_node()
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node._value()
+def _plain_child(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` as ``to_container(cfg, resolve=True)`` gives it (public API only: a missing value stays ``???``)."""
+    if OmegaConf.is_missing(cfg, key):
+        return "???"
+    value = cfg[key]  # interpolations resolved against the root, as to_container resolves them
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def resolve(cfg: DictConfig) -> RunSpec:
