@@ -83,7 +83,7 @@ def _parsed(override: str) -> Override:
     return OverridesParser.create().parse_overrides([override])[0]
 
 
-def _split(overrides: list[str], sweep_raw: DictConfig) -> tuple[tuple[str, ...], list[tuple[str, object]]] | None:
+def _split(overrides: list[str]) -> tuple[tuple[str, ...], list[tuple[str, object]]] | None:
     """(config-group choices, other ``key=value`` pairs with Hydra's parse of the value), or None
     where only a real compose is faithful (``+``/``~`` overrides, package renames, group files with
     a defaults list)."""
@@ -175,7 +175,7 @@ def _expand(sweep: str) -> tuple[Job, ...]:
     assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
     base_slim, by_groups = _slim(base), {}
     for overrides in expand_sweep(base.hydra.sweeper.params, []):
-        split = _split(overrides, sweep_raw)
+        split = _split(overrides)
         if split is None:
             jobs.append(job_of(sweep_compose(sweep, overrides), overrides))
             continue
