@@ -628,7 +628,7 @@ def _require(dataset: datasets.Dataset, ref: SplitRef, columns: list[str], eval_
 
 def eval_set_metric_names(name: str, metrics: list[str]) -> list[str]:
     """The keys :func:`eval_set_metrics` gives one set ``name`` reporting ``metrics``."""
-    return [*(f"{name}_{m}" for m in metrics), "avg", *(f"avg_{m}" for m in sorted(metrics))]
+    return list(eval_set_metrics({name: dict.fromkeys(metrics, 0.0)}, {name: metrics[0]}))  # one naming rule
 
 
 def eval_set_metrics(per_set: Mapping[str, Mapping[str, float]], main: Mapping[str, str]) -> dict[str, float]:
