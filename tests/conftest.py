@@ -33,6 +33,13 @@ CONF = str(PROJECT_ROOT / "conf")
 TINY_RUN = ["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m", "trainer.progress=false"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Each config file parsed once per test process, not once per compose (tests/config_file_cache.py)."""
+    from tests import config_file_cache
+
+    config_file_cache.install()
+
+
 def compose(overrides: Iterable[str], return_hydra_config: bool = False):
     """``conf/config.yaml`` composed with ``overrides``, the resolvers registered: what the CLI would run
     (with ``return_hydra_config``, the ``hydra`` node too: launcher, sweeper, job settings)."""
