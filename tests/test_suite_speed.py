@@ -29,7 +29,10 @@ def test_a_shared_fixture_folder_is_built_once_and_rebuilt_after_a_failed_build(
 
 
 def test_whole_files_run_costliest_first_and_every_recorded_file_exists(request):
-    """`make test` deals files to its workers in collection order: the recorded costliest go first."""
+    """`make test` deals files to its workers in collection order: the recorded costliest go first. By default
+    xdist re-sorts the files by their number of tests, which undoes that order (a worker then sat idle for the last
+    minute of the suite), so pyproject's addopts keep the collected order for every pytest invocation."""
+    assert request.config.getoption("loadscopereorder") is False
     costs = file_costs()
     assert costs, "tests/file_costs.json is missing: run make test-costs"
     assert all((PROJECT_ROOT / name).is_file() for name in costs), "a recorded file is gone: run make test-costs"
