@@ -329,5 +329,21 @@ def test_one_tiny_round_of_each_bench_target(target, tmp_path):
                 assert ops["adalora_total"] > ops["lora_total"]
         assert report["models"]["minilm"]["op_counts"]["adapted_matrices"] == 36  # 6 layers x 6 weight types
         assert report["models"]["llama3_2_1b_reduced"]["op_counts"]["adapted_matrices"] == 112  # 16 x 7
+    elif target == "bench-loop":  # LoRA and AdaLoRA through `python -m experiments.run`, times from result.json
+        saved = json.loads((tmp_path / "cpu-real-loop.json").read_text())
+        assert [(r["method"], r["seed"], r["steps"]) for r in saved["runs"]] == [("lora", 0, 4), ("adalora", 0, 4)]
+        for r in saved["runs"]:
+            assert 0 < r["median_step_ms"] and r["process_wall_s"] * 1e3 > r["mean_step_ms"] * r["steps"]
+        summary = saved["summary"]
+        ms = summary["median_step_ms"]
+        assert summary["ratio"] == pytest.approx(ms["adalora"] / ms["lora"]) == pytest.approx(summary["ratio_paired_by_seed"])
+        md = (tmp_path / "cpu-real-loop.md").read_text()
+        assert "| adalora/lora |" in md and "≤ 1.05" in md and "trainer.log_every=2" in md
+    elif target == "bench-gpu":  # each measurement in its own process, the components' rows in the suite's report
+        components = json.loads((tmp_path / "cpu-components.json").read_text())
+        assert list(components["models"]["tiny"]) == ["lora", "adalora", "adalora, no penalty", "adalora, no allocator",
+                                                      "adalora, bare"]
+        assert "| adalora, bare |" in (tmp_path / "cpu-components.md").read_text()
+        assert all(f"{name}: done" in proc.stdout for name in ("step_fp32", "step_bf16", "components")), proc.stdout
     elif target == "bench-analysis":
         assert re.search(r"^ +20 .*s +\d+$", proc.stdout, flags=re.M), proc.stdout

@@ -4,7 +4,6 @@ command, and what it needs on a GPU machine without internet (run here on the CP
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import subprocess
 import sys
@@ -39,19 +38,14 @@ def test_default_plan_is_the_issue_measurements_at_the_paper_shapes_and_llama_3_
     assert "1000" in commands["loop"]
 
 
-@pytest.mark.slow
-def test_suite_runs_each_measurement_and_reports_a_stopped_one(tmp_path, capsys):
+def test_a_measurement_past_its_timeout_is_reported_stopped(tmp_path):
+    """A measurement that outlives its timeout is stopped and reported so (the suite's tiny round in
+    tests/test_benchmarks.py runs each measurement to the end)."""
     args = gpu_suite.parse_args(["--device", "cpu", "--models", "tiny", "--batch", "2", "--length", "16",
                                  "--rounds", "1", "--only", "components", "--out", str(tmp_path)])
-    assert gpu_suite.main(["--device", "cpu", "--models", "tiny", "--batch", "2", "--length", "16", "--rounds", "1",
-                           "--only", "components", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "cpu-components.json").read_text())
-    assert list(report["models"]["tiny"]) == ["lora", "adalora", "adalora, no penalty", "adalora, no allocator",
-                                              "adalora, bare"]
-    assert "| adalora, bare |" in (tmp_path / "cpu-components.md").read_text()
-    assert "components: done" in capsys.readouterr().out
     outcome = gpu_suite.run_all(gpu_suite.plan(args), timeout=0.5)
     assert outcome["components"].startswith("timed out after 0 s")
+    assert not list(tmp_path.iterdir())  # a stopped measurement writes no report
 
 
 @pytest.mark.slow
