@@ -101,14 +101,22 @@ def _split(overrides: list[str]) -> tuple[tuple[str, ...], list[tuple[str, objec
     return tuple(groups), values
 
 
-def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep_raw: DictConfig) -> DictConfig:
-    """``base`` with the group files swapped in: what Hydra's defaults list does for a plain group file, merged
-    over conf/config.yaml's own node of that group (``model.use_kernels``), which comes first (``_self_``), and
-    under the sweep file's own node of it (demo_gpu's ``task.max_seq_length``): the sweep file is the defaults
-    list's last entry, a ``_global_`` package, so its values win."""
+@functools.cache
+def _group_node(sweep: str, key: str, option: str) -> DictConfig:
+    """The group file ``key=option`` as a job of ``sweep`` sees it: merged over conf/config.yaml's own node of that
+    group (``model.use_kernels``), which comes first (``_self_``), and under the sweep file's own node of it
+    (demo_gpu's ``task.max_seq_length``): the sweep file is the defaults list's last entry, a ``_global_`` package,
+    so its values win. Merged once per sweep and file (a sweep's jobs swap in the same few files); inserting it
+    into a config copies it, so no job edits it."""
+    sweep_raw = OmegaConf.load(CONF / "sweep" / f"{sweep}.yaml")
+    return OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
+
+
+def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep: str) -> DictConfig:
+    """``base`` with the group files swapped in (:func:`_group_node`): what Hydra's defaults list does for a
+    plain group file."""
     swapped = dict(choice.split("=", 1) for choice in groups)
-    nodes = {key: OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
-             for key, option in swapped.items()}
+    nodes = {key: _group_node(sweep, key, option) for key, option in swapped.items()}
     # a copy of base's other nodes only: the swapped ones (an LLM task's eval_sets) are replaced, not copied first
     cfg = OmegaConf.create({key: nodes.pop(key, value) for key, value in base.items_ex(resolve=False)})
     with open_dict(cfg):
@@ -169,7 +177,6 @@ def expand_jobs(sweep: str) -> tuple[Job, ...]:
 
 def _expand(sweep: str) -> tuple[Job, ...]:
     """The jobs of :func:`expand_jobs`."""
-    sweep_raw = OmegaConf.load(CONF / "sweep" / f"{sweep}.yaml")
     jobs = []
     base = sweep_compose(sweep)
     assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
@@ -181,7 +188,7 @@ def _expand(sweep: str) -> tuple[Job, ...]:
             continue
         groups, values = split
         if groups not in by_groups:
-            by_groups[groups] = _with_groups(base_slim, groups, sweep_raw)
+            by_groups[groups] = _with_groups(base_slim, groups, sweep)
         cfg = by_groups[groups]
         for key, value in values:
             OmegaConf.update(cfg, key, value, merge=False, force_add=False)

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from adalora.methods.settings import _coerce, _type_name
+from adalora.methods.settings import _coerce, _type_name, type_hints
 
 
 class TaskConfigError(ValueError):
@@ -48,7 +48,7 @@ class TaskConfig:
     def __post_init__(self) -> None:
         """Ranges where the fields are declared: every integer key of a task config, this class's and each
         family's, is a count or a length (samples, labels, tokens, beams), so it must be positive."""
-        hints = typing.get_type_hints(type(self))
+        hints = type_hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if int in _types(hints[field.name]) and value is not None and not value >= 1:
@@ -62,7 +62,7 @@ def _types(hint: Any) -> tuple[Any, ...]:
 
 def parse_task_config(config_cls: type[TaskConfig], cfg: Mapping[str, Any], family: str) -> TaskConfig:
     """``config_cls`` from the task config ``cfg``, every key known and of its declared type."""
-    hints = typing.get_type_hints(config_cls)
+    hints = type_hints(config_cls)
     known = [f.name for f in dataclasses.fields(config_cls)]
     values: dict[str, Any] = {}
     for key, value in cfg.items():
