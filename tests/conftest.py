@@ -34,10 +34,10 @@ TINY_RUN = ["task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=g
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Each config file parsed once per test process, not once per compose (tests/config_file_cache.py)."""
-    from tests import config_file_cache
+    """Each config file and each interpolation string parsed once per test process (tests/parse_caches.py)."""
+    from tests import parse_caches
 
-    config_file_cache.install()
+    parse_caches.install()
 
 
 def compose(overrides: Iterable[str], return_hydra_config: bool = False):

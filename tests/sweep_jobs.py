@@ -5,7 +5,8 @@ Hydra's override parser (so ``a,b``, ``glob(...)`` and ``range(...)`` all work),
 product. A real ``compose`` costs ~0.2 s here, too slow for the thousands of jobs of all sweeps, so each
 sweep is composed once and a job's overrides are applied to that config with OmegaConf: a config-group
 choice (``task=glue_rte``) swaps in the group file, any other key is set to Hydra's parse of its value
-(tests/test_sweeps.py::test_shortcut_equals_real_compose checks that against real composes).
+(tests/test_sweeps.py::test_shortcut_equals_real_compose checks that against real composes, run without the
+test session's parse caches: tests/parse_caches.py).
 
 Several test files read the same sweeps (test_sweeps, test_protocol, test_ablations, test_baselines), and
 ``make test`` runs files in two xdist workers: the ``sweep_jobs`` fixture (tests/conftest.py) expands a
@@ -15,11 +16,9 @@ run's shared temporary folder (:func:`shared_sweep_jobs`), instead of resolving 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,37 +145,10 @@ def job_of(cfg: DictConfig, overrides: list[str]) -> Job:
                identity["effective_budget"], config["model"]["name"] if any(o.startswith("model=") for o in overrides) else None)
 
 
-@contextlib.contextmanager
-def _each_interpolation_parsed_once() -> Iterator[None]:
-    """OmegaConf parses an interpolation string with its ANTLR grammar each time a value is read; every job
-    of a sweep reads the same dozen strings (``run_dir``, ``${selected_lr:${task.name},...}``) several times,
-    and the parsing was ~40% of expanding a sweep. While expanding, each distinct string is parsed once.
-
-    Safe: a parse tree is a function of (string, rule, lexer mode) alone, resolving only visits it (the
-    values come from the config and the resolvers at each visit), and a string that fails to parse raises
-    as before (nothing is cached). Only the expansion uses it: test_shortcut_equals_real_compose resolves
-    sample jobs of every sweep without it and compares."""
-    import omegaconf._utils
-    import omegaconf.base
-
-    real = omegaconf.base.parse
-    omegaconf.base.parse = omegaconf._utils.parse = functools.cache(real)
-    try:
-        yield
-    finally:
-        omegaconf.base.parse = omegaconf._utils.parse = real
-
-
 def expand_jobs(sweep: str) -> tuple[Job, ...]:
     """Every job of a sweep: one compose, then each job's overrides applied with OmegaConf (the group
     files swapped in once per combination of group choices, the other values set in place, since
     every job of that combination sets the same keys); a real compose where that is not faithful."""
-    with _each_interpolation_parsed_once():
-        return _expand(sweep)
-
-
-def _expand(sweep: str) -> tuple[Job, ...]:
-    """The jobs of :func:`expand_jobs`."""
     jobs = []
     base = sweep_compose(sweep)
     assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"

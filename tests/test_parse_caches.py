@@ -1,11 +1,11 @@
-"""The test session's config-file cache (tests/config_file_cache.py) composes exactly what Hydra composes alone."""
+"""The test session's parse caches (tests/parse_caches.py) compose exactly what Hydra and OmegaConf compose alone."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from tests import config_file_cache
+from tests import parse_caches
 from tests.conftest import PROJECT_ROOT, compose
 
 CASES = (
@@ -15,25 +15,17 @@ CASES = (
 )
 
 
-@pytest.fixture
-def uncached():
-    """Hydra's own file loads for the test's duration (the session installs the cache: tests/conftest.py)."""
-    config_file_cache.uninstall()
-    try:
-        yield
-    finally:
-        config_file_cache.install()
-
-
-def _yaml(overrides: list[str]) -> str:
-    return OmegaConf.to_yaml(compose(overrides, return_hydra_config=True))
+def _composed(overrides: list[str]) -> tuple[str, dict]:
+    """The composed config as written (interpolations unresolved, the hydra node too) and resolved."""
+    return (OmegaConf.to_yaml(compose(overrides, return_hydra_config=True)),
+            OmegaConf.to_container(compose(overrides), resolve=True))
 
 
 @pytest.mark.parametrize("overrides", CASES)
-def test_a_cached_compose_equals_hydras_own(overrides, request):
-    cached = [_yaml(overrides) for _ in range(2)]  # the second compose reads every file from the cache
-    request.getfixturevalue("uncached")
-    assert cached == [_yaml(overrides)] * 2
+def test_a_cached_compose_equals_hydras_own(overrides):
+    cached = [_composed(overrides) for _ in range(2)]  # the second reads every file and string from the caches
+    with parse_caches.uncached():
+        assert cached == [_composed(overrides)] * 2
 
 
 def test_editing_a_composed_config_leaves_the_next_compose_alone():
