@@ -14,16 +14,17 @@ and ``llama_cpp``, which this suite neither needs nor runs).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 MANIFEST = "gguf.json"
+_MAX_STRING = 1 << 26  # a metadata string longer than this is no header a model file has: refused, not allocated
 
 
 class GGUFError(RuntimeError):
@@ -45,22 +46,82 @@ def package_file(package: str, filename: str) -> Path:
 
 def file_quantization(path: Path) -> str:
     """The quantisation a GGUF file declares in its header (``general.file_type``), e.g. ``Q4_1``."""
-    stat = Path(path).stat()
-    return _declared_quantization(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _declared_quantization(path: str, size: int, mtime_ns: int) -> str:
-    """Parsed once per process and file version: the reader parses every metadata array (SmolLM2's 49k-token
-    vocabulary, seconds) and a run asks three times (model, tokenizer, config). The file's size and mtime are in
-    the key, so a file replaced in place is read again."""
     import gguf
 
-    field = gguf.GGUFReader(path).fields.get("general.file_type")
-    if field is None:
+    value = header_value(Path(path), "general.file_type")
+    if value is None:
         raise GGUFError(f"{path} declares no general.file_type; cannot verify model.gguf_quant")
-    name = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    return gguf.LlamaFileType(int(value)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def header_value(path: Path, key: str) -> int | float | bool | str | None:
+    """The scalar or string value of metadata ``key`` in a GGUF file's header; None if the file has no such key.
+
+    ``gguf.GGUFReader`` would answer too, but it first parses every metadata array into numpy views (SmolLM2's
+    49k-token vocabulary and merges: about 4.5 s per read) where a run needs one integer. This walks the
+    key-value section by the format's own length prefixes (value types and sizes from the ``gguf`` package),
+    skips the values it does not need and stops at ``key``: milliseconds. It reads; it never executes anything.
+    """
+    import gguf
+    import numpy as np
+
+    scalars = {kind: np.dtype(np_type).newbyteorder("<") for kind, np_type in gguf.GGUFReader.gguf_scalar_to_np.items()}
+    with open(path, "rb") as fh:
+
+        def read(fmt: str) -> tuple:
+            data = fh.read(struct.calcsize(fmt))
+            if len(data) != struct.calcsize(fmt):
+                raise GGUFError(f"{path} ends inside its metadata: not a complete GGUF file")
+            return struct.unpack(fmt, data)
+
+        def value_type() -> gguf.GGUFValueType:
+            (code,) = read("<I")
+            try:
+                return gguf.GGUFValueType(code)
+            except ValueError:
+                raise GGUFError(f"{path}: unknown GGUF value type {code} in its metadata") from None
+
+        def string() -> bytes:
+            (length,) = read("<Q")
+            if length > _MAX_STRING:
+                raise GGUFError(f"{path}: a metadata string of {length} bytes; no GGUF header holds one that long")
+            data = fh.read(length)
+            if len(data) != length:
+                raise GGUFError(f"{path}: a metadata string of {length} bytes runs past the file's end")
+            return data
+
+        def skip(kind: gguf.GGUFValueType) -> None:
+            if kind in scalars:
+                fh.seek(scalars[kind].itemsize, os.SEEK_CUR)
+            elif kind == gguf.GGUFValueType.STRING:
+                (length,) = read("<Q")
+                fh.seek(length, os.SEEK_CUR)
+            else:  # an array: its element type, its length, then the elements
+                item, (count,) = value_type(), read("<Q")
+                if item in scalars:
+                    fh.seek(count * scalars[item].itemsize, os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        skip(item)
+
+        magic, version = read("<II")
+        if magic != gguf.GGUF_MAGIC or version not in (2, 3):
+            raise GGUFError(f"{path} is not a little-endian GGUF v2/v3 file (magic {magic:#x}, version {version})")
+        _tensors, entries = read("<QQ")
+        for _ in range(entries):
+            name, kind = string(), value_type()
+            if name != key.encode():
+                skip(kind)
+            elif kind == gguf.GGUFValueType.STRING:
+                return string().decode("utf-8")
+            elif kind in scalars:
+                data = fh.read(scalars[kind].itemsize)
+                if len(data) != scalars[kind].itemsize:
+                    raise GGUFError(f"{path} ends inside its metadata: not a complete GGUF file")
+                return np.frombuffer(data, scalars[kind])[0].item()
+            else:
+                raise GGUFError(f"{path}: metadata {key!r} is an array, not a single value")
+    return None
 
 
 def sha256_of(path: Path) -> str:

