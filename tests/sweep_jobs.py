@@ -111,17 +111,15 @@ def _group_node(sweep: str, key: str, option: str) -> DictConfig:
     return OmegaConf.merge(ROOT_NODES.get(key) or {}, _group_option(key, option), sweep_raw.get(key) or {})
 
 
-def _with_groups(base: DictConfig, groups: tuple[str, ...], sweep: str) -> DictConfig:
-    """``base`` with the group files swapped in (:func:`_group_node`): what Hydra's defaults list does for a
-    plain group file."""
-    swapped = dict(choice.split("=", 1) for choice in groups)
-    nodes = {key: _group_node(sweep, key, option) for key, option in swapped.items()}
-    # a copy of base's other nodes only: the swapped ones (an LLM task's eval_sets) are replaced, not copied first
-    cfg = OmegaConf.create({key: nodes.pop(key, value) for key, value in base.items_ex(resolve=False)})
+def _swap_groups(cfg: DictConfig, groups: tuple[str, ...], sweep: str, current: dict[str, str]) -> None:
+    """Swap the group files of ``groups`` into ``cfg`` (:func:`_group_node`), what Hydra's defaults list does for a
+    plain group file; ``current`` holds the choices ``cfg`` has now, so a group a job keeps is not copied again (the
+    values a previous job set in it are set again by this job: every job of a sweep sets the same keys)."""
     with open_dict(cfg):
-        for key, node in nodes.items():  # a group base does not hold yet
-            cfg[key] = node
-    return cfg
+        for key, option in (choice.split("=", 1) for choice in groups):
+            if current.get(key) != option:
+                cfg[key] = _group_node(sweep, key, option)
+                current[key] = option
 
 
 def _slim(cfg: DictConfig) -> DictConfig:
@@ -146,22 +144,25 @@ def job_of(cfg: DictConfig, overrides: list[str]) -> Job:
 
 
 def expand_jobs(sweep: str) -> tuple[Job, ...]:
-    """Every job of a sweep: one compose, then each job's overrides applied with OmegaConf (the group
-    files swapped in once per combination of group choices, the other values set in place, since
-    every job of that combination sets the same keys); a real compose where that is not faithful."""
+    """Every job of a sweep: one compose, then each job's overrides applied with OmegaConf to one config (a group
+    file swapped in where the job's choice differs from the previous job's, the other values set in place: the
+    jobs of a cartesian product all set the same keys, so no job sees a value another job set); a real compose
+    where that is not faithful."""
     jobs = []
     base = sweep_compose(sweep)
     assert base.hydra.mode == RunMode.MULTIRUN, f"{sweep}: set hydra.mode: MULTIRUN"
-    base_slim, by_groups = _slim(base), {}
+    configs: dict[tuple, tuple[DictConfig, dict[str, str]]] = {}  # per set of keys the jobs set: one per sweep
     for overrides in expand_sweep(base.hydra.sweeper.params, []):
         split = _split(overrides)
         if split is None:
             jobs.append(job_of(sweep_compose(sweep, overrides), overrides))
             continue
         groups, values = split
-        if groups not in by_groups:
-            by_groups[groups] = _with_groups(base_slim, groups, sweep)
-        cfg = by_groups[groups]
+        keys = (tuple(choice.split("=", 1)[0] for choice in groups), tuple(key for key, _ in values))
+        if keys not in configs:
+            configs[keys] = _slim(base), {}
+        cfg, current = configs[keys]
+        _swap_groups(cfg, groups, sweep, current)
         for key, value in values:
             OmegaConf.update(cfg, key, value, merge=False, force_add=False)
         jobs.append(job_of(cfg, overrides))
