@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import json
+import math
 import os
 import signal
 import struct
@@ -226,23 +227,38 @@ def _probe_overrides(out: Path, batch_size: int) -> list[str]:
               ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"))]
 
 
-def _probe(out: Path, nproc: int, batch_size: int, env: dict[str, str] | None = None, timeout: int = 600) -> list[dict]:
-    out.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-           str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *_probe_overrides(out, batch_size)]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory) -> Path:
+    """One 2-process gloo launch of tests/ddp_probe.py training, in the same two processes, the three runs the
+    data-parallel tests read: the AdaLoRA probe (``rank<r>.pt``), the same run with rank 1's loss NaN at step 3
+    (``nan/rank<r>.pt``), and the probe's settings as a 2-step LoRA run through the runner's own path, which
+    writes its record (under ``record/``). A launch costs three interpreters of ~4 s of imports each and the
+    process group: one launch, not three. The record run comes after the diverged one, so its success also shows
+    that a divergence leaves the process group usable."""
+    out = tmp_path_factory.mktemp("two_process_runs")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(PROJECT_ROOT / "tests" / "ddp_probe.py"), str(out), *_probe_overrides(out, batch_size=4),
+           "--then=nan", "--nan-at=1:3",
+           "--then=record", "--record", "method=lora", f"output_root={out / 'record'}", "trainer.max_steps=2",
+           "trainer.eval_every=2"]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "Error" in line)[-4000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
+    return out
+
+
+def _ranks(folder: Path) -> list[dict]:
+    """What each of the two ranks of one probed run ended with."""
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_path):
+def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_path, two_process_runs):
     """2 ranks x batch 4 see the same 8 examples per step as 1 process x batch 8 (same order). The single process
     is this one (no launcher: the reference is what one process computes, not a claim about torchrun)."""
     from tests import ddp_probe
 
-    ranks = _probe(tmp_path / "ddp", nproc=2, batch_size=4)
+    ranks = _ranks(two_process_runs)
     ddp_probe.main(str(tmp_path / "single"), _probe_overrides(tmp_path / "single", batch_size=8))
     single = torch.load(tmp_path / "single" / "rank0.pt", weights_only=False)
     assert ranks[0]["world_size"] == 2 and ranks[0]["total_steps"] == single["total_steps"] == 18
@@ -262,24 +278,19 @@ def test_two_process_gloo_ddp_masks_match_across_ranks_and_single_process(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(two_process_runs):
     """Rank 1's loss alone is NaN at step 3: both ranks stop there as diverged (each rank stopping on
     its own loss left rank 0 training into a collective with a process that had left)."""
-    ranks = _probe(tmp_path / "nan", nproc=2, batch_size=4, env={"PROBE_NAN_AT": "1:3"}, timeout=180)
+    ranks = _ranks(two_process_runs / "nan")
     assert [r["diverged_at"] for r in ranks] == [3, 3]
+    assert math.isfinite(ranks[0]["train_loss"]) and math.isnan(ranks[1]["train_loss"])  # the fault was rank 1's
 
 
 @pytest.mark.slow
-def test_a_two_process_record_says_world_size_2(tmp_path):
-    """Issue 31 item 3: the record says how many processes trained (Table 15's GPU-hours count them)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "experiments.run", "task=tiny_glue_rte", "model=tiny_deberta", "method=lora", "budget=glue_0.3m",
-           f"output_root={tmp_path}", "trainer.progress=false", "trainer.max_steps=2", "trainer.batch_size=4",
-           "trainer.eval_every=2"]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [result] = (tmp_path / "adhoc" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=0").rglob("result.json")
+def test_a_two_process_record_says_world_size_2(two_process_runs):
+    """Issue 31 item 3: the record says how many processes trained (Table 15's GPU-hours count them). The record is
+    the one ``experiments.runner.run`` (what ``python -m experiments.run`` calls) wrote in a 2-process launch."""
+    [result] = (two_process_runs / "record" / "adhoc" / "tiny_glue_rte" / "lora" / "glue_0.3m" / "seed=0").rglob("result.json")
     record = read_record(result.parent)
     assert record.status is Status.SUCCESS and record.world_size == 2
     assert record.train["world_size"] == 2 and record.train["devices"] == (2 if torch.cuda.is_available() else 0)
