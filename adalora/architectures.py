@@ -30,11 +30,12 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from adalora.plugins import entry_point_objects, import_config_module
+
+if TYPE_CHECKING:  # the registry is data that figures read too (heatmap rows): torch is imported where layers are
+    from torch import nn
 
 ENTRY_POINT_GROUP = "adalora.architectures"
 DOCS = "docs/architectures.md"
@@ -53,6 +54,8 @@ class ArchitectureError(ValueError):
 @functools.cache
 def adapted_layer_classes() -> tuple[type[nn.Module], ...]:
     """``nn.Linear`` and, where transformers is installed, its ``Conv1D`` (GPT-2's projections)."""
+    from torch import nn
+
     try:
         from transformers.pytorch_utils import Conv1D
     except ImportError:  # pragma: no cover - transformers is an optional dependency of the core
@@ -62,6 +65,8 @@ def adapted_layer_classes() -> tuple[type[nn.Module], ...]:
 
 def fan_in_fan_out(layer: nn.Module) -> bool:
     """Whether ``layer`` stores its weight as (in, out) (transformers' ``Conv1D``), not ``nn.Linear``'s (out, in)."""
+    from torch import nn
+
     return not isinstance(layer, nn.Linear) and isinstance(layer, adapted_layer_classes())
 
 
@@ -81,7 +86,8 @@ class Architecture:
     ``weight_types``: the labels in heatmap order (default: the rows' order, first appearance).
     ``fused``: label -> the projections one matrix holds. ``aliases``: label -> the paper's
     weight types that also select it. ``layer_classes``: the module classes that may be targets
-    (default: :func:`adapted_layer_classes`).
+    (empty: :func:`adapted_layer_classes`, looked up when a model is matched, so that registering an
+    architecture imports neither torch nor transformers).
 
     Model building (``experiments/models.py``): ``config_class`` (a transformers config class name)
     and ``tiny_defaults`` for tiny models (``tiny_follows``: a size that follows another one unless
@@ -116,7 +122,7 @@ class Architecture:
         set_ = functools.partial(object.__setattr__, self)
         set_("model_types", tuple(self.model_types) or (self.name,))
         set_("weight_types", tuple(self.weight_types) or tuple(dict.fromkeys(wt for _, wt in self.rows)))
-        set_("layer_classes", tuple(self.layer_classes) or adapted_layer_classes())
+        set_("layer_classes", tuple(self.layer_classes))
         set_("_patterns", tuple((re.compile(r"(?:.*\.)?" + pat), wtype) for pat, wtype in self.rows))
 
     # ------------------------------------------------------------------ labelling the model's layers
@@ -138,7 +144,7 @@ class Architecture:
 
     def is_target_layer(self, module: nn.Module) -> bool:
         """Whether ``module`` is of a class this architecture adapts."""
-        return isinstance(module, self.layer_classes)
+        return isinstance(module, self.layer_classes or adapted_layer_classes())
 
     def display_label(self, weight_type: str) -> str:
         """A weight type as figures name it: a fused projection says what it holds."""

@@ -49,7 +49,7 @@ from typing import Any
 import pandas as pd
 
 from adalora import trust
-from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes
+from analysis.grouping import DEFAULT_PROTOCOL, conflict_notes, record_identity
 from experiments.identity import identity_hash
 from experiments.results import KNOWN_SCHEMA_VERSIONS, RESULT_FILE, STATUSES, read_result
 
@@ -313,13 +313,9 @@ def _shown(value: Any) -> str:
 
 
 def stored_or_computed_identity(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """:func:`experiments.identity.record_identity` of a record read from disk, as data: computing a
+    """:func:`analysis.grouping.record_identity` of a record read from disk, as data: computing a
     schema-1 record's identity resolves its method, and a ``method.module`` it names is refused
     (``adalora.trust.UntrustedCode``), never imported."""
-    # experiments.spec brings the method and task registries (torch, transformers): imported when a record
-    # is read, so that importing the analysis stays cheap.
-    from experiments.spec import record_identity
-
     with trust.reading(run_dir / RESULT_FILE):
         return record_identity(record)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.identity import differing_keys, identity_hash
+from experiments.identity import differing_keys, identity_hash, stored_identity
 
 # A cell's label: the protocol is part of it, so runs selected and reported under different protocols
 # are never pooled (nor listed as a conflict: each protocol has its own cells).
@@ -120,6 +120,18 @@ def difference(mine: Mapping[str, Any] | None, others: Sequence[Mapping[str, Any
 
 
 # ---------------------------------------------------------------------------- records (figures)
+def record_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``experiments.spec.record_identity``, importing it only for a schema-1 record: the identity a record stores
+    is read as data, and only computing an old record's identity from its config needs the method and task
+    registries (torch, transformers: seconds in every analysis process and notebook kernel)."""
+    stored = stored_identity(record)
+    if stored is not None:
+        return stored
+    from experiments.spec import record_identity as computed_identity
+
+    return computed_identity(record)
+
+
 def record_label(record: Mapping[str, Any]) -> tuple:
     """A record's ``LABEL_KEYS`` values (the protocol defaulted as ``run_status`` shows it)."""
     return (*(record["run"].get(k) for k in LABEL_KEYS[:-1]), record_protocol(record))
@@ -127,8 +139,6 @@ def record_label(record: Mapping[str, Any]) -> tuple:
 
 def record_configuration(record: Mapping[str, Any]) -> tuple[str, str]:
     """(model, ``config_group``) of a run record: the key its runs must share to be averaged."""
-    from experiments.spec import record_identity  # the registries it needs import torch: only when used
-
     identity = record_identity(record)
     model = (record.get("run") or {}).get("model") or ""
     return model, identity_hash(identity, with_seed=False) if identity is not None else ""
@@ -155,8 +165,6 @@ def one_configuration(records: Sequence[Mapping[str, Any]], what: str,
             raise LookupError(f"{what}: no run of configuration config_group={config_group!r}")
     if len(groups) <= 1:
         return next(iter(groups.values()), [])
-    from experiments.spec import record_identity  # the registries it needs import torch: only when used
-
     first, *others = (record_identity(recs[0]) for recs in groups.values())
     raise ValueError(
         f"{what}: runs of {len(groups)} configurations, which must not be averaged; they differ in: "

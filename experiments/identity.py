@@ -133,6 +133,15 @@ def identity_block(identity: Mapping[str, Any]) -> dict[str, Any]:
             "keys": dict(identity)}
 
 
+def stored_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The identity keys a record of schema >= 2 stores (its :func:`identity_block`), read as data; None for a
+    record that stores none (schema 1), whose identity ``experiments.spec.record_identity`` computes."""
+    block = record.get("identity")
+    if isinstance(block, Mapping) and isinstance(block.get("keys"), Mapping):
+        return dict(block["keys"])
+    return None
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"trainer": {"lr": 1}}`` -> ``{"trainer.lr": 1}``."""
     if isinstance(value, Mapping):

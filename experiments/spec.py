@@ -43,7 +43,13 @@ from adalora.methods import (
 )
 from adalora.methods.registry import settings_keys, settings_values
 from adalora.methods.settings import checked_values, nearest_key
-from experiments.identity import CONTENT_KEY, NON_RESULT_TRAINER_KEYS, identity_block, override_dirname
+from experiments.identity import (
+    CONTENT_KEY,
+    NON_RESULT_TRAINER_KEYS,
+    identity_block,
+    override_dirname,
+    stored_identity,
+)
 from experiments.lr_search import selected_lr
 from experiments.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol, identity_view
 from experiments.tasks import Task, TaskConfig, TaskConfigError, family_of
@@ -445,9 +451,9 @@ def run_identity(config: Mapping[str, Any], budget: str) -> dict[str, Any]:
 def record_identity(record: Mapping[str, Any]) -> dict[str, Any] | None:
     """A record's identity: stored (schema >= 2), else computed from its stored config alone (schema 1), with the
     blocks it was hashed with then (:func:`stored_blocks`). Imports nothing; no ``content`` (unknown)."""
-    block = record.get("identity")
-    if isinstance(block, Mapping) and isinstance(block.get("keys"), Mapping):
-        return dict(block["keys"])
+    stored = stored_identity(record)
+    if stored is not None:
+        return stored
     config = record.get("config")
     budget = (record.get("run") or {}).get("budget")
     if not isinstance(config, Mapping) or budget is None:

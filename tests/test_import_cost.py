@@ -51,6 +51,32 @@ def test_importing_the_sweep_and_cost_commands_loads_no_training_stack():
     assert loaded_after_import(("experiments.sweeps", "experiments.costs"), ANALYSIS_FREE_OF) == []
 
 
+def test_analysing_todays_records_loads_no_torch(tiny_finished_run):
+    """Reading a record's stored identity, drawing a rank heatmap's rows and the decoder allocation table load none
+    of the training stack (each notebook kernel of ``make figures`` paid seconds of torch for them): a record's
+    identity is stored, the architecture registry is data until a model is matched, and only a failed run's
+    reason needs the allocator's exception class."""
+    from experiments.results import read_result
+
+    code = (f"import json, sys\n"
+            f"from analysis.figures import rank_matrix\n"
+            f"from analysis.grouping import record_identity\n"
+            f"from analysis.tables.llm_tables import allocation_table\n"
+            f"new, old = json.loads(sys.stdin.read())\n"
+            f"matrix = rank_matrix(old['ranks']['pattern'], old['ranks']['weight_types'])\n"
+            f"print(json.dumps({{'identity': record_identity(new), 'rows': list(matrix.index), "
+            f"'allocation': len(allocation_table([new, old])), "
+            f"'loaded': sorted(p for p in {list(ANALYSIS_FREE_OF)!r} if p in sys.modules)}}))")
+    new = read_result(Path(tiny_finished_run.run_dir))
+    old = json.loads((ROOT / "tests/fixtures/runs/fixtures/tiny_glue_sst2/adalora/glue_0.3m/seed=0/result.json").read_text())
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=json.dumps([new, old]), capture_output=True,
+                         text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["identity"] == new["identity"]["keys"] and seen["identity"]["method"]["name"] == "lora"
+    assert seen["rows"] == ["W_q", "W_k", "W_v", "W_o", "W_f1", "W_f2"] and seen["allocation"] == 0
+    assert seen["loaded"] == []
+
+
 def test_adalora_public_names_resolve_to_their_defining_modules():
     """``from adalora import X`` still gives every public name, now imported on first use."""
     from adalora.allocator import RankAllocator

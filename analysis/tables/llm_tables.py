@@ -193,19 +193,25 @@ ALLOCATION_COLUMNS = ["model", "task", "method", "budget", "seed", "status", "al
                       "changed at steps", "must change", "total rank start", "total rank end", "reason"]
 
 
+def _allocation_not_run(record: Mapping[str, Any]) -> bool:
+    """Whether a failed run failed because its allocator never changed a rank (``AllocationNotRun``). Asked of
+    failed runs only: the allocator's module imports torch, which the analysis of successful runs never loads."""
+    from adalora.allocator import AllocationNotRun
+
+    return AllocationNotRun.__name__ in str(record.get("reason") or "")
+
+
 def allocation_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The proof that allocation ran, one row per rank-adaptive decoder run (its record has ``ranks.allocation``,
     or it failed because its ranks never changed): how often the allocator ran, at which steps the ranks
     changed, whether its schedule says they must, and the total rank at the first and the last step.
     A run whose ranks had to change and did not has failed with the likely cause (``reason``)."""
-    from adalora.allocator import AllocationNotRun  # its module imports torch: only this table needs it
-
     rows = []
     for record in records:
         run = record.get("run") or {}
         ranks = record.get("ranks") or {}
         proof = ranks.get("allocation")
-        not_run = record.get("status") != "success" and AllocationNotRun.__name__ in str(record.get("reason") or "")
+        not_run = record.get("status") != "success" and _allocation_not_run(record)
         if run.get("family") != LLM_FAMILY or not (isinstance(proof, dict) or not_run):
             continue
         proof = proof if isinstance(proof, dict) else {}
