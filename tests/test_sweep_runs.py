@@ -25,7 +25,7 @@ import torch
 from experiments.results import Status, read_record, read_result
 from experiments.runner import LOCK_FILE, PROJECT_ROOT, register_resolvers, run
 from experiments.sweeps import expand_sweep, read_ledger, summarize
-from tests.conftest import tiny
+from tests.conftest import RESUMED_ADALORA, tiny
 from tests.ports import free_port
 
 register_resolvers()
@@ -107,9 +107,9 @@ def test_failing_job_is_isolated_and_reported(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
-    steps = ["trainer.max_steps=60", "trainer.checkpoint_every=5", "trainer.eval_every=20", "trainer.log_every=5"]
-    sub = "trainer.eval_every=20,trainer.max_steps=60"  # checkpoint and log cadence change no result: not in it
+def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path, uninterrupted_adalora):
+    steps = [*RESUMED_ADALORA, "trainer.log_every=5"]
+    sub = "trainer.eval_every=10,trainer.max_steps=60"  # checkpoint and log cadence change no result: not in it
     out = tmp_path / "killed"
     proc = _sweep(out, "method=lora,adalora,bitfit", *steps, wait=False)
     checkpoint = _run_dir(out, "adalora", overrides=sub) / "checkpoint.pt"
@@ -131,9 +131,7 @@ def test_sigkilled_sweep_reruns_without_loss_and_resumes_identically(tmp_path):
     assert f"[resume] {_run_dir(out, 'adalora', overrides=sub)} from step" in rerun.stdout
     assert (_run_dir(out, "lora", overrides=sub) / "result.json").read_bytes() == lora_before  # not repeated, not rewritten
 
-    reference = tmp_path / "uninterrupted"
-    assert _sweep(reference, "method=adalora", *steps).returncode == 0
-    resumed, clean = read_result(_run_dir(out, "adalora", overrides=sub)), read_result(_run_dir(reference, "adalora", overrides=sub))
+    resumed, clean = read_result(_run_dir(out, "adalora", overrides=sub)), uninterrupted_adalora
     assert resumed["status"] == clean["status"] == "success"
     assert resumed["metrics"]["evals"] == clean["metrics"]["evals"]
     assert resumed["ranks"] == clean["ranks"]
