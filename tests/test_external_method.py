@@ -25,7 +25,8 @@ from analysis.figures import budget_curve
 from analysis.index_page import write_index
 from analysis.tables import format_table, results_table, write_table
 from experiments.evaluate import reevaluate
-from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve
+from experiments.export import main as export_main
+from experiments.runner import PROJECT_ROOT, _build, register_resolvers, resolve, run
 from experiments.weights import build_base, load_run
 from tests.conftest import compose
 
@@ -123,7 +124,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tmp_path, monkeypatch):
+def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tmp_path, monkeypatch, capsys):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "ext_qv_methods.py").write_text(KIND_SOURCE.format(kind="ext_qv"))
@@ -163,12 +164,14 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
     cfg = compose([f"hydra.searchpath=[file://{conf}]", *TINY, "method=ext_qv", "budget=glue_0.3m", "seed=0",
                    f"output_root={tmp_path}/cut"])
     full_dir, full = records[("glue_0.3m", 0)]
-    cut_dir = tmp_path / "cut" / full_dir.relative_to(tmp_path / "out")
+    cut_dir = Path(cfg.run_dir)  # the run the in-process rerun below resumes
     trainer, _, _ = _build(cfg, resolve(cfg), cut_dir, None)
     trainer.train(stop_after=2)
     del trainer
-    proc = _run(tmp_path / "cut", conf, pkg, "method=ext_qv", "budget=glue_0.3m", "seed=0")
-    assert "[resume]" in proc.stdout and "from step 2" in proc.stdout
+    capsys.readouterr()
+    assert run(cfg)["status"] == "success"  # what python -m experiments.run calls for the job (in this process)
+    printed = capsys.readouterr().out
+    assert "[resume]" in printed and "from step 2" in printed
     resumed = json.loads((cut_dir / "result.json").read_text())
     assert resumed["metrics"]["evals"] == full["metrics"]["evals"]
 
@@ -188,10 +191,9 @@ def test_a_method_in_the_users_module_runs_sweeps_resumes_reloads_and_exports(tm
                     str(tmp_path / "merged")], cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=300, env=env)
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     assert torch.allclose(_logits(merged), _logits(loaded.model), atol=1e-5)
-    peft = subprocess.run([sys.executable, "-m", "experiments.export", str(full_dir), "--format", "peft", "--out",
-                           str(tmp_path / "peft")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-                          env=env)
-    assert peft.returncode == 2 and "'ext_qv' (ext_qv) has no PEFT form; use --format merged" in peft.stderr
+    monkeypatch.setenv("ADALORA_TRUST_MODULES", "ext_qv_methods")
+    assert export_main([str(full_dir), "--format", "peft", "--out", str(tmp_path / "peft")]) == 2  # in this process
+    assert "'ext_qv' (ext_qv) has no PEFT form; use --format merged" in capsys.readouterr().err
 
 
 @pytest.mark.slow
