@@ -21,7 +21,7 @@ from tests.make_figures_shared import LATIN1_ENV, RUNS, fixture_runs_figures, ma
 from tests.test_report_page import PNG, open_in_browser
 
 TABLE = "### Table 1\n\n| Method | Budget | Source | RTE |\n| --- | --- | --- | --- |\n| LoRA | 0.3M | ours | {} |\n"
-LATIN1_NOTES = "Notes de l'équipe: café, déjà vu\n".encode("latin-1")  # not UTF-8: é is one byte 0xE9
+LATIN1_NOTES = "Notes de l'équipe: café, déjà vu\n".encode("latin-1")  # not UTF-8: é is one byte 0xE9; its ASCII start, "Notes de l", marks it on a page in any decoding
 
 
 def _build(out: Path, files: dict[str, bytes]) -> list[Path]:
@@ -47,7 +47,7 @@ def test_a_build_removes_the_previous_builds_files_it_did_not_rewrite_and_nothin
     assert (out / "notes.md").read_bytes() == LATIN1_NOTES  # neither read, nor rewritten, nor removed
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "73.00" in page and "72.00" not in page and "figure2.png" in page
-    for gone in ("budget_curve_tiny_squad_v2", "table1_heldout_best", "notes.md", "caf", "my_plot"):
+    for gone in ("budget_curve_tiny_squad_v2", "table1_heldout_best", "notes.md", "Notes de l", "my_plot"):
         assert gone not in page
     assert (out / MANIFEST).read_text(encoding="utf-8").split() == ["figure2.png", "table1_best.md", "index.html"]
 
@@ -94,7 +94,7 @@ def test_the_page_is_built_without_a_file_that_is_not_utf8_and_says_so(tmp_path,
     (out / "table1_best.md").write_text(TABLE.format("72.00 ± 1.00 (n=2)"), encoding="utf-8")
     (out / "team_notes.md").write_bytes(LATIN1_NOTES)
     page = write_index(RUNS, out).read_text(encoding="utf-8")
-    assert "72.00 ± 1.00 (n=2)" in page and "team_notes" not in page and "caf" not in page
+    assert "72.00 ± 1.00 (n=2)" in page and "team_notes" not in page and "Notes de l" not in page
     err = capsys.readouterr().err.splitlines()
     assert err == [f"[report page] left out {out / 'team_notes.md'}: not UTF-8 (invalid continuation byte at "
                    "byte 11); the notebooks write UTF-8, so it is not one of theirs"]
@@ -122,7 +122,7 @@ def test_make_figures_drops_a_removed_tasks_files_and_writes_utf8_under_a_latin1
     assert second.returncode == 0, second.stderr[-3000:]
     page = (out / "index.html").read_text(encoding="utf-8")
     assert not list(out.glob("*tiny_squad_v2*")) and "tiny_squad_v2" not in page
-    assert (out / "notes.md").read_bytes() == LATIN1_NOTES and "notes.md" not in page and "caf" not in page
+    assert (out / "notes.md").read_bytes() == LATIN1_NOTES and "notes.md" not in page and "Notes de l" not in page
     runs = sorted(root.rglob("result.json"))
     status = (out / "run_status.md").read_text(encoding="utf-8")
     _, header, rows = parse_markdown_table(status)
