@@ -68,11 +68,14 @@ def header_value(path: Path, key: str) -> int | float | bool | str | None:
     scalars = {kind: np.dtype(np_type).newbyteorder("<") for kind, np_type in gguf.GGUFReader.gguf_scalar_to_np.items()}
     with open(path, "rb") as fh:
 
-        def read(fmt: str) -> tuple:
-            data = fh.read(struct.calcsize(fmt))
-            if len(data) != struct.calcsize(fmt):
+        def exactly(size: int) -> bytes:
+            data = fh.read(size)
+            if len(data) != size:
                 raise GGUFError(f"{path} ends inside its metadata: not a complete GGUF file")
-            return struct.unpack(fmt, data)
+            return data
+
+        def read(fmt: str) -> tuple:
+            return struct.unpack(fmt, exactly(struct.calcsize(fmt)))
 
         def value_type() -> gguf.GGUFValueType:
             (code,) = read("<I")
@@ -85,10 +88,7 @@ def header_value(path: Path, key: str) -> int | float | bool | str | None:
             (length,) = read("<Q")
             if length > _MAX_STRING:
                 raise GGUFError(f"{path}: a metadata string of {length} bytes; no GGUF header holds one that long")
-            data = fh.read(length)
-            if len(data) != length:
-                raise GGUFError(f"{path}: a metadata string of {length} bytes runs past the file's end")
-            return data
+            return exactly(length)
 
         def skip(kind: gguf.GGUFValueType) -> None:
             if kind in scalars:
@@ -115,10 +115,7 @@ def header_value(path: Path, key: str) -> int | float | bool | str | None:
             elif kind == gguf.GGUFValueType.STRING:
                 return string().decode("utf-8")
             elif kind in scalars:
-                data = fh.read(scalars[kind].itemsize)
-                if len(data) != scalars[kind].itemsize:
-                    raise GGUFError(f"{path} ends inside its metadata: not a complete GGUF file")
-                return np.frombuffer(data, scalars[kind])[0].item()
+                return np.frombuffer(exactly(scalars[kind].itemsize), scalars[kind])[0].item()
             else:
                 raise GGUFError(f"{path}: metadata {key!r} is an array, not a single value")
     return None
